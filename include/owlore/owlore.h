@@ -1,0 +1,410 @@
+/*
+ * libowlore: OwLore fine-tuning primitives behind a stable C ABI.
+ *
+ * OwLore trains a few decoder layers per period, sampled with probabilities
+ * weighted by each layer's outlier ratio (LOD), and updates the sampled
+ * layers with GaLore-style low-rank gradient projection and AdamW in the
+ * low-rank subspace. This header is the whole public interface.
+ *
+ * Conventions (see docs/api.md and docs/abi.md):
+ *  - Every function returns an owl_status (OWL_OK == 0) unless it is a
+ *    getter that cannot fail. On failure, owl_context_last_error() on the
+ *    context involved says what was wrong, and nothing was changed.
+ *  - Handles are opaque. Every *_free accepts NULL.
+ *  - A handle belongs to the context it was created from; a context and its
+ *    handles are used from one thread at a time. Separate contexts may be
+ *    used from separate threads at once. The context must outlive them.
+ *  - Options structs carry their own size in their first field: fill them
+ *    with the matching *_init(&opts, sizeof opts) before setting fields, so
+ *    a caller compiled against an older header keeps working.
+ *  - Sizes, counts and indices are 64-bit. Enumerations are int32_t.
+ *  - Tensors live where the context's backend computes: host memory for
+ *    the CPU backend, device memory (on the context's stream) for CUDA.
+ */
+#ifndef OWLORE_OWLORE_H
+#define OWLORE_OWLORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32) && defined(OWL_BUILDING_LIBRARY)
+#define OWL_API __declspec(dllexport)
+#elif defined(__GNUC__) && __GNUC__ >= 4
+#define OWL_API __attribute__((visibility("default")))
+#else
+#define OWL_API
+#endif
+
+/* ------------------------------------------------------------------ */
+/* Version                                                             */
+/* ------------------------------------------------------------------ */
+
+#define OWL_VERSION_MAJOR 0
+#define OWL_VERSION_MINOR 1
+#define OWL_VERSION_PATCH 0
+/* MAJOR*10000 + MINOR*100 + PATCH: compare with owl_version_number(). */
+#define OWL_VERSION_NUMBER \
+    (OWL_VERSION_MAJOR * 10000 + OWL_VERSION_MINOR * 100 + OWL_VERSION_PATCH)
+#define OWL_VERSION_STRING "0.1.0"
+
+/* Runtime version of the library actually loaded. */
+OWL_API uint32_t owl_version_number(void);
+OWL_API const char *owl_version_string(void);
+
+/* ------------------------------------------------------------------ */
+/* Status codes: stable numbers, never reused.                         */
+/* ------------------------------------------------------------------ */
+
+typedef int32_t owl_status;
+enum {
+    OWL_OK = 0,
+    OWL_ERR_INVALID_ARGUMENT = 1, /* a value out of its documented range */
+    OWL_ERR_NULL_POINTER = 2,     /* a required pointer was NULL */
+    OWL_ERR_SHAPE = 3,            /* tensor shapes or strides do not fit */
+    OWL_ERR_DTYPE = 4,            /* a dtype not allowed for that argument */
+    OWL_ERR_OUT_OF_MEMORY = 5,
+    OWL_ERR_NONFINITE = 6,        /* NaN/Inf in an input; nothing changed */
+    OWL_ERR_NUMERICAL = 7,        /* e.g. an SVD that did not converge */
+    OWL_ERR_UNSUPPORTED = 8,      /* not built in, or not for this backend */
+    OWL_ERR_NO_DEVICE = 9,        /* no usable CUDA device */
+    OWL_ERR_DEVICE = 10,          /* a CUDA/cuBLAS/cuSOLVER call failed */
+    OWL_ERR_IO = 11,              /* reading or writing a file failed */
+    OWL_ERR_CORRUPT = 12,         /* a state blob failed its checks */
+    OWL_ERR_VERSION = 13,         /* a state blob of an unknown version */
+    OWL_ERR_STRUCT_SIZE = 14,     /* an options struct with a bad size */
+    OWL_ERR_STATE = 15,           /* call not valid in the handle's state */
+    OWL_ERR_MISMATCH = 16,        /* handles or state that do not belong together */
+    OWL_ERR_INTERNAL = 17
+};
+
+/* A fixed sentence describing the status ("tensor shapes do not fit"). */
+OWL_API const char *owl_status_string(owl_status status);
+/* The status's stable name ("OWL_ERR_SHAPE"); "OWL_UNKNOWN" otherwise. */
+OWL_API const char *owl_status_name(owl_status status);
+
+/* ------------------------------------------------------------------ */
+/* Enumerations                                                        */
+/* ------------------------------------------------------------------ */
+
+typedef int32_t owl_dtype;
+enum {
+    OWL_DTYPE_F32 = 0,
+    OWL_DTYPE_BF16 = 1,
+    OWL_DTYPE_F16 = 2,
+    OWL_DTYPE_F64 = 3 /* only where a function says so */
+};
+
+typedef int32_t owl_backend;
+enum { OWL_BACKEND_CPU = 0, OWL_BACKEND_CUDA = 1 };
+
+/* Returns 1 when this build of the library contains the backend. */
+OWL_API int32_t owl_backend_available(owl_backend backend);
+
+/* ------------------------------------------------------------------ */
+/* Tensor descriptor                                                   */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A row-major 2-D view of the caller's memory; the library never owns it.
+ * Element (i, j) is at data + (i * row_stride + j) * sizeof(dtype);
+ * row_stride >= cols. A vector is 1 x n. This layout is frozen: it will
+ * never change; `flags` must be 0 and is reserved for future use.
+ */
+typedef struct owl_tensor {
+    void *data;
+    int64_t rows;
+    int64_t cols;
+    int64_t row_stride; /* in elements */
+    owl_dtype dtype;
+    int32_t flags;
+} owl_tensor;
+
+/* Fills *t with a dense (row_stride == cols) view. Never fails. */
+OWL_API void owl_tensor_init(owl_tensor *t, void *data, owl_dtype dtype,
+                             int64_t rows, int64_t cols);
+
+/* ------------------------------------------------------------------ */
+/* Context                                                             */
+/* ------------------------------------------------------------------ */
+
+typedef struct owl_context owl_context;
+
+typedef struct owl_context_options {
+    uint64_t struct_size;
+    owl_backend backend; /* default OWL_BACKEND_CPU */
+    int32_t device;      /* CUDA device ordinal; default 0 */
+    int32_t num_threads; /* CPU worker threads; 0 (default) = online cores */
+    int32_t reserved;
+} owl_context_options;
+
+OWL_API owl_status owl_context_options_init(owl_context_options *opts,
+                                            uint64_t struct_size);
+/* opts may be NULL for a CPU context with defaults. */
+OWL_API owl_status owl_context_create(owl_context **out,
+                                      const owl_context_options *opts);
+OWL_API void owl_context_free(owl_context *ctx);
+/* CUDA: the cudaStream_t later work is enqueued on (NULL = legacy default).
+ * CPU: accepted only as NULL. */
+OWL_API owl_status owl_context_set_stream(owl_context *ctx, void *stream);
+OWL_API owl_backend owl_context_backend(const owl_context *ctx);
+/* Threads the CPU backend uses for its own loops (>= 1). */
+OWL_API int32_t owl_context_num_threads(const owl_context *ctx);
+/* The message of the last failing call on this context ("" if none). The
+ * pointer stays valid until the next call on the context. */
+OWL_API const char *owl_context_last_error(const owl_context *ctx);
+
+/* ------------------------------------------------------------------ */
+/* Activation statistics and LOD (spec section 1)                      */
+/* ------------------------------------------------------------------ */
+
+/*
+ * sumsq[j] += sum over rows t of x[t, j]^2.
+ * x: tokens x n (f32/bf16/f16). sumsq: 1 x n, f32 or f64 (CPU), f32 (CUDA),
+ * dense. Call it from a forward hook on each linear layer's input.
+ */
+OWL_API owl_status owl_act_norm_accumulate(owl_context *ctx,
+                                           const owl_tensor *x,
+                                           owl_tensor *sumsq);
+
+/*
+ * Outlier ratio of one decoder layer, pooled over all its matrices:
+ * A_ij = |W_ij| * sqrt(s_j); D = #{A_ij > M * mean(A)} / #entries, in [0,1].
+ * weights[k]: m_k x n_k (f32/bf16/f16); input_sumsq[k]: 1 x n_k (f32/f64),
+ * the accumulated statistic of that matrix's input. M > 0 (paper: 13).
+ * The result is a host value: on CUDA the call waits for the stream.
+ */
+OWL_API owl_status owl_lod_compute(owl_context *ctx, const owl_tensor *weights,
+                                   const owl_tensor *input_sumsq,
+                                   uint64_t count, double M, double *ratio);
+
+typedef int32_t owl_xmin_method;
+enum {
+    OWL_XMIN_FIX_FINGER = 0, /* TempBalance xmin_peak (default) */
+    OWL_XMIN_MEDIAN = 1,     /* xmin = lambda[N/2] */
+    OWL_XMIN_KS_SCAN = 2     /* argmin of the KS distance over all candidates */
+};
+
+typedef struct owl_esd_result {
+    uint64_t struct_size;
+    double alpha;       /* PL_Alpha_Hill */
+    double xmin;        /* chosen lower cutoff (an eigenvalue) */
+    double ks_distance; /* KS distance of the fit at xmin */
+    uint64_t xmin_index;/* index of xmin in the ascending spectrum used */
+    uint64_t num_eigs;  /* eigenvalues used (positive ones) */
+} owl_esd_result;
+
+OWL_API owl_status owl_esd_result_init(owl_esd_result *res,
+                                       uint64_t struct_size);
+/* PL_Alpha_Hill of W's empirical spectral density (eigenvalues of W^T W,
+ * i.e. squared singular values). W: m x n, f32/bf16/f16 (f64 on CPU). */
+OWL_API owl_status owl_esd_alpha_hill(owl_context *ctx,
+                                      const owl_tensor *weight,
+                                      owl_xmin_method method,
+                                      owl_esd_result *result);
+/* The same fit from given eigenvalues (host memory, any order, count >= 2);
+ * non-positive values are ignored. */
+OWL_API owl_status owl_esd_alpha_hill_eigs(owl_context *ctx,
+                                           const double *eigenvalues,
+                                           uint64_t count,
+                                           owl_xmin_method method,
+                                           owl_esd_result *result);
+
+/* ------------------------------------------------------------------ */
+/* Layer sampler (spec section 2)                                      */
+/* ------------------------------------------------------------------ */
+
+typedef struct owl_sampler owl_sampler;
+
+typedef int32_t owl_weight_mode;
+enum {
+    OWL_WEIGHTS_OWLORE = 0,     /* w_l = D_l (pass the LOD ratios) */
+    OWL_WEIGHTS_UNIFORM = 1,    /* LISA */
+    OWL_WEIGHTS_DECREASING = 2, /* w_l = L - l */
+    OWL_WEIGHTS_INCREASING = 3, /* w_l = l + 1 */
+    OWL_WEIGHTS_CUSTOM = 4      /* caller's weights, e.g. 1/alpha */
+};
+
+typedef int32_t owl_draw_law;
+enum {
+    OWL_DRAW_SYSTEMATIC = 0, /* exactly gamma, pi_l = min(1, c p_l) (default) */
+    OWL_DRAW_REFERENCE = 1,  /* exactly gamma, successive weighted draws */
+    OWL_DRAW_BERNOULLI = 2   /* independent, pi_l = min(1, c p_l) */
+};
+
+typedef struct owl_sampler_options {
+    uint64_t struct_size;
+    uint64_t num_layers; /* L >= 1 */
+    uint64_t gamma;      /* 1 <= gamma <= L; default 2 */
+    uint64_t period;     /* K >= 1: resample at steps 0, K, 2K...; default 50 */
+    uint64_t seed;       /* default 0 */
+    owl_weight_mode weight_mode; /* default OWL_WEIGHTS_UNIFORM */
+    owl_draw_law law;            /* default OWL_DRAW_SYSTEMATIC */
+    /* L values for OWLORE and CUSTOM (copied at create), else NULL.
+     * Finite, >= 0, and at least gamma of them > 0. */
+    const double *weights;
+} owl_sampler_options;
+
+OWL_API owl_status owl_sampler_options_init(owl_sampler_options *opts,
+                                            uint64_t struct_size);
+OWL_API owl_status owl_sampler_create(owl_context *ctx,
+                                      const owl_sampler_options *opts,
+                                      owl_sampler **out);
+OWL_API void owl_sampler_free(owl_sampler *sampler);
+
+/*
+ * The active layers for global step `step` (period step / K): a pure
+ * function of (seed, period, weights, law). mask[l] = 1 for active layers,
+ * 0 otherwise (host memory, num_layers bytes). *num_active and *resampled
+ * (1 when step is a multiple of K) may be NULL.
+ */
+OWL_API owl_status owl_sampler_step(owl_sampler *sampler, uint64_t step,
+                                    uint8_t *mask, uint64_t *num_active,
+                                    int32_t *resampled);
+/* p_l = w_l / sum(w) and the law's inclusion probabilities pi_l
+ * (sum = gamma; for BERNOULLI the expected count). Either may be NULL. */
+OWL_API owl_status owl_sampler_probabilities(owl_sampler *sampler,
+                                             double *p, double *pi);
+
+/* ------------------------------------------------------------------ */
+/* GaLore projector (spec section 3)                                   */
+/* ------------------------------------------------------------------ */
+
+typedef struct owl_galore owl_galore;
+
+typedef int32_t owl_proj_type;
+enum {
+    OWL_PROJ_STD = 0,         /* right if m >= n, else left (default) */
+    OWL_PROJ_REVERSE_STD = 1, /* left if m >= n, else right */
+    OWL_PROJ_LEFT = 2,        /* R = P^T G, P: m x r */
+    OWL_PROJ_RIGHT = 3        /* R = G Q^T, Q: r x n */
+};
+
+typedef int32_t owl_svd_method;
+enum { OWL_SVD_EXACT = 0, OWL_SVD_RANDOMIZED = 1 };
+
+typedef struct owl_galore_options {
+    uint64_t struct_size;
+    uint64_t rows;           /* m: out features */
+    uint64_t cols;           /* n: in features */
+    uint64_t rank;           /* 1 <= r <= min(m, n); default 128 */
+    uint64_t update_gap;     /* T >= 1; default 200 */
+    double scale;            /* alpha > 0; default 1.0 */
+    owl_proj_type proj_type; /* default OWL_PROJ_STD */
+    owl_svd_method svd_method; /* default OWL_SVD_EXACT */
+    uint64_t oversample;     /* RANDOMIZED: extra columns p; default 8 */
+    uint64_t power_iters;    /* RANDOMIZED: q; default 2 */
+    uint64_t seed;           /* RANDOMIZED sketch seed; default 0 */
+} owl_galore_options;
+
+OWL_API owl_status owl_galore_options_init(owl_galore_options *opts,
+                                           uint64_t struct_size);
+OWL_API owl_status owl_galore_create(owl_context *ctx,
+                                     const owl_galore_options *opts,
+                                     owl_galore **out);
+OWL_API void owl_galore_free(owl_galore *proj);
+
+/* Shape of the projected gradient R: r x n (left) or m x r (right). */
+OWL_API owl_status owl_galore_lowrank_shape(const owl_galore *proj,
+                                            uint64_t *rows, uint64_t *cols);
+/* 1 when the projection is on the left (R = P^T G), 0 on the right. */
+OWL_API int32_t owl_galore_is_left(const owl_galore *proj);
+
+/*
+ * R = project(G). `iter` is the parameter's update count before this
+ * update: the subspace is recomputed from G when there is none yet, when
+ * iter % T == 0, or after owl_galore_invalidate(). grad: m x n
+ * (f32/bf16/f16); out: the low-rank shape, f32. *refreshed may be NULL.
+ */
+OWL_API owl_status owl_galore_project(owl_galore *proj, uint64_t iter,
+                                      const owl_tensor *grad, owl_tensor *out,
+                                      int32_t *refreshed);
+/* out = alpha * back(lowrank): m x n, f32/bf16/f16. Needs a subspace. */
+OWL_API owl_status owl_galore_project_back(owl_galore *proj,
+                                           const owl_tensor *lowrank,
+                                           owl_tensor *out);
+/* Recompute the subspace from G now (no projection). */
+OWL_API owl_status owl_galore_refresh(owl_galore *proj,
+                                      const owl_tensor *grad);
+/* Force a recompute at the next project (e.g. when a layer is
+ * re-activated after a frozen period). */
+OWL_API owl_status owl_galore_invalidate(owl_galore *proj);
+/* Copy the current basis (f32): P as m x r (left) or Q as r x n (right).
+ * Each kept singular vector has its largest-magnitude entry positive. */
+OWL_API owl_status owl_galore_get_basis(const owl_galore *proj,
+                                        owl_tensor *out);
+/* Number of subspace computations so far. */
+OWL_API uint64_t owl_galore_refresh_count(const owl_galore *proj);
+
+/* ------------------------------------------------------------------ */
+/* AdamW (spec section 4)                                              */
+/* ------------------------------------------------------------------ */
+
+typedef struct owl_adamw owl_adamw;
+
+typedef int32_t owl_adamw_semantics;
+enum {
+    OWL_ADAMW_GALORE = 0, /* eps on un-corrected sqrt(v), decay after (default) */
+    OWL_ADAMW_TORCH = 1   /* torch.optim.AdamW: decay first, eps after correction */
+};
+
+typedef int32_t owl_refresh_moments;
+enum { OWL_MOMENTS_KEEP = 0, OWL_MOMENTS_RESET = 1 };
+
+typedef int32_t owl_rounding;
+enum { OWL_ROUND_NEAREST = 0, OWL_ROUND_STOCHASTIC = 1 };
+
+typedef struct owl_adamw_options {
+    uint64_t struct_size;
+    double beta1;        /* [0, 1); default 0.9 */
+    double beta2;        /* [0, 1); default 0.999 */
+    double eps;          /* > 0; default 1e-6 */
+    double weight_decay; /* >= 0; default 0 */
+    owl_adamw_semantics semantics;  /* default OWL_ADAMW_GALORE */
+    owl_dtype moment_dtype;         /* F32 (default) or BF16 */
+    owl_refresh_moments on_refresh; /* low-rank: KEEP (default) or RESET */
+    owl_rounding rounding;          /* bf16/f16 weight writes */
+    uint64_t seed;                  /* stochastic rounding seed */
+} owl_adamw_options;
+
+OWL_API owl_status owl_adamw_options_init(owl_adamw_options *opts,
+                                          uint64_t struct_size);
+/* State (m, v, step count) for moments of rows x cols: the weight's shape
+ * for owl_adamw_full, owl_galore_lowrank_shape() for owl_adamw_lowrank. */
+OWL_API owl_status owl_adamw_create(owl_context *ctx,
+                                    const owl_adamw_options *opts,
+                                    uint64_t rows, uint64_t cols,
+                                    owl_adamw **out);
+OWL_API void owl_adamw_free(owl_adamw *adam);
+
+/*
+ * One fused GaLore step, weights updated in place:
+ * R = project(G); Adam on R; W -= eta * alpha * back(N); then decay.
+ * weight, grad: m x n (f32/bf16/f16). lr >= 0 for this step.
+ * A non-finite G returns OWL_ERR_NONFINITE and changes nothing.
+ */
+OWL_API owl_status owl_adamw_lowrank(owl_adamw *adam, owl_galore *proj,
+                                     owl_tensor *weight,
+                                     const owl_tensor *grad, double lr);
+/* One full-rank step (P = identity) in the chosen semantics. */
+OWL_API owl_status owl_adamw_full(owl_adamw *adam, owl_tensor *weight,
+                                  const owl_tensor *grad, double lr);
+/* Updates taken so far; this count drives the projector's refresh
+ * schedule and is never reset. */
+OWL_API uint64_t owl_adamw_step_count(const owl_adamw *adam);
+/* The bias-correction t: updates since the moments were last zeroed. */
+OWL_API uint64_t owl_adamw_bias_step(const owl_adamw *adam);
+/* Zero m, v and the bias-correction counter (the step count stays). */
+OWL_API owl_status owl_adamw_reset(owl_adamw *adam);
+/* Copy a moment out as f32: which = 0 for m, 1 for v. */
+OWL_API owl_status owl_adamw_get_moment(const owl_adamw *adam, int32_t which,
+                                        owl_tensor *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* OWLORE_OWLORE_H */

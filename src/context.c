@@ -1,0 +1,115 @@
+/* The context: backend choice, worker threads, stream and last error. */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <unistd.h>
+
+/* More threads than this is a caller's mistake, not a machine. */
+#define OWL_MAX_THREADS 1024
+
+static const owl_context_options context_defaults = {
+    .struct_size = sizeof(owl_context_options),
+    .backend = OWL_BACKEND_CPU,
+    .device = 0,
+    .num_threads = 0,
+    .reserved = 0,
+};
+
+owl_status owl_context_options_init(owl_context_options *opts,
+                                    uint64_t struct_size)
+{
+    return owl__init_options(opts, struct_size, &context_defaults,
+                             sizeof context_defaults);
+}
+
+int32_t owl_backend_available(owl_backend backend)
+{
+    if (backend == OWL_BACKEND_CPU)
+        return 1;
+#ifdef OWL_HAVE_CUDA
+    if (backend == OWL_BACKEND_CUDA)
+        return 1;
+#endif
+    return 0;
+}
+
+static int32_t online_cores(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1)
+        return 1;
+    return n > OWL_MAX_THREADS ? OWL_MAX_THREADS : (int32_t)n;
+}
+
+owl_status owl_context_create(owl_context **out, const owl_context_options *opts)
+{
+    if (out == NULL)
+        return OWL_ERR_NULL_POINTER;
+    *out = NULL;
+    owl_context_options o = context_defaults;
+    if (opts != NULL) {
+        owl_status s = owl__read_options(NULL, &o, sizeof o, opts,
+                                         "owl_context_options");
+        if (s != OWL_OK)
+            return s;
+    }
+    if (o.backend != OWL_BACKEND_CPU && o.backend != OWL_BACKEND_CUDA)
+        return OWL_ERR_INVALID_ARGUMENT;
+    if (o.num_threads < 0 || o.num_threads > OWL_MAX_THREADS)
+        return OWL_ERR_INVALID_ARGUMENT;
+    if (o.device < 0 || o.reserved != 0)
+        return OWL_ERR_INVALID_ARGUMENT;
+    if (o.backend == OWL_BACKEND_CUDA && !owl_backend_available(o.backend))
+        return OWL_ERR_UNSUPPORTED;
+
+    owl_context *ctx = calloc(1, sizeof *ctx);
+    if (ctx == NULL)
+        return OWL_ERR_OUT_OF_MEMORY;
+    ctx->backend = o.backend;
+    ctx->device = o.device;
+    ctx->num_threads = o.num_threads == 0 ? online_cores() : o.num_threads;
+    if (ctx->num_threads > 1) {
+        ctx->pool = owl__pool_create(ctx->num_threads);
+        if (ctx->pool == NULL) {
+            free(ctx);
+            return OWL_ERR_OUT_OF_MEMORY;
+        }
+    }
+    *out = ctx;
+    return OWL_OK;
+}
+
+void owl_context_free(owl_context *ctx)
+{
+    if (ctx == NULL)
+        return;
+    owl__pool_free(ctx->pool);
+    free(ctx);
+}
+
+owl_status owl_context_set_stream(owl_context *ctx, void *stream)
+{
+    if (ctx == NULL)
+        return OWL_ERR_NULL_POINTER;
+    owl__clear_error(ctx);
+    if (ctx->backend == OWL_BACKEND_CPU && stream != NULL)
+        return owl__fail(ctx, OWL_ERR_UNSUPPORTED,
+                         "a CPU context has no stream; pass NULL");
+    ctx->stream = stream;
+    return OWL_OK;
+}
+
+owl_backend owl_context_backend(const owl_context *ctx)
+{
+    return ctx ? ctx->backend : OWL_BACKEND_CPU;
+}
+
+int32_t owl_context_num_threads(const owl_context *ctx)
+{
+    return ctx ? ctx->num_threads : 1;
+}
+
+const char *owl_context_last_error(const owl_context *ctx)
+{
+    return ctx ? ctx->error : "context is NULL";
+}
