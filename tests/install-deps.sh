@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs everything needed to build libowlore and run its tests on
+# Debian 12 (bookworm). Run as root: sudo tests/install-deps.sh
+#   meson, ninja-build, pkg-config   the build
+#   gcc, g++, clang, binutils        compilers (the C++ ones and clang check
+#                                    that the public header compiles as C++;
+#                                    binutils' nm/readelf check the exports)
+#   libcmocka-dev                    the test framework
+#   libopenblas-dev, liblapacke-dev  the CPU backend's GEMMs, SVD and QR
+#   python3-torch, python3-numpy     reference data for the tests, written
+#                                    at build time with /usr/bin/python3
+set -euo pipefail
+
+packages=(
+    meson ninja-build pkg-config
+    gcc g++ clang binutils
+    libcmocka-dev
+    libopenblas-dev liblapacke-dev
+    python3-torch python3-numpy
+)
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps.sh: run as root (sudo $0)" >&2
+    exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get update
+apt-get install -y "${packages[@]}"
