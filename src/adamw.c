@@ -13,6 +13,11 @@
 #include <limits.h>
 #include <math.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <immintrin.h>
+#elif defined(__ARM_NEON) && defined(__aarch64__)
+#include <arm_neon.h>
+#endif
 
 /* Elements per inner chunk: the stack buffers stay in L1. */
 #define CHUNK 256
@@ -231,32 +236,51 @@ static void set_coeffs(const owl_adamw *a, double lr, moment_coeffs *mc,
     }
 }
 
-/* Updates `count` moments from g and writes the normalised step to n
- * (which may alias g). The TORCH first moment is torch's lerp, branch for
- * branch, so results match torch.optim.AdamW as closely as f32 allows. */
+/* s[k] = sqrt(v[k]) for v >= 0. sqrtf() keeps an errno path for negative
+ * inputs that stops compilers from vectorising any loop calling it; the
+ * SIMD square roots are correctly rounded, so the results are the same. */
+static void sqrt_chunk(float *s, const float *v, int64_t count)
+{
+    int64_t k = 0;
+#if defined(__SSE2__)
+    for (; k + 4 <= count; k += 4)
+        _mm_storeu_ps(s + k, _mm_sqrt_ps(_mm_loadu_ps(v + k)));
+#elif defined(__ARM_NEON) && defined(__aarch64__)
+    for (; k + 4 <= count; k += 4)
+        vst1q_f32(s + k, vsqrtq_f32(vld1q_f32(v + k)));
+#endif
+    for (; k < count; k++)
+        s[k] = sqrtf(v[k]);
+}
+
+/* Updates `count` (<= CHUNK) moments from g and writes the normalised step
+ * to n (which may alias g). The TORCH first moment is torch's lerp, branch
+ * for branch, so results match torch.optim.AdamW as closely as f32 allows.
+ * Each loop is branch-free so it vectorises. */
 static void moments_chunk(const moment_coeffs *c, const float *g, float *m,
                           float *v, float *n, int64_t count)
 {
-    if (c->torch) {
-        const float w = c->omb1, one_minus_w = 1.0f - c->omb1;
-        for (int64_t k = 0; k < count; k++) {
-            float gk = g[k], mk = m[k];
-            mk = w < 0.5f ? mk + w * (gk - mk) : gk - (gk - mk) * one_minus_w;
-            float vk = c->b2 * v[k] + c->omb2 * (gk * gk);
-            m[k] = mk;
-            v[k] = vk;
-            n[k] = mk / (sqrtf(vk) / c->bc2_sqrt + c->eps);
-        }
-    } else {
-        for (int64_t k = 0; k < count; k++) {
-            float gk = g[k];
-            float mk = c->b1 * m[k] + c->omb1 * gk;
-            float vk = c->b2 * v[k] + c->omb2 * (gk * gk);
-            m[k] = mk;
-            v[k] = vk;
-            n[k] = mk / (sqrtf(vk) + c->eps);
-        }
-    }
+    float root[CHUNK];
+    const float b1 = c->b1, b2 = c->b2, omb1 = c->omb1, omb2 = c->omb2;
+    if (!c->torch)
+        for (int64_t k = 0; k < count; k++)
+            m[k] = b1 * m[k] + omb1 * g[k];
+    else if (omb1 < 0.5f)
+        for (int64_t k = 0; k < count; k++)
+            m[k] = m[k] + omb1 * (g[k] - m[k]);
+    else
+        for (int64_t k = 0; k < count; k++)
+            m[k] = g[k] - (g[k] - m[k]) * (1.0f - omb1);
+    for (int64_t k = 0; k < count; k++)
+        v[k] = b2 * v[k] + omb2 * (g[k] * g[k]);
+    sqrt_chunk(root, v, count);
+    const float eps = c->eps, bc2_sqrt = c->bc2_sqrt;
+    if (c->torch)
+        for (int64_t k = 0; k < count; k++)
+            n[k] = m[k] / (root[k] / bc2_sqrt + eps);
+    else
+        for (int64_t k = 0; k < count; k++)
+            n[k] = m[k] / (root[k] + eps);
 }
 
 /* The moments of elements [off, off+count) as f32: in place for f32
