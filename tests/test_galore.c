@@ -1170,11 +1170,12 @@ static void test_lowrank_half_weights_blocks(void **state)
 {
     (void)state;
     owl_context *ctx = test_cpu_context(2);
-    const int m = 300, n = 1500, r = 4;
+    /* Both weights strided: sgemm's ldc path and the blocked half path. */
+    const int m = 300, n = 1500, r = 4, sx = n + 7, sh = n + 3;
     const size_t mn = (size_t)(m * n);
     float *w0 = xcalloc(mn, sizeof *w0), *g = xcalloc(mn, sizeof *g);
-    float *x = xcalloc(mn, sizeof *x);
-    uint16_t *xh = xcalloc(mn, sizeof *xh);
+    float *x = xcalloc((size_t)(m * sx), sizeof *x);
+    uint16_t *xh = xcalloc((size_t)(m * sh), sizeof *xh);
     test_fill_uniform(w0, mn, 41);
     for (size_t i = 0; i < mn; i++) /* exact in bf16 and f16 */
         w0[i] = roundf(w0[i] * 128.0f) / 128.0f;
@@ -1189,29 +1190,45 @@ static void test_lowrank_half_weights_blocks(void **state)
             o.weight_decay = 0.5;
             owl_adamw *a32 = make_adam(ctx, &o, left ? r : m, left ? n : r);
             owl_adamw *a16 = make_adam(ctx, &o, left ? r : m, left ? n : r);
-            memcpy(x, w0, mn * sizeof *x);
-            for (size_t i = 0; i < mn; i++)
-                xh[i] = dt == OWL_DTYPE_BF16 ? ref_bf16(w0[i])
-                                             : f16_exact(w0[i]);
+            for (int i = 0; i < m; i++)
+                for (int j = 0; j < n; j++) {
+                    float v0 = w0[i * n + j];
+                    x[i * sx + j] = v0;
+                    xh[i * sh + j] = dt == OWL_DTYPE_BF16 ? ref_bf16(v0)
+                                                          : f16_exact(v0);
+                }
             owl_tensor tx = tensor(x, OWL_DTYPE_F32, m, n);
             owl_tensor txh = tensor(xh, dt, m, n);
+            tx.row_stride = sx;
+            txh.row_stride = sh;
             owl_tensor tg = tensor(g, OWL_DTYPE_F32, m, n);
             for (int step = 0; step < 2; step++) {
                 test_fill_normal(g, mn, 300 + (uint64_t)step);
                 assert_owl_ok(ctx, owl_adamw_lowrank(a32, p32, &tx, &tg, 0.05));
                 assert_owl_ok(ctx, owl_adamw_lowrank(a16, p16, &txh, &tg, 0.05));
-                for (size_t i = 0; i < mn; i++) {
-                    float got = dt == OWL_DTYPE_BF16 ? bf16_value(xh[i])
-                                                     : f16_value(xh[i]);
-                    float ulp = ldexpf(fabsf(x[i]), dt == OWL_DTYPE_BF16 ? -7
-                                                                       : -10);
-                    if (fabsf(got - x[i]) > ulp + 1e-7f)
-                        fail_msg("%s %s step %d: W[%zu] = %.6g, f32 run %.6g",
-                                 left ? "left" : "right",
-                                 dt == OWL_DTYPE_BF16 ? "bf16" : "f16", step, i,
-                                 (double)got, (double)x[i]);
-                    /* the half run is the value it would round to */
-                    memcpy(&x[i], &got, sizeof got);
+                for (int i = 0; i < m; i++)
+                    for (int j = 0; j < n; j++) {
+                        uint16_t h = xh[i * sh + j];
+                        float got = dt == OWL_DTYPE_BF16 ? bf16_value(h)
+                                                         : f16_value(h);
+                        float want = x[i * sx + j];
+                        float ulp = ldexpf(fabsf(want),
+                                           dt == OWL_DTYPE_BF16 ? -7 : -10);
+                        if (fabsf(got - want) > ulp + 1e-7f)
+                            fail_msg("%s %s step %d: W[%d,%d] = %.6g, f32 "
+                                     "run %.6g",
+                                     left ? "left" : "right",
+                                     dt == OWL_DTYPE_BF16 ? "bf16" : "f16",
+                                     step, i, j, (double)got, (double)want);
+                        /* continue both runs from the same weights */
+                        x[i * sx + j] = got;
+                    }
+                /* the padding between rows is never written */
+                for (int i = 0; i < m; i++) {
+                    for (int j = n; j < sx; j++)
+                        assert_true(x[i * sx + j] == 0.0f);
+                    for (int j = n; j < sh && i + 1 < m; j++)
+                        assert_true(xh[i * sh + j] == 0);
                 }
             }
             owl_adamw_free(a32);
@@ -1349,6 +1366,35 @@ static void test_stochastic_rounding(void **state)
     assert_memory_equal(a, b, mn * sizeof *a);
     sr_run(1, 6, OWL_ROUND_STOCHASTIC, c, m, n);  /* other seed */
     assert_memory_not_equal(a, c, mn * sizeof *a);
+
+    /* The low-rank step's blocked bf16 writes: the same thread-count
+     * independence, and rounding that is not always to nearest. */
+    uint16_t *out[2] = {b, c};
+    float *g = xcalloc(mn, sizeof *g);
+    test_fill_normal(g, mn, 17);
+    for (int run = 0; run < 2; run++) {
+        owl_context *ctx = test_cpu_context(run == 0 ? 1 : 3);
+        owl_galore *p = make_proj(ctx, m, n, 8, 200, 1.0, OWL_PROJ_STD,
+                                  OWL_SVD_EXACT);
+        owl_adamw_options o = adam_opts();
+        o.rounding = OWL_ROUND_STOCHASTIC;
+        o.seed = 5;
+        owl_adamw *ad = make_adam(ctx, &o, m, 8);
+        for (size_t i = 0; i < mn; i++)
+            out[run][i] = ref_bf16(1.0f);
+        owl_tensor tw = tensor(out[run], OWL_DTYPE_BF16, m, n);
+        owl_tensor tg = tensor(g, OWL_DTYPE_F32, m, n);
+        assert_owl_ok(ctx, owl_adamw_lowrank(ad, p, &tw, &tg, 1e-3));
+        owl_adamw_free(ad);
+        owl_galore_free(p);
+        owl_context_free(ctx);
+    }
+    assert_memory_equal(b, c, mn * sizeof *b);
+    size_t moved = 0;
+    for (size_t i = 0; i < mn; i++)
+        moved += b[i] != ref_bf16(1.0f);
+    assert_true(moved > 0); /* steps below half an ulp sometimes move W */
+    free(g);
     free(a);
     free(b);
     free(c);
