@@ -5,7 +5,8 @@
  * (OWL_ERR_UNSUPPORTED) are reported as skipped.
  *
  * Every figure is the median of repeated runs after a warm-up, and each is
- * set next to a baseline measured in the same run on the same threads:
+ * set next to a baseline measured in the same run on the same threads,
+ * alternating with it run by run so both see the same background load:
  *  - owl_adamw_full on 16.8M parameters, as bytes the update must move per
  *    second, against a threaded memcpy (target: >= 70% of it);
  *  - one owl_adamw_lowrank step on a 4096x4096 bf16 weight at r = 256, no
@@ -19,6 +20,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,10 +32,17 @@ int openblas_get_num_threads(void);
 
 enum { RESULT_OK, RESULT_SKIPPED, RESULT_FAILED };
 
+typedef struct copy_case {
+    void *dst;
+    void *src;
+    size_t bytes;
+    int threads;
+} copy_case;
+
 typedef struct bench {
     owl_context *ctx;
     int threads;
-    double copy_gbs; /* memcpy baseline; 0 when it could not be measured */
+    copy_case copy; /* memcpy baseline; NULL buffers when not available */
 } bench;
 
 /* Sorts a status into ok / skipped (not in this build) / failed, and says
@@ -55,18 +64,11 @@ static int classify(const bench *b, owl_status s, const char *label,
 static void print_row(const char *label, const bench_timing *t,
                       const char *rate, const char *versus)
 {
-    printf("%-46s %9.2f ms %4d  %-13s %s\n", label, 1e3 * t->median, t->reps,
-           rate, versus);
+    printf("%-46s %9.2f %9.2f ms %4d  %-13s %s\n", label, 1e3 * t->median,
+           1e3 * t->min, t->reps, rate, versus);
 }
 
 /* ---- memory bandwidth baseline ------------------------------------------ */
-
-typedef struct copy_case {
-    void *dst;
-    void *src;
-    size_t bytes;
-    int threads;
-} copy_case;
 
 static owl_status copy_once(void *arg)
 {
@@ -76,32 +78,41 @@ static owl_status copy_once(void *arg)
                : OWL_ERR_INTERNAL;
 }
 
+/* Copied bytes counted as read + write, as the AdamW figures are. */
+static double copy_gbs(const copy_case *c, const bench_timing *t)
+{
+    return 2.0 * (double)c->bytes / t->median / 1e9;
+}
+
+/* Allocates the baseline's buffers (kept for the AdamW rows, which rerun
+ * it alternately) and prints its own row. */
 static int bench_memcpy(bench *b)
 {
     const size_t bytes = (size_t)256 << 20;
-    copy_case c = {bench_alloc(bytes), bench_alloc(bytes), bytes, b->threads};
-    int result = RESULT_FAILED;
     char label[64], rate[32];
     snprintf(label, sizeof label, "memcpy 256 MiB, %d threads", b->threads);
-    if (c.dst == NULL || c.src == NULL) {
+    b->copy = (copy_case){bench_alloc(bytes), bench_alloc(bytes), bytes,
+                          b->threads};
+    if (b->copy.dst == NULL || b->copy.src == NULL) {
         fprintf(stderr, "%s: out of memory\n", label);
-        goto done;
+        return RESULT_FAILED;
     }
-    memset(c.src, 0x5a, bytes);
+    memset(b->copy.src, 0x5a, bytes);
     bench_timing t;
-    if (bench_measure(copy_once, &c, 2, 5, 15, 2.0, &t) != OWL_OK) {
+    if (bench_measure(copy_once, &b->copy, 2, 5, 15, 2.0, &t) != OWL_OK) {
         fprintf(stderr, "%s: could not start threads\n", label);
-        goto done;
+        return RESULT_FAILED;
     }
-    /* Counted as read + write, as the AdamW figures are. */
-    b->copy_gbs = 2.0 * (double)bytes / t.median / 1e9;
-    snprintf(rate, sizeof rate, "%.1f GB/s", b->copy_gbs);
+    snprintf(rate, sizeof rate, "%.1f GB/s", copy_gbs(&b->copy, &t));
     print_row(label, &t, rate, "(baseline: read + write bytes)");
-    result = RESULT_OK;
-done:
-    free(c.dst);
-    free(c.src);
-    return result;
+    return RESULT_OK;
+}
+
+static void free_memcpy(bench *b)
+{
+    free(b->copy.dst);
+    free(b->copy.src);
+    b->copy.dst = b->copy.src = NULL;
 }
 
 /* ---- full-rank AdamW ----------------------------------------------------- */
@@ -160,8 +171,13 @@ static int bench_adamw_full(bench *b, owl_dtype data_dtype,
                       label, "owl_adamw_create");
     if (result != RESULT_OK)
         goto done;
-    bench_timing t;
-    result = classify(b, bench_measure(full_step, &c, 2, 5, 15, 3.0, &t),
+    /* With the memcpy baseline rerun in alternation when it exists. */
+    bool paired = b->copy.dst != NULL;
+    bench_timing t, tc;
+    result = classify(b,
+                      bench_measure_pair(full_step, &c,
+                                         paired ? copy_once : NULL, &b->copy,
+                                         2, 5, 15, 4.0, &t, &tc),
                       label, "owl_adamw_full");
     if (result != RESULT_OK)
         goto done;
@@ -171,10 +187,11 @@ static int bench_adamw_full(bench *b, owl_dtype data_dtype,
     double gbs = (double)(per_param * n) / t.median / 1e9;
     char rate[32], versus[96];
     snprintf(rate, sizeof rate, "%.1f GB/s", gbs);
-    if (b->copy_gbs > 0)
+    if (paired)
         snprintf(versus, sizeof versus,
-                 "%2zu B/param, %3.0f%% of memcpy (target >= 70%%)", per_param,
-                 100.0 * gbs / b->copy_gbs);
+                 "%2zu B/param; %3.0f%% of memcpy at %.1f GB/s (target >= 70%%)",
+                 per_param, 100.0 * gbs / copy_gbs(&b->copy, &tc),
+                 copy_gbs(&b->copy, &tc));
     else
         snprintf(versus, sizeof versus, "%2zu B/param", per_param);
     print_row(label, &t, rate, versus);
@@ -219,23 +236,27 @@ static owl_status two_gemms(void *arg)
     return OWL_OK;
 }
 
-static int measure_gemms(int m, int n, int r, bench_timing *t)
+/* Buffers for the GEMM baseline; returns 0 when out of memory. */
+static int gemm_setup(gemm_case *c, int m, int n, int r)
 {
-    gemm_case c = {m, n, r, bench_alloc(sizeof(float) * (size_t)m * (size_t)n),
-                   bench_alloc(sizeof(float) * (size_t)r * (size_t)n),
-                   bench_alloc(sizeof(float) * (size_t)m * (size_t)r),
-                   bench_alloc(sizeof(float) * (size_t)m * (size_t)n)};
-    int ok = c.g && c.q && c.low && c.out;
-    if (ok) {
-        bench_fill_uniform(c.g, (size_t)m * (size_t)n, 3, 1e-3f);
-        bench_fill_uniform(c.q, (size_t)r * (size_t)n, 4, 0.02f);
-        ok = bench_measure(two_gemms, &c, 1, 5, 15, 3.0, t) == OWL_OK;
-    }
-    free(c.g);
-    free(c.q);
-    free(c.low);
-    free(c.out);
-    return ok;
+    *c = (gemm_case){m, n, r,
+                     bench_alloc(sizeof(float) * (size_t)m * (size_t)n),
+                     bench_alloc(sizeof(float) * (size_t)r * (size_t)n),
+                     bench_alloc(sizeof(float) * (size_t)m * (size_t)r),
+                     bench_alloc(sizeof(float) * (size_t)m * (size_t)n)};
+    if (!(c->g && c->q && c->low && c->out))
+        return 0;
+    bench_fill_uniform(c->g, (size_t)m * (size_t)n, 3, 1e-3f);
+    bench_fill_uniform(c->q, (size_t)r * (size_t)n, 4, 0.02f);
+    return 1;
+}
+
+static void gemm_free(gemm_case *c)
+{
+    free(c->g);
+    free(c->q);
+    free(c->low);
+    free(c->out);
 }
 
 static int bench_adamw_lowrank(bench *b)
@@ -243,6 +264,7 @@ static int bench_adamw_lowrank(bench *b)
     const int64_t m = 4096, n = 4096, r = 256;
     const char *label = "adamw_lowrank 4096x4096 bf16, r=256, STD";
     lowrank_case c = {0};
+    gemm_case gc = {0};
     int result = RESULT_FAILED;
     void *w = bench_alloc((size_t)(m * n) * 2), *g = bench_alloc((size_t)(m * n) * 2);
     if (w == NULL || g == NULL) {
@@ -287,8 +309,15 @@ static int bench_adamw_lowrank(bench *b)
     if (result != RESULT_OK)
         goto done;
 
-    bench_timing t;
-    result = classify(b, bench_measure(lowrank_step, &c, 2, 5, 15, 4.0, &t),
+    if (!gemm_setup(&gc, (int)m, (int)n, (int)r)) {
+        fprintf(stderr, "%s: out of memory for the GEMM baseline\n", label);
+        result = RESULT_FAILED;
+        goto done;
+    }
+    bench_timing t, tg;
+    result = classify(b,
+                      bench_measure_pair(lowrank_step, &c, two_gemms, &gc, 2,
+                                         5, 15, 6.0, &t, &tg),
                       label, "owl_adamw_lowrank");
     if (result != RESULT_OK)
         goto done;
@@ -297,12 +326,6 @@ static int bench_adamw_lowrank(bench *b)
         /* Timed steps that recompute the subspace measure something else. */
         fprintf(stderr, "%s: expected 1 subspace computation, saw %llu\n",
                 label, (unsigned long long)refreshes);
-        result = RESULT_FAILED;
-        goto done;
-    }
-    bench_timing tg;
-    if (!measure_gemms((int)m, (int)n, (int)r, &tg)) {
-        fprintf(stderr, "%s: out of memory for the GEMM baseline\n", label);
         result = RESULT_FAILED;
         goto done;
     }
@@ -317,6 +340,7 @@ static int bench_adamw_lowrank(bench *b)
 done:
     owl_adamw_free(c.adam);
     owl_galore_free(c.proj);
+    gemm_free(&gc);
     free(w);
     free(g);
     return result;
@@ -483,10 +507,13 @@ static void print_environment(const bench *b)
 #ifdef OWL_BENCH_OPENBLAS
     printf(" (OpenBLAS uses %d)", openblas_get_num_threads());
 #endif
-    printf("\nfigures: median of the timed runs after a warm-up; rates "
-           "count the bytes an\nupdate must move (GB = 1e9 B)\n\n");
-    printf("%-46s %12s %4s  %-13s %s\n", "case", "median", "reps", "rate",
-           "versus baseline");
+    printf("\n");
+    printf("figures: median and fastest of the timed runs after a warm-up; "
+           "rates and\npercentages from the median; GB/s count the bytes an "
+           "update must move\n(1 GB = 1e9 B), GFLOP/s the flops of the two "
+           "GEMMs\n\n");
+    printf("%-46s %9s %12s %4s  %-13s %s\n", "case", "median", "min",
+           "reps", "rate", "versus baseline");
 }
 
 int main(void)
@@ -517,6 +544,7 @@ int main(void)
     failed |= bench_adamw_full(&b, OWL_DTYPE_BF16, OWL_DTYPE_BF16,
                                "adamw_full 16.8M, bf16 W/G/moments") ==
               RESULT_FAILED;
+    free_memcpy(&b);
     failed |= bench_adamw_lowrank(&b) == RESULT_FAILED;
     failed |= bench_refresh(&b) == RESULT_FAILED;
 

@@ -21,39 +21,72 @@ static int compare_doubles(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-owl_status bench_measure(bench_fn fn, void *arg, int warmup, int min_reps,
-                         int max_reps, double budget_s, bench_timing *out)
+/* Median, min and max of times[0 .. reps-1] (sorted in place). */
+static void summarise(double *times, int reps, bench_timing *out)
 {
-    memset(out, 0, sizeof *out);
-    for (int i = 0; i < warmup; i++) {
-        owl_status s = fn(arg);
-        if (s != OWL_OK)
-            return s;
-    }
-    double *times = malloc((size_t)max_reps * sizeof *times);
-    if (times == NULL)
-        return OWL_ERR_OUT_OF_MEMORY;
-    double spent = 0;
-    int reps = 0;
-    while (reps < min_reps || (reps < max_reps && spent < budget_s)) {
-        double t0 = bench_now();
-        owl_status s = fn(arg);
-        double dt = bench_now() - t0;
-        if (s != OWL_OK) {
-            free(times);
-            return s;
-        }
-        times[reps++] = dt;
-        spent += dt;
-    }
     qsort(times, (size_t)reps, sizeof *times, compare_doubles);
     out->reps = reps;
     out->min = times[0];
     out->max = times[reps - 1];
     out->median = reps % 2 ? times[reps / 2]
                            : 0.5 * (times[reps / 2 - 1] + times[reps / 2]);
-    free(times);
-    return OWL_OK;
+}
+
+/* Runs fn once; adds its duration to *spent and stores it in *time. */
+static owl_status timed_call(bench_fn fn, void *arg, double *time,
+                             double *spent)
+{
+    double t0 = bench_now();
+    owl_status s = fn(arg);
+    *time = bench_now() - t0;
+    *spent += *time;
+    return s;
+}
+
+owl_status bench_measure_pair(bench_fn fn_a, void *arg_a, bench_fn fn_b,
+                              void *arg_b, int warmup, int min_reps,
+                              int max_reps, double budget_s,
+                              bench_timing *out_a, bench_timing *out_b)
+{
+    memset(out_a, 0, sizeof *out_a);
+    if (out_b != NULL)
+        memset(out_b, 0, sizeof *out_b);
+    for (int i = 0; i < warmup; i++) {
+        owl_status s = fn_a(arg_a);
+        if (s == OWL_OK && fn_b != NULL)
+            s = fn_b(arg_b);
+        if (s != OWL_OK)
+            return s;
+    }
+    double *times_a = malloc(2 * (size_t)max_reps * sizeof *times_a);
+    if (times_a == NULL)
+        return OWL_ERR_OUT_OF_MEMORY;
+    double *times_b = times_a + max_reps;
+    double spent = 0;
+    int reps = 0;
+    owl_status s = OWL_OK;
+    while (reps < min_reps || (reps < max_reps && spent < budget_s)) {
+        s = timed_call(fn_a, arg_a, &times_a[reps], &spent);
+        if (s == OWL_OK && fn_b != NULL)
+            s = timed_call(fn_b, arg_b, &times_b[reps], &spent);
+        if (s != OWL_OK)
+            break;
+        reps++;
+    }
+    if (s == OWL_OK) {
+        summarise(times_a, reps, out_a);
+        if (fn_b != NULL)
+            summarise(times_b, reps, out_b);
+    }
+    free(times_a);
+    return s;
+}
+
+owl_status bench_measure(bench_fn fn, void *arg, int warmup, int min_reps,
+                         int max_reps, double budget_s, bench_timing *out)
+{
+    return bench_measure_pair(fn, arg, NULL, NULL, warmup, min_reps, max_reps,
+                              budget_s, out, NULL);
 }
 
 typedef struct copy_piece {

@@ -29,6 +29,14 @@ typedef struct bench_timing {
 owl_status bench_measure(bench_fn fn, void *arg, int warmup, int min_reps,
                          int max_reps, double budget_s, bench_timing *out);
 
+/* The same for an operation and its baseline, run alternately (a, b, a,
+ * b, ...) so that both see the same load from anything else running on
+ * the machine; the budget counts both. */
+owl_status bench_measure_pair(bench_fn fn_a, void *arg_a, bench_fn fn_b,
+                              void *arg_b, int warmup, int min_reps,
+                              int max_reps, double budget_s,
+                              bench_timing *out_a, bench_timing *out_b);
+
 /* memcpy of `bytes` split into num_threads contiguous pieces, one thread
  * each (the calling thread takes the first piece). Returns 0 on success. */
 int bench_parallel_copy(void *dst, const void *src, size_t bytes,
