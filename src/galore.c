@@ -1,26 +1,494 @@
-/* The GaLore projector handle: subspace, refresh schedule, projections. */
-#include "internal.h"
+/* The GaLore projector handle: subspace, refresh schedule, projections.
+ *
+ * The basis is kept as r rows of length d ("vectors as rows"): P^T (r x m)
+ * for a left projection, Q (r x n) for a right one, so both sides share the
+ * SVD code and every product below is a single sgemm on row-major data. */
+#include "galore_internal.h"
+
+#include <cblas.h>
+#include <limits.h>
+#include <math.h>
+#include <string.h>
+
+/* At most this many power iterations: more never helps and a garbage
+ * value would hang the first project. */
+#define OWL_MAX_POWER_ITERS 100
+/* Target size of the f32 scratch for blocked back-projection (floats). */
+#define OWL_BLOCK_FLOATS (1 << 18)
+
+static const owl_galore_options galore_defaults = {
+    .struct_size = sizeof(owl_galore_options),
+    .rows = 0,
+    .cols = 0,
+    .rank = 128,
+    .update_gap = 200,
+    .scale = 1.0,
+    .proj_type = OWL_PROJ_STD,
+    .svd_method = OWL_SVD_EXACT,
+    .oversample = 8,
+    .power_iters = 2,
+    .seed = 0,
+};
 
 owl_status owl_galore_options_init(owl_galore_options *opts, uint64_t struct_size)
-{ return OWL_ERR_UNSUPPORTED; }
+{
+    return owl__init_options(opts, struct_size, &galore_defaults,
+                             sizeof galore_defaults);
+}
+
+static const char *proj_type_name(owl_proj_type t)
+{
+    switch (t) {
+    case OWL_PROJ_STD: return "STD";
+    case OWL_PROJ_REVERSE_STD: return "REVERSE_STD";
+    case OWL_PROJ_LEFT: return "LEFT";
+    case OWL_PROJ_RIGHT: return "RIGHT";
+    default: return "unknown";
+    }
+}
+
+/* STD projects the smaller side: right when m >= n, left otherwise. */
+static bool projects_left(owl_proj_type t, uint64_t m, uint64_t n)
+{
+    switch (t) {
+    case OWL_PROJ_STD: return m < n;
+    case OWL_PROJ_REVERSE_STD: return m >= n;
+    case OWL_PROJ_LEFT: return true;
+    default: return false;
+    }
+}
+
+static owl_status validate_options(owl_context *ctx, const owl_galore_options *o)
+{
+    if (o->rows < 1 || o->cols < 1)
+        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
+                         "owl_galore_options rows x cols is %llux%llu; both "
+                         "must be >= 1",
+                         (unsigned long long)o->rows,
+                         (unsigned long long)o->cols);
+    if (o->rows > INT32_MAX || o->cols > INT32_MAX)
+        return owl__fail(ctx, OWL_ERR_UNSUPPORTED,
+                         "owl_galore_options rows x cols is %llux%llu; each "
+                         "must be < 2^31 for BLAS/LAPACK",
+                         (unsigned long long)o->rows,
+                         (unsigned long long)o->cols);
+    uint64_t mn = o->rows < o->cols ? o->rows : o->cols;
+    if (o->rank < 1 || o->rank > mn)
+        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
+                         "owl_galore_options.rank is %llu; it must be in "
+                         "[1, min(rows, cols)] = [1, %llu] for a %llux%llu "
+                         "weight",
+                         (unsigned long long)o->rank, (unsigned long long)mn,
+                         (unsigned long long)o->rows,
+                         (unsigned long long)o->cols);
+    if (o->update_gap < 1)
+        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
+                         "owl_galore_options.update_gap is 0; it must be >= 1");
+    if (!isfinite(o->scale) || !(o->scale > 0) || !isfinite((float)o->scale) ||
+        !((float)o->scale > 0))
+        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
+                         "owl_galore_options.scale is %g; it must be a finite "
+                         "value > 0 (representable in f32)",
+                         o->scale);
+    if (o->proj_type < OWL_PROJ_STD || o->proj_type > OWL_PROJ_RIGHT)
+        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
+                         "owl_galore_options.proj_type is %d; expected "
+                         "OWL_PROJ_STD, _REVERSE_STD, _LEFT or _RIGHT",
+                         (int)o->proj_type);
+    if (o->svd_method != OWL_SVD_EXACT && o->svd_method != OWL_SVD_RANDOMIZED)
+        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
+                         "owl_galore_options.svd_method is %d; expected "
+                         "OWL_SVD_EXACT or OWL_SVD_RANDOMIZED",
+                         (int)o->svd_method);
+    if (o->power_iters > OWL_MAX_POWER_ITERS)
+        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
+                         "owl_galore_options.power_iters is %llu; at most %d "
+                         "are allowed",
+                         (unsigned long long)o->power_iters,
+                         OWL_MAX_POWER_ITERS);
+    return OWL_OK;
+}
+
+void owl_galore_free(owl_galore *p)
+{
+    if (p == NULL)
+        return;
+    owl__svd_release(&p->svd);
+    owl__free(p->basis);
+    owl__free(p->next_basis);
+    owl__free(p->g32);
+    owl__free(p->lowrank);
+    owl__free(p->block);
+    owl__free(p);
+}
+
 owl_status owl_galore_create(owl_context *ctx, const owl_galore_options *opts,
                              owl_galore **out)
-{ return owl__fail(ctx, OWL_ERR_UNSUPPORTED, "not implemented"); }
-void owl_galore_free(owl_galore *proj) { (void)proj; }
-owl_status owl_galore_lowrank_shape(const owl_galore *proj, uint64_t *rows,
+{
+    if (ctx == NULL)
+        return OWL_ERR_NULL_POINTER;
+    owl__clear_error(ctx);
+    OWL_REQUIRE_PTR(ctx, out);
+    *out = NULL;
+    OWL_REQUIRE_PTR(ctx, opts);
+    owl_galore_options o = galore_defaults;
+    owl_status s = owl__read_options(ctx, &o, sizeof o, opts,
+                                     "owl_galore_options");
+    if (s != OWL_OK)
+        return s;
+    if ((s = validate_options(ctx, &o)) != OWL_OK)
+        return s;
+
+    owl_galore *p = owl__alloc(ctx, 1, sizeof *p, "owl_galore");
+    if (p == NULL)
+        return OWL_ERR_OUT_OF_MEMORY;
+    p->ctx = ctx;
+    p->opts = o;
+    p->m = (int64_t)o.rows;
+    p->n = (int64_t)o.cols;
+    p->r = (int64_t)o.rank;
+    p->left = projects_left(o.proj_type, o.rows, o.cols);
+    p->d = p->left ? p->m : p->n;
+    p->lr_rows = p->left ? p->r : p->m;
+    p->lr_cols = p->left ? p->n : p->r;
+    p->scale = (float)o.scale;
+    p->block_rows = OWL_BLOCK_FLOATS / p->n;
+    if (p->block_rows < 16)
+        p->block_rows = 16;
+    if (p->block_rows > p->m)
+        p->block_rows = p->m;
+
+    size_t mn;
+    if (owl__mul_overflows((size_t)p->m, (size_t)p->n, &mn)) {
+        owl_galore_free(p);
+        return owl__fail(ctx, OWL_ERR_OUT_OF_MEMORY, "gradient copy: size "
+                                                     "overflows");
+    }
+    p->basis = owl__alloc(ctx, (size_t)(p->r * p->d), sizeof(float), "basis");
+    p->next_basis = owl__alloc(ctx, (size_t)(p->r * p->d), sizeof(float),
+                               "basis");
+    p->g32 = owl__alloc(ctx, mn, sizeof(float), "gradient copy");
+    p->lowrank = owl__alloc(ctx, (size_t)(p->lr_rows * p->lr_cols),
+                            sizeof(float), "low-rank scratch");
+    p->block = owl__alloc(ctx, (size_t)(p->block_rows * p->n), sizeof(float),
+                          "back-projection scratch");
+    if (!p->basis || !p->next_basis || !p->g32 || !p->lowrank || !p->block) {
+        owl_galore_free(p);
+        return OWL_ERR_OUT_OF_MEMORY;
+    }
+    s = owl__svd_init(ctx, &p->svd, o.svd_method, p->m, p->n, p->r, p->left,
+                      o.oversample, o.power_iters, o.seed);
+    if (s != OWL_OK) {
+        owl_galore_free(p);
+        return s;
+    }
+    *out = p;
+    return OWL_OK;
+}
+
+owl_status owl_galore_lowrank_shape(const owl_galore *p, uint64_t *rows,
                                     uint64_t *cols)
-{ return OWL_ERR_UNSUPPORTED; }
-int32_t owl_galore_is_left(const owl_galore *proj) { return 0; }
-owl_status owl_galore_project(owl_galore *proj, uint64_t iter,
+{
+    if (p == NULL)
+        return OWL_ERR_NULL_POINTER;
+    owl__clear_error(p->ctx);
+    OWL_REQUIRE_PTR(p->ctx, rows);
+    OWL_REQUIRE_PTR(p->ctx, cols);
+    *rows = (uint64_t)p->lr_rows;
+    *cols = (uint64_t)p->lr_cols;
+    return OWL_OK;
+}
+
+int32_t owl_galore_is_left(const owl_galore *p)
+{
+    return p != NULL && p->left ? 1 : 0;
+}
+
+uint64_t owl_galore_refresh_count(const owl_galore *p)
+{
+    return p ? p->refresh_count : 0;
+}
+
+/* ---- gradient access ------------------------------------------------- */
+
+/* An f32 tensor BLAS can read in place (its stride fits BLAS's int). */
+static bool blas_readable(const owl_tensor *t)
+{
+    return t->dtype == OWL_DTYPE_F32 && t->row_stride <= INT_MAX;
+}
+
+typedef struct {
+    const owl_tensor *t;
+    float *dst;
+    int64_t ld;
+} convert_job;
+
+static void convert_range(void *arg, int64_t begin, int64_t end)
+{
+    const convert_job *job = arg;
+    for (int64_t i = begin; i < end; i++)
+        owl__load_row_f32(job->t, i, job->dst + i * job->ld);
+}
+
+/* dst (rows x cols, stride ld) = t as f32, rows split across threads. */
+static void copy_to_f32(owl_context *ctx, const owl_tensor *t, float *dst,
+                        int64_t ld)
+{
+    convert_job job = {t, dst, ld};
+    int64_t grain = t->cols >= 32768 ? 1 : 32768 / t->cols;
+    owl__parallel_for(ctx, t->rows, grain, convert_range, &job);
+}
+
+static bool all_finite_f32(const float *x, int64_t count)
+{
+    uint32_t bad = 0;
+    for (int64_t i = 0; i < count; i++)
+        bad |= !isfinite(x[i]);
+    return bad == 0;
+}
+
+/* Recomputes the subspace from G. Sets *g32_holds_grad when p->g32 is left
+ * holding G as f32 (so the projection can reuse it). Only a success
+ * changes the projector. */
+static owl_status compute_subspace(owl_galore *p, const owl_tensor *grad,
+                                   bool *g32_holds_grad)
+{
+    owl_status s;
+    *g32_holds_grad = false;
+    if (p->opts.svd_method == OWL_SVD_EXACT) {
+        /* gesdd destroys its input, so even an f32 G is copied. */
+        copy_to_f32(p->ctx, grad, p->g32, p->n);
+        s = owl__svd_exact(p->ctx, &p->svd, p->g32, p->next_basis);
+    } else {
+        const float *g = p->g32;
+        int64_t ldg = p->n;
+        if (blas_readable(grad)) {
+            g = grad->data;
+            ldg = grad->row_stride;
+        } else {
+            copy_to_f32(p->ctx, grad, p->g32, p->n);
+            *g32_holds_grad = true;
+        }
+        s = owl__svd_randomized(p->ctx, &p->svd, g, ldg, p->refresh_count,
+                                p->next_basis);
+    }
+    if (s != OWL_OK)
+        return s;
+    if (!all_finite_f32(p->next_basis, p->r * p->d))
+        return owl__fail(p->ctx, OWL_ERR_NUMERICAL,
+                         "the SVD of the %lldx%lld gradient produced "
+                         "non-finite vectors",
+                         (long long)p->m, (long long)p->n);
+    float *t = p->basis;
+    p->basis = p->next_basis;
+    p->next_basis = t;
+    p->has_basis = true;
+    p->stale = false;
+    p->refresh_count++;
+    return OWL_OK;
+}
+
+/* R = P^T G (r x n) or G Q^T (m x r). */
+static void project_into(const owl_galore *p, const float *g, int64_t ldg,
+                         float *dst, int64_t ldd)
+{
+    int m = (int)p->m, n = (int)p->n, r = (int)p->r;
+    if (p->left)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r, n, m, 1.0f,
+                    p->basis, m, g, (int)ldg, 0.0f, dst, (int)ldd);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, r, n, 1.0f, g,
+                    (int)ldg, p->basis, n, 0.0f, dst, (int)ldd);
+}
+
+owl_status owl__galore_project_f32(owl_galore *p, uint64_t iter,
+                                   const owl_tensor *grad, float *dst,
+                                   int64_t ldd, bool *refreshed)
+{
+    bool due = !p->has_basis || p->stale || iter % p->opts.update_gap == 0;
+    bool held = false;
+    if (due) {
+        owl_status s = compute_subspace(p, grad, &held);
+        if (s != OWL_OK)
+            return s;
+    }
+    if (blas_readable(grad)) {
+        project_into(p, grad->data, grad->row_stride, dst, ldd);
+    } else {
+        if (!held)
+            copy_to_f32(p->ctx, grad, p->g32, p->n);
+        project_into(p, p->g32, p->n, dst, ldd);
+    }
+    *refreshed = due;
+    return OWL_OK;
+}
+
+void owl__galore_back_rows(const owl_galore *p, const float *low, int64_t ldl,
+                           int64_t row0, int64_t rows, float alpha, float beta,
+                           float *c, int64_t ldc)
+{
+    int n = (int)p->n, r = (int)p->r;
+    if (p->left) /* rows of P R: P[row0.., :] is column block of P^T */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)rows, n, r,
+                    alpha, p->basis + row0, (int)p->m, low, (int)ldl, beta, c,
+                    (int)ldc);
+    else /* rows of R Q */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, n, r,
+                    alpha, low + row0 * ldl, (int)ldl, p->basis, n, beta, c,
+                    (int)ldc);
+}
+
+/* ---- public projections ---------------------------------------------- */
+
+static owl_status check_grad(owl_galore *p, const owl_tensor *grad)
+{
+    owl_status s = owl__check_tensor(p->ctx, grad, "grad", OWL_DT_FLOATS);
+    if (s == OWL_OK)
+        s = owl__check_shape(p->ctx, grad, "grad", p->m, p->n);
+    if (s == OWL_OK && !owl__all_finite(p->ctx, grad))
+        s = owl__fail(p->ctx, OWL_ERR_NONFINITE,
+                      "grad (%lldx%lld) contains NaN or Inf; nothing was "
+                      "changed",
+                      (long long)p->m, (long long)p->n);
+    return s;
+}
+
+owl_status owl_galore_project(owl_galore *p, uint64_t iter,
                               const owl_tensor *grad, owl_tensor *out,
                               int32_t *refreshed)
-{ return OWL_ERR_UNSUPPORTED; }
-owl_status owl_galore_project_back(owl_galore *proj, const owl_tensor *lowrank,
+{
+    if (p == NULL)
+        return OWL_ERR_NULL_POINTER;
+    owl__clear_error(p->ctx);
+    owl_status s = owl__check_tensor(p->ctx, out, "out",
+                                     OWL_DT_BIT(OWL_DTYPE_F32));
+    if (s == OWL_OK)
+        s = owl__check_shape(p->ctx, out, "out (the low-rank shape)",
+                             p->lr_rows, p->lr_cols);
+    if (s == OWL_OK && out->row_stride > INT_MAX)
+        s = owl__fail(p->ctx, OWL_ERR_UNSUPPORTED,
+                      "out->row_stride %lld exceeds BLAS's int",
+                      (long long)out->row_stride);
+    if (s == OWL_OK)
+        s = check_grad(p, grad);
+    if (s != OWL_OK)
+        return s;
+    bool rf = false;
+    s = owl__galore_project_f32(p, iter, grad, out->data, out->row_stride, &rf);
+    if (s == OWL_OK && refreshed != NULL)
+        *refreshed = rf ? 1 : 0;
+    return s;
+}
+
+typedef struct {
+    const owl_tensor *t;
+    const float *src; /* rows of the block, stride t->cols */
+    int64_t row0;
+} store_job;
+
+static void store_range(void *arg, int64_t begin, int64_t end)
+{
+    const store_job *job = arg;
+    for (int64_t i = begin; i < end; i++)
+        owl__store_row_f32(job->t, job->row0 + i, job->src + i * job->t->cols);
+}
+
+owl_status owl_galore_project_back(owl_galore *p, const owl_tensor *lowrank,
                                    owl_tensor *out)
-{ return OWL_ERR_UNSUPPORTED; }
-owl_status owl_galore_refresh(owl_galore *proj, const owl_tensor *grad)
-{ return OWL_ERR_UNSUPPORTED; }
-owl_status owl_galore_invalidate(owl_galore *proj) { return OWL_ERR_UNSUPPORTED; }
-owl_status owl_galore_get_basis(const owl_galore *proj, owl_tensor *out)
-{ return OWL_ERR_UNSUPPORTED; }
-uint64_t owl_galore_refresh_count(const owl_galore *proj) { return 0; }
+{
+    if (p == NULL)
+        return OWL_ERR_NULL_POINTER;
+    owl__clear_error(p->ctx);
+    owl_status s = owl__check_tensor(p->ctx, lowrank, "lowrank", OWL_DT_FLOATS);
+    if (s == OWL_OK)
+        s = owl__check_shape(p->ctx, lowrank, "lowrank", p->lr_rows,
+                             p->lr_cols);
+    if (s == OWL_OK)
+        s = owl__check_tensor(p->ctx, out, "out", OWL_DT_FLOATS);
+    if (s == OWL_OK)
+        s = owl__check_shape(p->ctx, out, "out", p->m, p->n);
+    if (s != OWL_OK)
+        return s;
+    if (!p->has_basis)
+        return owl__fail(p->ctx, OWL_ERR_STATE,
+                         "the projector has no subspace yet: call "
+                         "owl_galore_project or owl_galore_refresh first");
+
+    const float *low = p->lowrank;
+    int64_t ldl = p->lr_cols;
+    if (blas_readable(lowrank)) {
+        low = lowrank->data;
+        ldl = lowrank->row_stride;
+    } else {
+        copy_to_f32(p->ctx, lowrank, p->lowrank, p->lr_cols);
+    }
+    if (blas_readable(out)) {
+        owl__galore_back_rows(p, low, ldl, 0, p->m, p->scale, 0.0f, out->data,
+                              out->row_stride);
+        return OWL_OK;
+    }
+    /* Half (or oddly strided) output: one cache-sized block of rows at a
+     * time through the f32 scratch, stored with rounding to nearest. */
+    int64_t grain = p->n >= 16384 ? 1 : 16384 / p->n;
+    for (int64_t row0 = 0; row0 < p->m; row0 += p->block_rows) {
+        int64_t rows = p->m - row0 < p->block_rows ? p->m - row0 : p->block_rows;
+        owl__galore_back_rows(p, low, ldl, row0, rows, p->scale, 0.0f,
+                              p->block, p->n);
+        store_job job = {out, p->block, row0};
+        owl__parallel_for(p->ctx, rows, grain, store_range, &job);
+    }
+    return OWL_OK;
+}
+
+owl_status owl_galore_refresh(owl_galore *p, const owl_tensor *grad)
+{
+    if (p == NULL)
+        return OWL_ERR_NULL_POINTER;
+    owl__clear_error(p->ctx);
+    owl_status s = check_grad(p, grad);
+    if (s != OWL_OK)
+        return s;
+    bool held;
+    return compute_subspace(p, grad, &held);
+}
+
+owl_status owl_galore_invalidate(owl_galore *p)
+{
+    if (p == NULL)
+        return OWL_ERR_NULL_POINTER;
+    owl__clear_error(p->ctx);
+    p->stale = true;
+    return OWL_OK;
+}
+
+owl_status owl_galore_get_basis(const owl_galore *p, owl_tensor *out)
+{
+    if (p == NULL)
+        return OWL_ERR_NULL_POINTER;
+    owl__clear_error(p->ctx);
+    int64_t rows = p->left ? p->m : p->r;
+    int64_t cols = p->left ? p->r : p->n;
+    owl_status s = owl__check_tensor(p->ctx, out, "out",
+                                     OWL_DT_BIT(OWL_DTYPE_F32));
+    if (s == OWL_OK)
+        s = owl__check_shape(p->ctx, out,
+                             p->left ? "out (P, m x r)" : "out (Q, r x n)",
+                             rows, cols);
+    if (s != OWL_OK)
+        return s;
+    if (!p->has_basis)
+        return owl__fail(p->ctx, OWL_ERR_STATE,
+                         "the projector (%s, %lldx%lld, r %lld) has no "
+                         "subspace yet",
+                         proj_type_name(p->opts.proj_type), (long long)p->m,
+                         (long long)p->n, (long long)p->r);
+    for (int64_t i = 0; i < rows; i++) {
+        float *dst = (float *)owl__row_ptr(out, i);
+        if (p->left)
+            for (int64_t j = 0; j < cols; j++)
+                dst[j] = p->basis[j * p->m + i];
+        else
+            memcpy(dst, p->basis + i * p->n, (size_t)cols * sizeof(float));
+    }
+    return OWL_OK;
+}

@@ -1,11 +1,414 @@
-/* Activation statistics and the layerwise outlier distribution. */
+/* Activation statistics and the layerwise outlier distribution (LOD).
+ *
+ * Both operations reduce large tensors to a few numbers. Their results must
+ * not depend on the number of worker threads, so every reduction is split
+ * into blocks whose bounds depend only on the shapes; each block's partial
+ * result lands in its own slot and the slots are combined in block order on
+ * the calling thread. owl__parallel_for only decides who computes which
+ * block. */
 #include "internal.h"
+#include "dtype.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Columns handled together: one f64 accumulator per column lives on the
+ * stack, and a row's span of this many values stays in L1. */
+#define SPAN 256
+/* Below this many elements a call runs on the calling thread alone. */
+#define PARALLEL_MIN_ELEMS 32768
+/* Sum-of-squares row slices: at most this many, of at least that many
+ * rows. More slices give the threads work when n is small; the cap bounds
+ * the f64 workspace at ACT_MAX_SLICES * n. */
+#define ACT_MAX_SLICES 8
+#define ACT_MIN_SLICE_ROWS 512
+/* Elements per LOD task: small enough to balance threads, large enough
+ * that the per-task bookkeeping is noise. */
+#define LOD_TASK_ELEMS 16384
+
+/* x[row, j0 : j0 + len) as f32 (len <= SPAN). */
+static void load_span(const owl_tensor *t, int64_t row, int64_t j0, int64_t len,
+                      float *dst)
+{
+    const char *base = owl__row_ptr(t, row);
+    switch (t->dtype) {
+    case OWL_DTYPE_F32:
+        memcpy(dst, (const float *)(const void *)base + j0,
+               (size_t)len * sizeof(float));
+        break;
+    case OWL_DTYPE_BF16: {
+        const uint16_t *h = (const uint16_t *)(const void *)base + j0;
+        for (int64_t j = 0; j < len; j++)
+            dst[j] = owl_bf16_to_f32(h[j]);
+        break;
+    }
+    case OWL_DTYPE_F16: {
+        const uint16_t *h = (const uint16_t *)(const void *)base + j0;
+        for (int64_t j = 0; j < len; j++)
+            dst[j] = owl_f16_to_f32(h[j]);
+        break;
+    }
+    default: /* f64 is not accepted by the callers in this file */
+        for (int64_t j = 0; j < len; j++)
+            dst[j] = 0.0f;
+        break;
+    }
+}
+
+/* Start of part `i` of `parts` near-equal parts of [0, n). */
+static int64_t split_point(int64_t n, int64_t parts, int64_t i)
+{
+    return (n / parts) * i + (i < n % parts ? i : n % parts);
+}
+
+/* ---- owl_act_norm_accumulate ---------------------------------------- */
+
+typedef struct {
+    const owl_tensor *x;
+    int64_t slices, col_blocks;
+    double *partial; /* slices x n: column sums of squares per row slice */
+} act_job;
+
+/* One task = one (row slice, column block): its columns are summed down
+ * its rows in row order, so the partial is the same whoever runs it. */
+static void act_task(void *arg, int64_t begin, int64_t end)
+{
+    const act_job *job = arg;
+    const owl_tensor *x = job->x;
+    int64_t n = x->cols;
+    float row[SPAN];
+    double acc[SPAN];
+    for (int64_t task = begin; task < end; task++) {
+        int64_t slice = task / job->col_blocks, block = task % job->col_blocks;
+        int64_t r0 = split_point(x->rows, job->slices, slice);
+        int64_t r1 = split_point(x->rows, job->slices, slice + 1);
+        int64_t j0 = block * SPAN;
+        int64_t len = n - j0 < SPAN ? n - j0 : SPAN;
+        for (int64_t j = 0; j < len; j++)
+            acc[j] = 0.0;
+        for (int64_t t = r0; t < r1; t++) {
+            load_span(x, t, j0, len, row);
+            for (int64_t j = 0; j < len; j++)
+                acc[j] += (double)row[j] * (double)row[j];
+        }
+        memcpy(job->partial + slice * n + j0, acc, (size_t)len * sizeof(double));
+    }
+}
+
+/* Grain (in tasks) so that inputs under PARALLEL_MIN_ELEMS stay on the
+ * calling thread. */
+static int64_t grain_for(int64_t tasks, double elems)
+{
+    return elems < PARALLEL_MIN_ELEMS ? tasks : 1;
+}
 
 owl_status owl_act_norm_accumulate(owl_context *ctx, const owl_tensor *x,
                                    owl_tensor *sumsq)
-{ return owl__fail(ctx, OWL_ERR_UNSUPPORTED, "not implemented"); }
+{
+    if (ctx == NULL)
+        return OWL_ERR_NULL_POINTER;
+    owl__clear_error(ctx);
+    if (ctx->backend != OWL_BACKEND_CPU)
+        return owl__fail(ctx, OWL_ERR_UNSUPPORTED,
+                         "owl_act_norm_accumulate: this build has no CUDA "
+                         "implementation");
+    owl_status s = owl__check_tensor(ctx, x, "x", OWL_DT_FLOATS);
+    if (s != OWL_OK)
+        return s;
+    s = owl__check_tensor(ctx, sumsq, "sumsq",
+                          OWL_DT_BIT(OWL_DTYPE_F32) | OWL_DT_BIT(OWL_DTYPE_F64));
+    if (s != OWL_OK)
+        return s;
+    if (sumsq->rows != 1 || sumsq->cols != x->cols)
+        return owl__fail(ctx, OWL_ERR_SHAPE,
+                         "sumsq is %" PRId64 "x%" PRId64 ", expected 1x%" PRId64
+                         " (x is %" PRId64 "x%" PRId64 ")",
+                         sumsq->rows, sumsq->cols, x->cols, x->rows, x->cols);
+    s = owl__check_dense(ctx, sumsq, "sumsq");
+    if (s != OWL_OK)
+        return s;
+
+    int64_t n = x->cols;
+    /* The running sums must still be sums of squares. */
+    for (int64_t j = 0; j < n; j++) {
+        double v = sumsq->dtype == OWL_DTYPE_F64 ? ((const double *)sumsq->data)[j]
+                                                 : ((const float *)sumsq->data)[j];
+        if (!isfinite(v))
+            return owl__fail(ctx, OWL_ERR_NONFINITE,
+                             "sumsq[%" PRId64 "] is %g before accumulating", j, v);
+        if (v < 0)
+            return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
+                             "sumsq[%" PRId64 "] is %g; a sum of squares is >= 0",
+                             j, v);
+    }
+
+    int64_t slices = (x->rows + ACT_MIN_SLICE_ROWS - 1) / ACT_MIN_SLICE_ROWS;
+    if (slices > ACT_MAX_SLICES)
+        slices = ACT_MAX_SLICES;
+    int64_t col_blocks = (n + SPAN - 1) / SPAN;
+    /* The partials are held until the whole input is known to be finite:
+     * nothing may be written when it is not. */
+    double *partial = owl__alloc(ctx, (size_t)slices * (size_t)n, sizeof(double),
+                                 "sum-of-squares workspace");
+    if (partial == NULL)
+        return OWL_ERR_OUT_OF_MEMORY;
+    act_job job = {x, slices, col_blocks, partial};
+    int64_t tasks = slices * col_blocks;
+    owl__parallel_for(ctx, tasks, grain_for(tasks, (double)x->rows * (double)n),
+                      act_task, &job);
+
+    /* A square of a finite f32/bf16/f16 value cannot overflow f64, even
+     * summed over 2^63 rows, so a non-finite partial means a NaN or Inf
+     * in x. partial[0..n) ends up holding the new values. */
+    owl_status status = OWL_OK;
+    for (int64_t j = 0; j < n && status == OWL_OK; j++) {
+        double total = 0.0;
+        for (int64_t sl = 0; sl < slices; sl++)
+            total += partial[sl * n + j];
+        if (!isfinite(total)) {
+            status = owl__fail(ctx, OWL_ERR_NONFINITE,
+                               "x contains NaN or Inf (in column %" PRId64 ")", j);
+            break;
+        }
+        if (sumsq->dtype == OWL_DTYPE_F64) {
+            partial[j] = ((const double *)sumsq->data)[j] + total;
+        } else {
+            float updated = (float)((double)((const float *)sumsq->data)[j] + total);
+            if (!isfinite(updated))
+                status = owl__fail(ctx, OWL_ERR_NUMERICAL,
+                                   "sumsq[%" PRId64 "] would overflow f32 (%g); "
+                                   "accumulate in an f64 sumsq",
+                                   j, (double)((const float *)sumsq->data)[j] + total);
+            partial[j] = updated;
+        }
+    }
+    if (status == OWL_OK) {
+        if (sumsq->dtype == OWL_DTYPE_F64) {
+            memcpy(sumsq->data, partial, (size_t)n * sizeof(double));
+        } else {
+            float *dst = sumsq->data;
+            for (int64_t j = 0; j < n; j++)
+                dst[j] = (float)partial[j];
+        }
+    }
+    owl__free(partial);
+    return status;
+}
+
+/* ---- owl_lod_compute ------------------------------------------------- */
+
+typedef struct {
+    uint64_t matrix;
+    int64_t r0, r1;
+} lod_task;
+
+typedef struct {
+    const owl_tensor *weights;
+    const lod_task *tasks;
+    const double *norms;        /* sqrt(s_j) of every matrix, back to back */
+    const size_t *norm_offset;  /* where matrix k's norms start */
+    double threshold;           /* M * mean(A), for the counting pass */
+    double *sums;               /* per task: sum of A over its rows */
+    uint64_t *counts;           /* per task: #{A > threshold} */
+} lod_job;
+
+/* Pass 1: sum of A_ij = |W_ij| * sqrt(s_j) over the task's rows. A NaN or
+ * Inf weight makes the sum non-finite (0 * Inf is NaN), which is how the
+ * caller finds it without a separate scan. */
+static void lod_sum_task(void *arg, int64_t begin, int64_t end)
+{
+    const lod_job *job = arg;
+    float span[SPAN];
+    for (int64_t t = begin; t < end; t++) {
+        const lod_task *task = &job->tasks[t];
+        const owl_tensor *w = &job->weights[task->matrix];
+        const double *c = job->norms + job->norm_offset[task->matrix];
+        double sum = 0.0;
+        for (int64_t i = task->r0; i < task->r1; i++) {
+            double row_sum = 0.0;
+            for (int64_t j0 = 0; j0 < w->cols; j0 += SPAN) {
+                int64_t len = w->cols - j0 < SPAN ? w->cols - j0 : SPAN;
+                load_span(w, i, j0, len, span);
+                for (int64_t j = 0; j < len; j++)
+                    row_sum += fabs((double)span[j]) * c[j0 + j];
+            }
+            sum += row_sum;
+        }
+        job->sums[t] = sum;
+    }
+}
+
+/* Pass 2: entries whose score exceeds the threshold. The score is formed
+ * exactly as in pass 1 (f64 product), never as |W| > thr / c. */
+static void lod_count_task(void *arg, int64_t begin, int64_t end)
+{
+    const lod_job *job = arg;
+    float span[SPAN];
+    double thr = job->threshold;
+    for (int64_t t = begin; t < end; t++) {
+        const lod_task *task = &job->tasks[t];
+        const owl_tensor *w = &job->weights[task->matrix];
+        const double *c = job->norms + job->norm_offset[task->matrix];
+        uint64_t count = 0;
+        for (int64_t i = task->r0; i < task->r1; i++) {
+            for (int64_t j0 = 0; j0 < w->cols; j0 += SPAN) {
+                int64_t len = w->cols - j0 < SPAN ? w->cols - j0 : SPAN;
+                load_span(w, i, j0, len, span);
+                for (int64_t j = 0; j < len; j++)
+                    count += fabs((double)span[j]) * c[j0 + j] > thr;
+            }
+        }
+        job->counts[t] = count;
+    }
+}
+
+/* Rows per LOD task of a matrix with `cols` columns (at least one). */
+static int64_t lod_rows_per_task(int64_t cols)
+{
+    return LOD_TASK_ELEMS / cols > 0 ? LOD_TASK_ELEMS / cols : 1;
+}
+
+/* Shapes, dtypes and statistic values of every (weight, sumsq) pair; adds
+ * up the entries and the number of tasks. */
+static owl_status lod_validate(owl_context *ctx, const owl_tensor *weights,
+                               const owl_tensor *input_sumsq, uint64_t count,
+                               uint64_t *entries, size_t *num_tasks,
+                               size_t *num_norms)
+{
+    char wname[48], sname[48];
+    *entries = 0;
+    *num_tasks = 0;
+    *num_norms = 0;
+    for (uint64_t k = 0; k < count; k++) {
+        const owl_tensor *w = &weights[k], *sq = &input_sumsq[k];
+        snprintf(wname, sizeof wname, "weights[%" PRIu64 "]", k);
+        snprintf(sname, sizeof sname, "input_sumsq[%" PRIu64 "]", k);
+        owl_status s = owl__check_tensor(ctx, w, wname, OWL_DT_FLOATS);
+        if (s != OWL_OK)
+            return s;
+        s = owl__check_tensor(ctx, sq, sname,
+                              OWL_DT_BIT(OWL_DTYPE_F32) | OWL_DT_BIT(OWL_DTYPE_F64));
+        if (s != OWL_OK)
+            return s;
+        if (sq->rows != 1 || sq->cols != w->cols)
+            return owl__fail(ctx, OWL_ERR_SHAPE,
+                             "%s is %" PRId64 "x%" PRId64 ", %s has %" PRId64
+                             " columns (%" PRId64 "x%" PRId64 "); expected 1x%" PRId64,
+                             sname, sq->rows, sq->cols, wname, w->cols, w->rows,
+                             w->cols, w->cols);
+        s = owl__check_dense(ctx, sq, sname);
+        if (s != OWL_OK)
+            return s;
+        for (int64_t j = 0; j < sq->cols; j++) {
+            double v = sq->dtype == OWL_DTYPE_F64 ? ((const double *)sq->data)[j]
+                                                  : ((const float *)sq->data)[j];
+            if (!isfinite(v))
+                return owl__fail(ctx, OWL_ERR_NONFINITE, "%s[%" PRId64 "] is %g",
+                                 sname, j, v);
+            if (v < 0)
+                return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
+                                 "%s[%" PRId64 "] is %g; a sum of squares is >= 0",
+                                 sname, j, v);
+        }
+        uint64_t cells = (uint64_t)w->rows * (uint64_t)w->cols;
+        int64_t rows_per_task = lod_rows_per_task(w->cols);
+        if (__builtin_add_overflow(*entries, cells, entries) ||
+            __builtin_add_overflow(*num_tasks,
+                                   (size_t)((w->rows + rows_per_task - 1) / rows_per_task),
+                                   num_tasks) ||
+            __builtin_add_overflow(*num_norms, (size_t)w->cols, num_norms))
+            return owl__fail(ctx, OWL_ERR_SHAPE,
+                             "the %" PRIu64 " matrices hold more entries than can "
+                             "be counted",
+                             count);
+    }
+    return OWL_OK;
+}
 
 owl_status owl_lod_compute(owl_context *ctx, const owl_tensor *weights,
                            const owl_tensor *input_sumsq, uint64_t count,
                            double M, double *ratio)
-{ return owl__fail(ctx, OWL_ERR_UNSUPPORTED, "not implemented"); }
+{
+    if (ctx == NULL)
+        return OWL_ERR_NULL_POINTER;
+    owl__clear_error(ctx);
+    if (ctx->backend != OWL_BACKEND_CPU)
+        return owl__fail(ctx, OWL_ERR_UNSUPPORTED,
+                         "owl_lod_compute: this build has no CUDA implementation");
+    OWL_REQUIRE_PTR(ctx, weights);
+    OWL_REQUIRE_PTR(ctx, input_sumsq);
+    OWL_REQUIRE_PTR(ctx, ratio);
+    if (count < 1)
+        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
+                         "count is 0; a layer has at least one matrix");
+    if (!(M > 0) || !isfinite(M))
+        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
+                         "M is %g; it must be finite and > 0", M);
+    uint64_t entries;
+    size_t num_tasks, num_norms;
+    owl_status s = lod_validate(ctx, weights, input_sumsq, count, &entries,
+                                &num_tasks, &num_norms);
+    if (s != OWL_OK)
+        return s;
+
+    lod_task *tasks = owl__alloc(ctx, num_tasks, sizeof *tasks, "LOD task table");
+    double *norms = owl__alloc(ctx, num_norms, sizeof *norms, "LOD input norms");
+    size_t *offsets = owl__alloc(ctx, (size_t)count, sizeof *offsets, "LOD offsets");
+    double *sums = owl__alloc(ctx, num_tasks, sizeof *sums, "LOD partial sums");
+    uint64_t *counts = owl__alloc(ctx, num_tasks, sizeof *counts, "LOD counts");
+    if (!tasks || !norms || !offsets || !sums || !counts) {
+        s = OWL_ERR_OUT_OF_MEMORY;
+        goto done;
+    }
+
+    /* The task table: each matrix cut into blocks of whole rows. */
+    size_t t = 0, off = 0;
+    for (uint64_t k = 0; k < count; k++) {
+        const owl_tensor *w = &weights[k], *sq = &input_sumsq[k];
+        int64_t rows_per_task = lod_rows_per_task(w->cols);
+        for (int64_t r0 = 0; r0 < w->rows; r0 += rows_per_task) {
+            tasks[t].matrix = k;
+            tasks[t].r0 = r0;
+            tasks[t].r1 = r0 + rows_per_task < w->rows ? r0 + rows_per_task : w->rows;
+            t++;
+        }
+        offsets[k] = off;
+        for (int64_t j = 0; j < w->cols; j++)
+            norms[off + (size_t)j] = sqrt(sq->dtype == OWL_DTYPE_F64
+                                              ? ((const double *)sq->data)[j]
+                                              : (double)((const float *)sq->data)[j]);
+        off += (size_t)w->cols;
+    }
+
+    lod_job job = {weights, tasks, norms, offsets, 0.0, sums, counts};
+    int64_t grain = grain_for((int64_t)num_tasks, (double)entries);
+    owl__parallel_for(ctx, (int64_t)num_tasks, grain, lod_sum_task, &job);
+    double total = 0.0;
+    for (size_t i = 0; i < num_tasks; i++) {
+        if (!isfinite(sums[i])) {
+            s = owl__fail(ctx, OWL_ERR_NONFINITE,
+                          "weights[%" PRIu64 "] contains NaN or Inf (rows %" PRId64
+                          "..%" PRId64 ")",
+                          tasks[i].matrix, tasks[i].r0, tasks[i].r1 - 1);
+            goto done;
+        }
+        total += sums[i];
+    }
+    job.threshold = M * (total / (double)entries);
+
+    owl__parallel_for(ctx, (int64_t)num_tasks, grain, lod_count_task, &job);
+    uint64_t outliers = 0;
+    for (size_t i = 0; i < num_tasks; i++)
+        outliers += counts[i];
+    *ratio = (double)outliers / (double)entries;
+
+done:
+    owl__free(counts);
+    owl__free(sums);
+    owl__free(offsets);
+    owl__free(norms);
+    owl__free(tasks);
+    return s;
+}

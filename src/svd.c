@@ -1,3 +1,350 @@
 /* Thin SVD helpers for the projector: exact (LAPACK gesdd) and randomized
- * (range finder + small SVD), with canonical signs. */
-#include "internal.h"
+ * (range finder + small SVD), with canonical signs.
+ *
+ * LAPACK is column-major and our matrices are row-major. A row-major m x n
+ * matrix G is, byte for byte, the column-major n x m matrix G^T, so we hand
+ * LAPACK G^T = V S U^T and read our factors straight out of its output
+ * without any transposing copies: its U is our V (column j = right vector
+ * j, contiguous) and its V^T is our U stored column by column. */
+#include "svd.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+/* LAPACK returns workspace sizes as floats; round up generously so a size
+ * that is not exactly representable is never undershot. */
+static int64_t work_size(float q)
+{
+    double d = ceil((double)q * (1.0 + 1e-6)) + 1.0;
+    return d > (double)INT64_MAX / 2 ? INT64_MAX / 2 : (int64_t)d;
+}
+
+static bool fits_lapack_int(int64_t v)
+{
+    return v >= 0 && (uint64_t)v <= (uint64_t)INT32_MAX;
+}
+
+/* Optimal lwork of sgesdd('S') on a column-major rows x cols matrix. */
+static owl_status gesdd_query(owl_context *ctx, int64_t rows, int64_t cols,
+                              int64_t *lwork)
+{
+    float a = 0, s = 0, u = 0, vt = 0, q = 0;
+    lapack_int iw = 0;
+    int64_t mn = rows < cols ? rows : cols;
+    lapack_int info = LAPACKE_sgesdd_work(
+        LAPACK_COL_MAJOR, 'S', (lapack_int)rows, (lapack_int)cols, &a,
+        (lapack_int)rows, &s, &u, (lapack_int)rows, &vt, (lapack_int)mn, &q, -1,
+        &iw);
+    if (info != 0)
+        return owl__fail(ctx, OWL_ERR_INTERNAL,
+                         "sgesdd workspace query for %lldx%lld failed (info %d)",
+                         (long long)rows, (long long)cols, (int)info);
+    *lwork = work_size(q);
+    return OWL_OK;
+}
+
+/* Largest optimal lwork of sgeqrf + sorgqr on rows x k. */
+static owl_status qr_query(owl_context *ctx, int64_t rows, int64_t k,
+                           int64_t *lwork)
+{
+    float a = 0, tau = 0, q1 = 0, q2 = 0;
+    lapack_int info = LAPACKE_sgeqrf_work(LAPACK_COL_MAJOR, (lapack_int)rows,
+                                          (lapack_int)k, &a, (lapack_int)rows,
+                                          &tau, &q1, -1);
+    if (info == 0)
+        info = LAPACKE_sorgqr_work(LAPACK_COL_MAJOR, (lapack_int)rows,
+                                   (lapack_int)k, (lapack_int)k, &a,
+                                   (lapack_int)rows, &tau, &q2, -1);
+    if (info != 0)
+        return owl__fail(ctx, OWL_ERR_INTERNAL,
+                         "QR workspace query for %lldx%lld failed (info %d)",
+                         (long long)rows, (long long)k, (int)info);
+    int64_t a1 = work_size(q1), a2 = work_size(q2);
+    *lwork = a1 > a2 ? a1 : a2;
+    return OWL_OK;
+}
+
+void owl__svd_release(owl_svd_work *w)
+{
+    if (w == NULL)
+        return;
+    owl__free(w->s);
+    owl__free(w->u);
+    owl__free(w->vt);
+    owl__free(w->work);
+    owl__free(w->iwork);
+    owl__free(w->range);
+    owl__free(w->sketch);
+    owl__free(w->tau);
+    owl__free(w->qr_work);
+    memset(w, 0, sizeof *w);
+}
+
+static float *alloc_floats(owl_context *ctx, int64_t a, int64_t b,
+                           const char *what)
+{
+    size_t count;
+    if (owl__mul_overflows((size_t)a, (size_t)b, &count)) {
+        owl__fail(ctx, OWL_ERR_OUT_OF_MEMORY, "%s: size overflows", what);
+        return NULL;
+    }
+    return owl__alloc(ctx, count, sizeof(float), what);
+}
+
+owl_status owl__svd_init(owl_context *ctx, owl_svd_work *w,
+                         owl_svd_method method, int64_t m, int64_t n,
+                         int64_t r, bool left, uint64_t oversample,
+                         uint64_t power_iters, uint64_t seed)
+{
+    memset(w, 0, sizeof *w);
+    int64_t mn = m < n ? m : n;
+    w->method = method;
+    w->m = m;
+    w->n = n;
+    w->r = r;
+    w->left = left;
+    w->power_iters = power_iters;
+    w->seed = seed;
+    if (method == OWL_SVD_EXACT) {
+        w->k = mn;
+    } else {
+        uint64_t room = (uint64_t)(mn - r);
+        w->k = r + (int64_t)(oversample < room ? oversample : room);
+    }
+    int64_t d = left ? m : n; /* length of a kept vector */
+    int64_t e = left ? n : m; /* the other side */
+    int64_t k = w->k;
+    /* LAPACK indexes with 32-bit integers: every array it sees must fit.
+     * (m and n are below 2^31, checked by the projector, so m*n cannot
+     * overflow here.) */
+    int64_t biggest = method == OWL_SVD_EXACT ? m * n : k * (d > e ? d : e);
+    if (!fits_lapack_int(m) || !fits_lapack_int(n) ||
+        !fits_lapack_int(8 * k) || !fits_lapack_int(biggest))
+        return owl__fail(ctx, OWL_ERR_UNSUPPORTED,
+                         "a %lldx%lld SVD exceeds LAPACK's 32-bit sizes",
+                         (long long)m, (long long)n);
+
+    owl_status s;
+    int64_t lw = 0;
+    if (method == OWL_SVD_EXACT) {
+        /* LAPACK sees the n x m matrix G^T. */
+        s = gesdd_query(ctx, n, m, &lw);
+        if (s != OWL_OK)
+            return s;
+        w->u = alloc_floats(ctx, n, k, "SVD U");
+        w->vt = alloc_floats(ctx, k, m, "SVD V^T");
+    } else {
+        /* LAPACK sees B^T, e x k, where B = range^T A is k x e. */
+        s = gesdd_query(ctx, e, k, &lw);
+        if (s != OWL_OK)
+            return s;
+        int64_t q1, q2;
+        s = qr_query(ctx, d, k, &q1);
+        if (s == OWL_OK)
+            s = qr_query(ctx, e, k, &q2);
+        if (s != OWL_OK)
+            return s;
+        int64_t q = q1 > q2 ? q1 : q2;
+        if (!fits_lapack_int(q))
+            return owl__fail(ctx, OWL_ERR_UNSUPPORTED,
+                             "QR workspace for a %lldx%lld sketch exceeds "
+                             "LAPACK's 32-bit sizes",
+                             (long long)d, (long long)k);
+        w->qr_lwork = (lapack_int)q;
+        w->u = alloc_floats(ctx, e, k, "small SVD U");
+        w->vt = alloc_floats(ctx, k, k, "small SVD V^T");
+        w->range = alloc_floats(ctx, k, d, "sketch range");
+        w->sketch = alloc_floats(ctx, k, e, "sketch");
+        w->tau = alloc_floats(ctx, k, 1, "QR tau");
+        w->qr_work = alloc_floats(ctx, q, 1, "QR workspace");
+        if (!w->range || !w->sketch || !w->tau || !w->qr_work) {
+            owl__svd_release(w);
+            return OWL_ERR_OUT_OF_MEMORY;
+        }
+    }
+    if (!fits_lapack_int(lw)) {
+        owl__svd_release(w);
+        return owl__fail(ctx, OWL_ERR_UNSUPPORTED,
+                         "SVD workspace for %lldx%lld exceeds LAPACK's 32-bit "
+                         "sizes",
+                         (long long)m, (long long)n);
+    }
+    w->lwork = (lapack_int)lw;
+    w->s = alloc_floats(ctx, k, 1, "singular values");
+    w->work = alloc_floats(ctx, lw, 1, "SVD workspace");
+    w->iwork = owl__alloc(ctx, (size_t)(8 * k), sizeof(lapack_int),
+                          "SVD integer workspace");
+    if (!w->u || !w->vt || !w->s || !w->work || !w->iwork) {
+        owl__svd_release(w);
+        return OWL_ERR_OUT_OF_MEMORY;
+    }
+    return OWL_OK;
+}
+
+void owl__canonical_signs(float *rows, int64_t count, int64_t len)
+{
+    for (int64_t j = 0; j < count; j++) {
+        float *x = rows + j * len;
+        int64_t best = 0;
+        float best_abs = fabsf(x[0]);
+        for (int64_t i = 1; i < len; i++) {
+            float a = fabsf(x[i]);
+            if (a > best_abs) { /* strict: the first index wins ties */
+                best_abs = a;
+                best = i;
+            }
+        }
+        if (x[best] < 0)
+            for (int64_t i = 0; i < len; i++)
+                x[i] = -x[i];
+    }
+}
+
+static owl_status svd_failed(owl_context *ctx, const owl_svd_work *w,
+                             lapack_int info)
+{
+    if (info > 0)
+        return owl__fail(ctx, OWL_ERR_NUMERICAL,
+                         "the SVD of the %lldx%lld gradient did not converge "
+                         "(sgesdd info %d)",
+                         (long long)w->m, (long long)w->n, (int)info);
+    return owl__fail(ctx, OWL_ERR_INTERNAL,
+                     "sgesdd rejected argument %d", (int)-info);
+}
+
+owl_status owl__svd_exact(owl_context *ctx, owl_svd_work *w, float *a,
+                          float *basis)
+{
+    const int64_t m = w->m, n = w->n, k = w->k, r = w->r;
+    /* G^T (n x m, column-major) = U' S V'^T with U' = V (n x k) and
+     * V'^T = U^T (k x m). */
+    lapack_int info = LAPACKE_sgesdd_work(
+        LAPACK_COL_MAJOR, 'S', (lapack_int)n, (lapack_int)m, a, (lapack_int)n,
+        w->s, w->u, (lapack_int)n, w->vt, (lapack_int)k, w->work, w->lwork,
+        w->iwork);
+    if (info != 0)
+        return svd_failed(ctx, w, info);
+    if (w->left) {
+        /* U[i][j] sits at vt[j + i*k]: gather column j of U into row j. */
+        for (int64_t j = 0; j < r; j++)
+            for (int64_t i = 0; i < m; i++)
+                basis[j * m + i] = w->vt[j + i * k];
+        owl__canonical_signs(basis, r, m);
+    } else {
+        /* Right vector j is column j of U': n contiguous floats. */
+        memcpy(basis, w->u, (size_t)(r * n) * sizeof(float));
+        owl__canonical_signs(basis, r, n);
+    }
+    return OWL_OK;
+}
+
+/* ---- randomized ------------------------------------------------------ */
+
+typedef struct {
+    float *x;
+    uint64_t seed, draw;
+} gaussian_job;
+
+/* Box-Muller from one 64-bit hash per entry: 24 bits for the radius (kept
+ * away from 0) and 24 for the angle. */
+static void gaussian_range(void *arg, int64_t begin, int64_t end)
+{
+    const gaussian_job *job = arg;
+    const double two_pi = 6.283185307179586476925;
+    const double inv24 = 1.0 / 16777216.0;
+    for (int64_t i = begin; i < end; i++) {
+        uint64_t bits = owl__hash3(job->seed, job->draw, (uint64_t)i);
+        double u1 = ((double)(bits >> 40) + 0.5) * inv24;
+        double u2 = (double)(bits & 0xffffffu) * inv24;
+        job->x[i] = (float)(sqrt(-2.0 * log(u1)) * cos(two_pi * u2));
+    }
+}
+
+/* Orthonormalises the k vectors (rows of length len) in x in place:
+ * column-major len x k for LAPACK. */
+static owl_status orthonormalise(owl_context *ctx, owl_svd_work *w, float *x,
+                                 int64_t len)
+{
+    lapack_int k = (lapack_int)w->k;
+    lapack_int info = LAPACKE_sgeqrf_work(LAPACK_COL_MAJOR, (lapack_int)len, k,
+                                          x, (lapack_int)len, w->tau,
+                                          w->qr_work, w->qr_lwork);
+    if (info == 0)
+        info = LAPACKE_sorgqr_work(LAPACK_COL_MAJOR, (lapack_int)len, k, k, x,
+                                   (lapack_int)len, w->tau, w->qr_work,
+                                   w->qr_lwork);
+    if (info != 0)
+        return owl__fail(ctx, OWL_ERR_INTERNAL,
+                         "QR of the %lldx%lld sketch failed (info %d)",
+                         (long long)len, (long long)w->k, (int)info);
+    return OWL_OK;
+}
+
+/* With A = G (left) or G^T (right), d x e:
+ * to_range:  range (k x d) = x (k x e) * A^T, i.e. the vectors A x_i;
+ * to_sketch: sketch (k x e) = range (k x d) * A, i.e. the vectors A^T q_i. */
+static void to_range(const owl_svd_work *w, const float *g, int64_t ldg,
+                     const float *x, float *out)
+{
+    int m = (int)w->m, n = (int)w->n, k = (int)w->k;
+    if (w->left) /* (k x n) * G^T */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, k, m, n, 1.0f, x,
+                    n, g, (int)ldg, 0.0f, out, m);
+    else /* (k x m) * G */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, k, n, m, 1.0f,
+                    x, m, g, (int)ldg, 0.0f, out, n);
+}
+
+static void to_sketch(const owl_svd_work *w, const float *g, int64_t ldg,
+                      const float *range, float *out)
+{
+    int m = (int)w->m, n = (int)w->n, k = (int)w->k;
+    if (w->left) /* (k x m) * G */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, k, n, m, 1.0f,
+                    range, m, g, (int)ldg, 0.0f, out, n);
+    else /* (k x n) * G^T */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, k, m, n, 1.0f,
+                    range, n, g, (int)ldg, 0.0f, out, m);
+}
+
+owl_status owl__svd_randomized(owl_context *ctx, owl_svd_work *w,
+                               const float *g, int64_t ldg, uint64_t draw,
+                               float *basis)
+{
+    const int64_t k = w->k, r = w->r;
+    const int64_t d = w->left ? w->m : w->n;
+    const int64_t e = w->left ? w->n : w->m;
+    owl_status s;
+
+    gaussian_job job = {w->sketch, w->seed, draw};
+    owl__parallel_for(ctx, k * e, 16384, gaussian_range, &job);
+    to_range(w, g, ldg, w->sketch, w->range);
+    if ((s = orthonormalise(ctx, w, w->range, d)) != OWL_OK)
+        return s;
+    /* Power iterations sharpen a slowly decaying spectrum; each product is
+     * re-orthonormalised so small directions are not lost to rounding. */
+    for (uint64_t it = 0; it < w->power_iters; it++) {
+        to_sketch(w, g, ldg, w->range, w->sketch);
+        if ((s = orthonormalise(ctx, w, w->sketch, e)) != OWL_OK)
+            return s;
+        to_range(w, g, ldg, w->sketch, w->range);
+        if ((s = orthonormalise(ctx, w, w->range, d)) != OWL_OK)
+            return s;
+    }
+    /* B = Q^T A (k x e); LAPACK sees B^T (e x k) = V_B S U_B^T, so its V^T
+     * output is U_B, stored row-major k x k. */
+    to_sketch(w, g, ldg, w->range, w->sketch);
+    lapack_int info = LAPACKE_sgesdd_work(
+        LAPACK_COL_MAJOR, 'S', (lapack_int)e, (lapack_int)k, w->sketch,
+        (lapack_int)e, w->s, w->u, (lapack_int)e, w->vt, (lapack_int)k,
+        w->work, w->lwork, w->iwork);
+    if (info != 0)
+        return svd_failed(ctx, w, info);
+    /* Vector j = sum_i U_B[i][j] q_i: basis (r x d) = U_B[:, :r]^T range. */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)r, (int)d,
+                (int)k, 1.0f, w->vt, (int)k, w->range, (int)d, 0.0f, basis,
+                (int)d);
+    owl__canonical_signs(basis, r, d);
+    return OWL_OK;
+}

@@ -200,7 +200,13 @@ typedef struct owl_esd_result {
 OWL_API owl_status owl_esd_result_init(owl_esd_result *res,
                                        uint64_t struct_size);
 /* PL_Alpha_Hill of W's empirical spectral density (eigenvalues of W^T W,
- * i.e. squared singular values). W: m x n, f32/bf16/f16 (f64 on CPU). */
+ * i.e. squared singular values). W: m x n, f32/bf16/f16 (f64 on CPU).
+ * FIX_FINGER keeps TempBalance's candidate bounds exactly:
+ * log10(0.95 * peak) <= lambda <= 1.5 * peak (the lower bound compares a
+ * logarithm with eigenvalues, as the reference code does); when no
+ * eigenvalue qualifies, the cutoff is the KS argmin over all of them. Zero
+ * eigenvalues are left out. A spectrum flat above the chosen cutoff
+ * returns OWL_ERR_NUMERICAL. */
 OWL_API owl_status owl_esd_alpha_hill(owl_context *ctx,
                                       const owl_tensor *weight,
                                       owl_xmin_method method,

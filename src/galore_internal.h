@@ -1,0 +1,57 @@
+/* The GaLore projector and AdamW handles, and the projector's internal
+ * entry points used by the fused low-rank AdamW step. */
+#ifndef OWLORE_GALORE_INTERNAL_H
+#define OWLORE_GALORE_INTERNAL_H
+
+#include "internal.h"
+#include "svd.h"
+
+struct owl_galore {
+    owl_context *ctx;
+    owl_galore_options opts; /* as validated at create */
+    int64_t m, n, r;
+    bool left;         /* R = P^T G (r x n) rather than R = G Q^T (m x r) */
+    int64_t d;         /* basis vector length: m (left) or n (right) */
+    int64_t lr_rows, lr_cols; /* low-rank shape */
+    float scale;
+
+    bool has_basis;
+    bool stale;        /* owl_galore_invalidate(): recompute at next project */
+    uint64_t refresh_count;
+    /* r x d, vectors as rows: P^T (left) or Q (right), canonical signs. */
+    float *basis;
+    float *next_basis; /* a refresh writes here, swapped in on success */
+
+    float *g32;        /* m x n f32: converted gradient / gesdd input */
+    float *lowrank;    /* lr_rows x lr_cols f32 scratch (dense) */
+    float *block;      /* block_rows x n f32 scratch for blocked outputs */
+    int64_t block_rows;
+    owl_svd_work svd;
+};
+
+struct owl_adamw {
+    owl_context *ctx;
+    owl_adamw_options opts; /* as validated at create */
+    int64_t rows, cols;     /* moment shape */
+    void *m, *v;            /* dense rows x cols, f32 or bf16 (uint16) */
+    uint64_t step_count;    /* every update; never reset */
+    uint64_t bias_step;     /* t of the bias correction */
+};
+
+/* Brings the subspace up to date for the parameter's update `iter` (the
+ * refresh rule of owl_galore_project) and writes R = project(G) as f32 into
+ * dst (low-rank shape, row stride ldd). grad must already be validated
+ * (m x n, a float dtype) and finite. On failure nothing observable changed.
+ * *refreshed says whether the subspace was recomputed. */
+owl_status owl__galore_project_f32(owl_galore *p, uint64_t iter,
+                                   const owl_tensor *grad, float *dst,
+                                   int64_t ldd, bool *refreshed);
+
+/* C = alpha * back(low)[row0 : row0+rows, :] + beta * C for rows of the
+ * m x n back-projection (without the scale; the caller folds it into
+ * alpha). low: low-rank shape, row stride ldl. C: rows x n, stride ldc. */
+void owl__galore_back_rows(const owl_galore *p, const float *low, int64_t ldl,
+                           int64_t row0, int64_t rows, float alpha, float beta,
+                           float *c, int64_t ldc);
+
+#endif /* OWLORE_GALORE_INTERNAL_H */

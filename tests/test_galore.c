@@ -1,0 +1,1667 @@
+/* GaLore projector and AdamW on the CPU backend.
+ *
+ * References, all independent of the library: the spec's hand-checked
+ * vectors G1-G5 (galore-and-htsr.md section 6), LAPACK's dgesvd in double
+ * (Eckart-Young residuals, subspaces), and closed-form AdamW recurrences
+ * evaluated here in double. */
+#include "common/testutil.h"
+
+#include <lapacke.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- small helpers ---------------------------------------------------- */
+
+#define EXPECT_FAIL(ctx, call, status)                                        \
+    do {                                                                      \
+        assert_owl_status(ctx, call, status);                                 \
+        assert_true(strlen(owl_context_last_error(ctx)) > 0);                 \
+    } while (0)
+
+static void *xcalloc(size_t n, size_t size)
+{
+    void *p = calloc(n, size);
+    assert_non_null(p);
+    return p;
+}
+
+static owl_tensor tensor(void *data, owl_dtype dt, int64_t rows, int64_t cols)
+{
+    owl_tensor t;
+    owl_tensor_init(&t, data, dt, rows, cols);
+    return t;
+}
+
+static owl_galore_options proj_opts(uint64_t m, uint64_t n, uint64_t r,
+                                    uint64_t gap, double scale,
+                                    owl_proj_type type, owl_svd_method method)
+{
+    owl_galore_options o;
+    assert_int_equal(owl_galore_options_init(&o, sizeof o), OWL_OK);
+    o.rows = m;
+    o.cols = n;
+    o.rank = r;
+    o.update_gap = gap;
+    o.scale = scale;
+    o.proj_type = type;
+    o.svd_method = method;
+    return o;
+}
+
+static owl_galore *make_proj(owl_context *ctx, uint64_t m, uint64_t n,
+                             uint64_t r, uint64_t gap, double scale,
+                             owl_proj_type type, owl_svd_method method)
+{
+    owl_galore_options o = proj_opts(m, n, r, gap, scale, type, method);
+    owl_galore *p = NULL;
+    assert_owl_ok(ctx, owl_galore_create(ctx, &o, &p));
+    return p;
+}
+
+static owl_adamw *make_adam(owl_context *ctx, const owl_adamw_options *o,
+                            uint64_t rows, uint64_t cols)
+{
+    owl_adamw *a = NULL;
+    assert_owl_ok(ctx, owl_adamw_create(ctx, o, rows, cols, &a));
+    return a;
+}
+
+static owl_adamw_options adam_opts(void)
+{
+    owl_adamw_options o;
+    assert_int_equal(owl_adamw_options_init(&o, sizeof o), OWL_OK);
+    return o;
+}
+
+/* Round to nearest even bf16, written independently of the library. */
+static uint16_t ref_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    uint32_t lsb = (u >> 16) & 1u;
+    return (uint16_t)((u + 0x7fffu + lsb) >> 16);
+}
+
+static float bf16_value(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* IEEE half to float (the test's own decoder). */
+static float f16_value(uint16_t h)
+{
+    int sign = h >> 15, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
+    double mag = exp == 0 ? ldexp(man, -24) : ldexp(1024 + man, exp - 25);
+    return (float)(sign ? -mag : mag);
+}
+
+/* Float to half for values that are exactly representable normals or 0. */
+static uint16_t f16_exact(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) == 0)
+        return (uint16_t)(u >> 16);
+    uint32_t exp = ((u >> 23) & 0xff) - 127 + 15;
+    return (uint16_t)(((u >> 16) & 0x8000u) | (exp << 10) | ((u >> 13) & 0x3ffu));
+}
+
+static double frob(const double *x, size_t n)
+{
+    double s = 0;
+    for (size_t i = 0; i < n; i++)
+        s += x[i] * x[i];
+    return sqrt(s);
+}
+
+/* Thin SVD in double: u (m x k), s (k), vt (k x n), all row-major. */
+static void dsvd(const float *g, int m, int n, double *u, double *s,
+                 double *vt)
+{
+    int k = m < n ? m : n;
+    double *a = xcalloc((size_t)(m * n), sizeof *a);
+    double *superb = xcalloc((size_t)k, sizeof *superb);
+    for (int i = 0; i < m * n; i++)
+        a[i] = g[i];
+    assert_int_equal(LAPACKE_dgesvd(LAPACK_ROW_MAJOR, 'S', 'S', m, n, a, n, s,
+                                    u, k, vt, n, superb),
+                     0);
+    free(a);
+    free(superb);
+}
+
+/* Top-r singular vectors of one side as rows (r x d), canonical signs:
+ * each vector's largest-magnitude entry (first on ties) is positive. */
+static void ref_basis(const float *g, int m, int n, int r, int left,
+                      double *basis)
+{
+    int k = m < n ? m : n;
+    double *u = xcalloc((size_t)(m * k), sizeof *u);
+    double *s = xcalloc((size_t)k, sizeof *s);
+    double *vt = xcalloc((size_t)(k * n), sizeof *vt);
+    dsvd(g, m, n, u, s, vt);
+    int d = left ? m : n;
+    for (int j = 0; j < r; j++) {
+        double *row = basis + (size_t)j * d;
+        for (int i = 0; i < d; i++)
+            row[i] = left ? u[i * k + j] : vt[j * n + i];
+        int best = 0;
+        for (int i = 1; i < d; i++)
+            if (fabs(row[i]) > fabs(row[best]))
+                best = i;
+        if (row[best] < 0)
+            for (int i = 0; i < d; i++)
+                row[i] = -row[i];
+    }
+    free(u);
+    free(s);
+    free(vt);
+}
+
+/* Random orthonormal columns: q is rows x cols (rows >= cols), row-major. */
+static void random_orthonormal(double *q, int rows, int cols, uint64_t seed)
+{
+    float *x = xcalloc((size_t)(rows * cols), sizeof *x);
+    double *tau = xcalloc((size_t)cols, sizeof *tau);
+    test_fill_normal(x, (size_t)(rows * cols), seed);
+    for (int i = 0; i < rows * cols; i++)
+        q[i] = x[i];
+    assert_int_equal(LAPACKE_dgeqrf(LAPACK_ROW_MAJOR, rows, cols, q, cols, tau),
+                     0);
+    assert_int_equal(
+        LAPACKE_dorgqr(LAPACK_ROW_MAJOR, rows, cols, cols, q, cols, tau), 0);
+    free(x);
+    free(tau);
+}
+
+/* g (m x n) = U diag(s) V^T with random orthonormal U, V. */
+static void spectrum_matrix(float *g, int m, int n, const double *s,
+                            uint64_t seed)
+{
+    int k = m < n ? m : n;
+    double *u = xcalloc((size_t)(m * k), sizeof *u);
+    double *v = xcalloc((size_t)(n * k), sizeof *v);
+    random_orthonormal(u, m, k, seed);
+    random_orthonormal(v, n, k, seed + 1000);
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            double acc = 0;
+            for (int l = 0; l < k; l++)
+                acc += u[i * k + l] * s[l] * v[j * k + l];
+            g[i * n + j] = (float)acc;
+        }
+    free(u);
+    free(v);
+}
+
+/* ---- options and create ----------------------------------------------- */
+
+static void test_option_defaults(void **state)
+{
+    (void)state;
+    owl_galore_options g;
+    assert_int_equal(owl_galore_options_init(&g, sizeof g), OWL_OK);
+    assert_int_equal(g.struct_size, sizeof g);
+    assert_int_equal(g.rank, 128);
+    assert_int_equal(g.update_gap, 200);
+    assert_true(g.scale == 1.0);
+    assert_int_equal(g.proj_type, OWL_PROJ_STD);
+    assert_int_equal(g.svd_method, OWL_SVD_EXACT);
+    assert_int_equal(g.oversample, 8);
+    assert_int_equal(g.power_iters, 2);
+    assert_int_equal(g.seed, 0);
+
+    owl_adamw_options a;
+    assert_int_equal(owl_adamw_options_init(&a, sizeof a), OWL_OK);
+    assert_int_equal(a.struct_size, sizeof a);
+    assert_true(a.beta1 == 0.9 && a.beta2 == 0.999 && a.eps == 1e-6);
+    assert_true(a.weight_decay == 0.0);
+    assert_int_equal(a.semantics, OWL_ADAMW_GALORE);
+    assert_int_equal(a.moment_dtype, OWL_DTYPE_F32);
+    assert_int_equal(a.on_refresh, OWL_MOMENTS_KEEP);
+    assert_int_equal(a.rounding, OWL_ROUND_NEAREST);
+    assert_int_equal(a.seed, 0);
+
+    assert_int_equal(owl_galore_options_init(NULL, sizeof g),
+                     OWL_ERR_NULL_POINTER);
+    assert_int_equal(owl_adamw_options_init(&a, 0), OWL_ERR_STRUCT_SIZE);
+}
+
+static void expect_bad_galore(owl_context *ctx, const owl_galore_options *o,
+                              owl_status status)
+{
+    owl_galore *p = (owl_galore *)0x1;
+    EXPECT_FAIL(ctx, owl_galore_create(ctx, o, &p), status);
+    assert_null(p);
+}
+
+static void test_galore_create_validation(void **state)
+{
+    (void)state;
+    owl_context *ctx = test_cpu_context(1);
+    owl_galore_options good = proj_opts(8, 6, 2, 10, 0.25, OWL_PROJ_STD,
+                                        OWL_SVD_EXACT);
+    owl_galore_options o;
+
+    o = good; o.rank = 0; expect_bad_galore(ctx, &o, OWL_ERR_INVALID_ARGUMENT);
+    o = good; o.rank = 7; /* > min(8, 6): an error, never a clamp */
+    expect_bad_galore(ctx, &o, OWL_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(owl_context_last_error(ctx), "7"));
+    o = good; o.rows = 0; expect_bad_galore(ctx, &o, OWL_ERR_INVALID_ARGUMENT);
+    o = good; o.cols = 0; expect_bad_galore(ctx, &o, OWL_ERR_INVALID_ARGUMENT);
+    o = good; o.update_gap = 0;
+    expect_bad_galore(ctx, &o, OWL_ERR_INVALID_ARGUMENT);
+    o = good; o.scale = 0; expect_bad_galore(ctx, &o, OWL_ERR_INVALID_ARGUMENT);
+    o = good; o.scale = -1; expect_bad_galore(ctx, &o, OWL_ERR_INVALID_ARGUMENT);
+    o = good; o.scale = NAN; expect_bad_galore(ctx, &o, OWL_ERR_INVALID_ARGUMENT);
+    o = good; o.scale = INFINITY;
+    expect_bad_galore(ctx, &o, OWL_ERR_INVALID_ARGUMENT);
+    o = good; o.proj_type = 4;
+    expect_bad_galore(ctx, &o, OWL_ERR_INVALID_ARGUMENT);
+    o = good; o.proj_type = -1;
+    expect_bad_galore(ctx, &o, OWL_ERR_INVALID_ARGUMENT);
+    o = good; o.svd_method = 2;
+    expect_bad_galore(ctx, &o, OWL_ERR_INVALID_ARGUMENT);
+    o = good; o.struct_size = 0;
+    expect_bad_galore(ctx, &o, OWL_ERR_STRUCT_SIZE);
+
+    owl_galore *p = (owl_galore *)0x1;
+    assert_int_equal(owl_galore_create(NULL, &good, &p), OWL_ERR_NULL_POINTER);
+    EXPECT_FAIL(ctx, owl_galore_create(ctx, NULL, &p), OWL_ERR_NULL_POINTER);
+    assert_null(p);
+    EXPECT_FAIL(ctx, owl_galore_create(ctx, &good, NULL), OWL_ERR_NULL_POINTER);
+
+    /* G1: reverse_std on a 64x256 gradient with r = 128 must fail. */
+    o = proj_opts(64, 256, 128, 200, 1.0, OWL_PROJ_REVERSE_STD, OWL_SVD_EXACT);
+    expect_bad_galore(ctx, &o, OWL_ERR_INVALID_ARGUMENT);
+    o.proj_type = OWL_PROJ_STD;
+    expect_bad_galore(ctx, &o, OWL_ERR_INVALID_ARGUMENT);
+    o.rank = 64; /* = min(m, n): fine, and STD projects the smaller side */
+    assert_owl_ok(ctx, owl_galore_create(ctx, &o, &p));
+    uint64_t rows = 0, cols = 0;
+    assert_owl_ok(ctx, owl_galore_lowrank_shape(p, &rows, &cols));
+    assert_int_equal(rows, 64);
+    assert_int_equal(cols, 256);
+    assert_int_equal(owl_galore_is_left(p), 1);
+    assert_int_equal(owl_galore_refresh_count(p), 0);
+    EXPECT_FAIL(ctx, owl_galore_lowrank_shape(p, NULL, &cols),
+                OWL_ERR_NULL_POINTER);
+    owl_galore_free(p);
+    owl_galore_free(NULL);
+    assert_int_equal(owl_galore_lowrank_shape(NULL, &rows, &cols),
+                     OWL_ERR_NULL_POINTER);
+    assert_int_equal(owl_galore_is_left(NULL), 0);
+    owl_context_free(ctx);
+}
+
+static void expect_bad_adam(owl_context *ctx, const owl_adamw_options *o,
+                            uint64_t rows, uint64_t cols, owl_status status)
+{
+    owl_adamw *a = (owl_adamw *)0x1;
+    EXPECT_FAIL(ctx, owl_adamw_create(ctx, o, rows, cols, &a), status);
+    assert_null(a);
+}
+
+static void test_adamw_create_validation(void **state)
+{
+    (void)state;
+    owl_context *ctx = test_cpu_context(1);
+    const owl_adamw_options good = adam_opts();
+    owl_adamw_options o;
+    const owl_status bad = OWL_ERR_INVALID_ARGUMENT;
+
+    o = good; o.beta1 = 1.0; expect_bad_adam(ctx, &o, 4, 4, bad);
+    o = good; o.beta1 = -0.1; expect_bad_adam(ctx, &o, 4, 4, bad);
+    o = good; o.beta1 = NAN; expect_bad_adam(ctx, &o, 4, 4, bad);
+    o = good; o.beta2 = 1.0; expect_bad_adam(ctx, &o, 4, 4, bad);
+    o = good; o.beta2 = INFINITY; expect_bad_adam(ctx, &o, 4, 4, bad);
+    o = good; o.eps = 0; expect_bad_adam(ctx, &o, 4, 4, bad);
+    o = good; o.eps = -1e-8; expect_bad_adam(ctx, &o, 4, 4, bad);
+    o = good; o.eps = INFINITY; expect_bad_adam(ctx, &o, 4, 4, bad);
+    o = good; o.weight_decay = -0.1; expect_bad_adam(ctx, &o, 4, 4, bad);
+    o = good; o.weight_decay = NAN; expect_bad_adam(ctx, &o, 4, 4, bad);
+    o = good; o.semantics = 2; expect_bad_adam(ctx, &o, 4, 4, bad);
+    o = good; o.on_refresh = 2; expect_bad_adam(ctx, &o, 4, 4, bad);
+    o = good; o.rounding = 2; expect_bad_adam(ctx, &o, 4, 4, bad);
+    o = good; o.moment_dtype = OWL_DTYPE_F16;
+    expect_bad_adam(ctx, &o, 4, 4, OWL_ERR_DTYPE);
+    o = good; o.moment_dtype = 9;
+    expect_bad_adam(ctx, &o, 4, 4, OWL_ERR_DTYPE);
+    expect_bad_adam(ctx, &good, 0, 4, bad);
+    expect_bad_adam(ctx, &good, 4, 0, bad);
+    o = good; o.struct_size = 1; expect_bad_adam(ctx, &o, 4, 4,
+                                                 OWL_ERR_STRUCT_SIZE);
+
+    owl_adamw *a = (owl_adamw *)0x1;
+    assert_int_equal(owl_adamw_create(NULL, &good, 4, 4, &a),
+                     OWL_ERR_NULL_POINTER);
+    EXPECT_FAIL(ctx, owl_adamw_create(ctx, NULL, 4, 4, &a),
+                OWL_ERR_NULL_POINTER);
+    assert_null(a);
+    EXPECT_FAIL(ctx, owl_adamw_create(ctx, &good, 4, 4, NULL),
+                OWL_ERR_NULL_POINTER);
+    /* Edge values are accepted: beta 0, zero decay. */
+    o = good; o.beta1 = 0; o.beta2 = 0;
+    a = make_adam(ctx, &o, 1, 1);
+    assert_int_equal(owl_adamw_step_count(a), 0);
+    assert_int_equal(owl_adamw_bias_step(a), 0);
+    owl_adamw_free(a);
+    owl_adamw_free(NULL);
+    assert_int_equal(owl_adamw_step_count(NULL), 0);
+    assert_int_equal(owl_adamw_reset(NULL), OWL_ERR_NULL_POINTER);
+    owl_context_free(ctx);
+}
+
+/* ---- G1: shapes and Eckart-Young --------------------------------------- */
+
+static int expected_left(owl_proj_type t, int m, int n)
+{
+    switch (t) {
+    case OWL_PROJ_STD: return m < n;
+    case OWL_PROJ_REVERSE_STD: return m >= n;
+    case OWL_PROJ_LEFT: return 1;
+    default: return 0;
+    }
+}
+
+static void eckart_young_case(owl_context *ctx, int m, int n, int r,
+                              owl_proj_type type, owl_svd_method method,
+                              uint64_t seed)
+{
+    const double alpha = 0.5;
+    int k = m < n ? m : n;
+    float *g = xcalloc((size_t)(m * n), sizeof *g);
+    float *back = xcalloc((size_t)(m * n), sizeof *back);
+    test_fill_normal(g, (size_t)(m * n), seed);
+
+    owl_galore *p = make_proj(ctx, (uint64_t)m, (uint64_t)n, (uint64_t)r, 200,
+                              alpha, type, method);
+    int left = expected_left(type, m, n);
+    assert_int_equal(owl_galore_is_left(p), left);
+    uint64_t lr_rows, lr_cols;
+    assert_owl_ok(ctx, owl_galore_lowrank_shape(p, &lr_rows, &lr_cols));
+    assert_int_equal(lr_rows, left ? (uint64_t)r : (uint64_t)m);
+    assert_int_equal(lr_cols, left ? (uint64_t)n : (uint64_t)r);
+
+    float *low = xcalloc(lr_rows * lr_cols, sizeof *low);
+    owl_tensor tg = tensor(g, OWL_DTYPE_F32, m, n);
+    owl_tensor tl = tensor(low, OWL_DTYPE_F32, (int64_t)lr_rows,
+                           (int64_t)lr_cols);
+    owl_tensor tb = tensor(back, OWL_DTYPE_F32, m, n);
+    int32_t refreshed = 0;
+    assert_owl_ok(ctx, owl_galore_project(p, 0, &tg, &tl, &refreshed));
+    assert_int_equal(refreshed, 1);
+    assert_int_equal(owl_galore_refresh_count(p), 1);
+    assert_owl_ok(ctx, owl_galore_project_back(p, &tl, &tb));
+
+    double *u = xcalloc((size_t)(m * k), sizeof *u);
+    double *s = xcalloc((size_t)k, sizeof *s);
+    double *vt = xcalloc((size_t)(k * n), sizeof *vt);
+    dsvd(g, m, n, u, s, vt);
+    double tail = 0, total = 0;
+    for (int i = 0; i < k; i++) {
+        total += s[i] * s[i];
+        if (i >= r)
+            tail += s[i] * s[i];
+    }
+    double *resid = xcalloc((size_t)(m * n), sizeof *resid);
+    for (int i = 0; i < m * n; i++)
+        resid[i] = (double)g[i] - (double)back[i] / alpha;
+    double got = frob(resid, (size_t)(m * n));
+    double want = sqrt(tail);
+    if (fabs(got - want) > 1e-5 * sqrt(total))
+        fail_msg("%dx%d r=%d type %d method %d: ||G - back/alpha|| = %.9g, "
+                 "Eckart-Young says %.9g",
+                 m, n, r, (int)type, (int)method, got, want);
+    free(resid);
+    free(u);
+    free(s);
+    free(vt);
+    free(low);
+    free(g);
+    free(back);
+    owl_galore_free(p);
+}
+
+static void test_g1_eckart_young(void **state)
+{
+    (void)state;
+    owl_context *ctx = test_cpu_context(2);
+    static const int shapes[][2] = {{6, 4}, {4, 6}, {5, 5}};
+    uint64_t seed = 11;
+    for (int sh = 0; sh < 3; sh++) {
+        int m = shapes[sh][0], n = shapes[sh][1];
+        int ranks[2] = {2, m < n ? m : n};
+        for (int ri = 0; ri < 2; ri++)
+            for (owl_proj_type t = OWL_PROJ_STD; t <= OWL_PROJ_RIGHT; t++)
+                for (owl_svd_method meth = OWL_SVD_EXACT;
+                     meth <= OWL_SVD_RANDOMIZED; meth++)
+                    eckart_young_case(ctx, m, n, ranks[ri], t, meth, seed++);
+        /* r > min(m, n) is refused for every type. */
+        for (owl_proj_type t = OWL_PROJ_STD; t <= OWL_PROJ_RIGHT; t++) {
+            owl_galore_options o = proj_opts((uint64_t)m, (uint64_t)n,
+                                             (uint64_t)(ranks[1] + 1), 200,
+                                             1.0, t, OWL_SVD_EXACT);
+            expect_bad_galore(ctx, &o, OWL_ERR_INVALID_ARGUMENT);
+        }
+    }
+    owl_context_free(ctx);
+}
+
+/* ---- G2 and G3: first step and stale moments -------------------------- */
+
+static const float G2_GRAD[6] = {3, 0, 0, 1, 0, 0};
+static const float G3_GRAD[6] = {0, 0, 0, 2, 0, 0};
+
+static void assert_close(double got, double want, double rel, const char *what)
+{
+    if (!(fabs(got - want) <= rel * fabs(want)))
+        fail_msg("%s = %.10g, expected %.10g", what, got, want);
+}
+
+static void run_g2_g3(owl_context *ctx, owl_refresh_moments policy,
+                      float w[6], float m[3], float v[3], owl_adamw **out_adam)
+{
+    /* lr 0.01, alpha 0.25, betas (0.9, 0.999), eps 1e-6, r = 1, T = 1. */
+    owl_galore *p = make_proj(ctx, 3, 2, 1, 1, 0.25, OWL_PROJ_STD,
+                              OWL_SVD_EXACT);
+    owl_adamw_options o = adam_opts();
+    o.on_refresh = policy;
+    owl_adamw *a = make_adam(ctx, &o, 3, 1);
+    memset(w, 0, 6 * sizeof *w);
+    owl_tensor tw = tensor(w, OWL_DTYPE_F32, 3, 2);
+    owl_tensor tg = tensor((void *)G2_GRAD, OWL_DTYPE_F32, 3, 2);
+    assert_owl_ok(ctx, owl_adamw_lowrank(a, p, &tw, &tg, 0.01));
+    /* G2: right projection with Q = [1, 0]. */
+    assert_int_equal(owl_galore_is_left(p), 0);
+    float q[2];
+    owl_tensor tq = tensor(q, OWL_DTYPE_F32, 1, 2);
+    assert_owl_ok(ctx, owl_galore_get_basis(p, &tq));
+    assert_true(q[0] == 1.0f && q[1] == 0.0f);
+    double closed = -0.01 * 0.25 * 3 * sqrt(0.001) / (3 * sqrt(0.001) + 1e-6);
+    assert_close(closed, -0.0024999736, 1e-7, "G2 closed form");
+    assert_close(w[0], -0.0024999736, 1e-6, "G2 dW[0,0]");
+    for (int i = 1; i < 6; i++)
+        if (w[i] != 0.0f)
+            fail_msg("G2: dW[%d,%d] = %g, expected exactly 0", i / 2, i % 2,
+                     (double)w[i]);
+
+    tg.data = (void *)G3_GRAD;
+    assert_owl_ok(ctx, owl_adamw_lowrank(a, p, &tw, &tg, 0.01));
+    assert_int_equal(owl_galore_refresh_count(p), 2);
+    assert_owl_ok(ctx, owl_galore_get_basis(p, &tq));
+    /* G3: Q = +-[0, 1]; the canonical-sign rule picks +. */
+    assert_true(q[0] == 0.0f && q[1] == 1.0f);
+    owl_tensor tm = tensor(m, OWL_DTYPE_F32, 3, 1);
+    assert_owl_ok(ctx, owl_adamw_get_moment(a, 0, &tm));
+    tm.data = v;
+    assert_owl_ok(ctx, owl_adamw_get_moment(a, 1, &tm));
+    owl_galore_free(p);
+    *out_adam = a; /* the caller frees it with its context */
+}
+
+static void test_g2_g3_stale_moments(void **state)
+{
+    (void)state;
+    owl_context *ctx = test_cpu_context(1);
+    float w[6], m[3], v[3];
+    owl_adamw *a;
+    run_g2_g3(ctx, OWL_MOMENTS_KEEP, w, m, v, &a);
+    assert_close(m[0], 0.27, 1e-6, "G3 m[0]");
+    assert_close(m[1], 0.2, 1e-6, "G3 m[1] (canonical sign: +)");
+    assert_true(m[2] == 0.0f);
+    assert_close(v[0], 0.008991, 1e-6, "G3 v[0]");
+    assert_close(v[1], 0.004, 1e-6, "G3 v[1]");
+    assert_true(v[2] == 0.0f);
+    double eta2 = 0.01 * sqrt(1 - 0.999 * 0.999) / (1 - 0.9 * 0.9);
+    assert_close(eta2, 0.0023531673, 1e-7, "G3 eta_2");
+    assert_close(w[3], -0.0018603126, 2e-6, "G3 W[1,1]");
+    /* Q = +[0,1] moves W[0,1] by -eta*alpha*m0/(sqrt(v0)+eps): negative. */
+    assert_close(w[1], -0.001675128, 2e-6, "G3 W[0,1] (stale momentum)");
+    assert_close(w[0], -0.0024999736, 1e-6, "G3 W[0,0]");
+    assert_true(w[2] == 0.0f && w[4] == 0.0f && w[5] == 0.0f);
+    assert_int_equal(owl_adamw_step_count(a), 2);
+    assert_int_equal(owl_adamw_bias_step(a), 2);
+    owl_adamw_free(a);
+    owl_context_free(ctx);
+}
+
+static void test_g3_reset_variant_differs(void **state)
+{
+    (void)state;
+    owl_context *ctx = test_cpu_context(1);
+    float w[6], m[3], v[3];
+    owl_adamw *a;
+    run_g2_g3(ctx, OWL_MOMENTS_RESET, w, m, v, &a);
+    /* The moments were zeroed at the refresh: only G3's projection. */
+    assert_true(m[0] == 0.0f && v[0] == 0.0f);
+    assert_true(fabs(m[0] - 0.27) > 0.1);
+    assert_close(m[1], 0.2, 1e-6, "reset m[1]");
+    assert_close(v[1], 0.004, 1e-6, "reset v[1]");
+    assert_int_equal(owl_adamw_bias_step(a), 1);
+    assert_int_equal(owl_adamw_step_count(a), 2);
+    /* No stale momentum: W[0,1] never moves. */
+    assert_true(w[1] == 0.0f);
+    assert_true(fabs(w[1] - -0.001675128) > 1e-4);
+    /* W[1,1] is a first step (t = 1) from m = 0.2, v = 0.004. */
+    double eta1 = 0.01 * sqrt(0.001) / 0.1;
+    double want = -eta1 * 0.25 * 0.2 / (sqrt(0.004) + 1e-6);
+    assert_close(w[3], want, 2e-6, "reset W[1,1]");
+    assert_true(fabs(w[3] - -0.0018603126) > 1e-5);
+    owl_adamw_free(a);
+    owl_context_free(ctx);
+}
+
+/* ---- G4: refresh timing ------------------------------------------------ */
+
+static void test_g4_refresh_timing(void **state)
+{
+    (void)state;
+    owl_context *ctx = test_cpu_context(2);
+    const int m = 12, n = 7, r = 3;
+    owl_galore *p = make_proj(ctx, m, n, r, 3, 1.0, OWL_PROJ_STD,
+                              OWL_SVD_EXACT);
+    owl_galore *q = make_proj(ctx, m, n, r, 3, 1.0, OWL_PROJ_STD,
+                              OWL_SVD_EXACT);
+    owl_adamw_options o = adam_opts();
+    owl_adamw *a = make_adam(ctx, &o, m, r);
+    float g[12 * 7], w[12 * 7] = {0}, low[12 * 3];
+    float basis_before[3 * 7], basis_after[3 * 7];
+    owl_tensor tg = tensor(g, OWL_DTYPE_F32, m, n);
+    owl_tensor tw = tensor(w, OWL_DTYPE_F32, m, n);
+    owl_tensor tl = tensor(low, OWL_DTYPE_F32, m, r);
+    owl_tensor tb0 = tensor(basis_before, OWL_DTYPE_F32, r, n);
+    owl_tensor tb1 = tensor(basis_after, OWL_DTYPE_F32, r, n);
+    static const uint64_t want_count[7] = {1, 1, 1, 2, 2, 2, 3};
+    for (uint64_t step = 0; step < 7; step++) {
+        test_fill_normal(g, (size_t)(m * n), 100 + step);
+        /* The projector alone, driven by iter = updates so far. */
+        int32_t refreshed = -1;
+        if (step > 0)
+            assert_owl_ok(ctx, owl_galore_get_basis(q, &tb0));
+        assert_owl_ok(ctx, owl_galore_project(q, step, &tg, &tl, &refreshed));
+        assert_int_equal(refreshed, step % 3 == 0);
+        assert_int_equal(owl_galore_refresh_count(q), want_count[step]);
+        assert_owl_ok(ctx, owl_galore_get_basis(q, &tb1));
+        if (step > 0) {
+            int same = memcmp(basis_before, basis_after, sizeof basis_after) == 0;
+            assert_int_equal(same, step % 3 != 0);
+        }
+        /* The fused step: refreshes before updates 1, 4 and 7. */
+        assert_owl_ok(ctx, owl_adamw_lowrank(a, p, &tw, &tg, 1e-3));
+        assert_int_equal(owl_galore_refresh_count(p), want_count[step]);
+        assert_int_equal(owl_adamw_step_count(a), step + 1);
+    }
+    /* invalidate() and refresh() force a recompute off schedule. */
+    assert_owl_ok(ctx, owl_galore_invalidate(q));
+    int32_t refreshed = 0;
+    assert_owl_ok(ctx, owl_galore_project(q, 8, &tg, &tl, &refreshed));
+    assert_int_equal(refreshed, 1);
+    assert_int_equal(owl_galore_refresh_count(q), 4);
+    assert_owl_ok(ctx, owl_galore_project(q, 10, &tg, &tl, &refreshed));
+    assert_int_equal(refreshed, 0);
+    assert_owl_ok(ctx, owl_galore_refresh(q, &tg));
+    assert_int_equal(owl_galore_refresh_count(q), 5);
+    assert_int_equal(owl_galore_invalidate(NULL), OWL_ERR_NULL_POINTER);
+    owl_adamw_free(a);
+    owl_galore_free(p);
+    owl_galore_free(q);
+    owl_context_free(ctx);
+}
+
+/* ---- G5: weight decay --------------------------------------------------- */
+
+static void test_g5_weight_decay(void **state)
+{
+    (void)state;
+    owl_context *ctx = test_cpu_context(1);
+    const double lr = 0.01, alpha = 0.25, wd = 0.1, b1 = 0.9, b2 = 0.999,
+                 eps = 1e-6;
+    owl_galore *p = make_proj(ctx, 3, 2, 1, 200, alpha, OWL_PROJ_STD,
+                              OWL_SVD_EXACT);
+    owl_adamw_options o = adam_opts();
+    o.weight_decay = wd;
+    owl_adamw *a = make_adam(ctx, &o, 3, 1);
+    float w[6] = {0.5f, -0.25f, 0.125f, 1.0f, -1.0f, 0.75f};
+    double ref[6];
+    for (int i = 0; i < 6; i++)
+        ref[i] = w[i];
+    owl_tensor tw = tensor(w, OWL_DTYPE_F32, 3, 2);
+    owl_tensor tg = tensor((void *)G2_GRAD, OWL_DTYPE_F32, 3, 2);
+    double mm[3] = {0}, vv[3] = {0};
+    for (int t = 1; t <= 3; t++) {
+        assert_owl_ok(ctx, owl_adamw_lowrank(a, p, &tw, &tg, lr));
+        /* Q = [1, 0]: R = G[:, 0]; back(N) puts N in column 0. */
+        double eta = lr * sqrt(1 - pow(b2, t)) / (1 - pow(b1, t));
+        for (int i = 0; i < 3; i++) {
+            double rr = G2_GRAD[i * 2];
+            mm[i] = b1 * mm[i] + (1 - b1) * rr;
+            vv[i] = b2 * vv[i] + (1 - b2) * rr * rr;
+            double nn = mm[i] / (sqrt(vv[i]) + eps);
+            ref[i * 2] = (ref[i * 2] - eta * alpha * nn) * (1 - lr * wd);
+            ref[i * 2 + 1] = ref[i * 2 + 1] * (1 - lr * wd);
+        }
+        for (int i = 0; i < 6; i++)
+            if (fabs(w[i] - ref[i]) > 2e-7 * fabs(ref[i]) + 1e-9)
+                fail_msg("G5 step %d: W[%d] = %.9g, closed form %.9g", t, i,
+                         (double)w[i], ref[i]);
+    }
+    owl_adamw_free(a);
+    owl_galore_free(p);
+    owl_context_free(ctx);
+}
+
+/* ---- the low-rank step against a double-precision recurrence ---------- */
+
+typedef struct {
+    int m, n, r, gap, left, torch;
+    double lr, alpha, wd, b1, b2, eps;
+} lowrank_case;
+
+static void check_lowrank_against_double(const lowrank_case *c,
+                                         owl_proj_type type, owl_dtype wdt)
+{
+    owl_context *ctx = test_cpu_context(2);
+    const int m = c->m, n = c->n, r = c->r;
+    const int d = c->left ? m : n;
+    owl_galore *p = make_proj(ctx, (uint64_t)m, (uint64_t)n, (uint64_t)r,
+                              (uint64_t)c->gap, c->alpha, type, OWL_SVD_EXACT);
+    assert_int_equal(owl_galore_is_left(p), c->left);
+    int lr_rows = c->left ? r : m, lr_cols = c->left ? n : r;
+    owl_adamw_options o = adam_opts();
+    o.semantics = c->torch ? OWL_ADAMW_TORCH : OWL_ADAMW_GALORE;
+    o.weight_decay = c->wd;
+    owl_adamw *a = make_adam(ctx, &o, (uint64_t)lr_rows, (uint64_t)lr_cols);
+
+    size_t mn = (size_t)(m * n), lrn = (size_t)(lr_rows * lr_cols);
+    float *g = xcalloc(mn, sizeof *g);
+    float *w32 = xcalloc(mn, sizeof *w32);
+    uint16_t *w16 = xcalloc(mn, sizeof *w16);
+    double *w = xcalloc(mn, sizeof *w), *w0 = xcalloc(mn, sizeof *w0);
+    double *basis = xcalloc((size_t)(r * d), sizeof *basis);
+    double *mom = xcalloc(lrn, sizeof *mom), *vel = xcalloc(lrn, sizeof *vel);
+    double *rr = xcalloc(lrn, sizeof *rr), *dw = xcalloc(mn, sizeof *dw);
+    test_fill_uniform(w32, mn, 5);
+    for (size_t i = 0; i < mn; i++) {
+        if (wdt == OWL_DTYPE_BF16) { /* start from bf16-exact values */
+            w16[i] = ref_bf16(w32[i]);
+            w32[i] = bf16_value(w16[i]);
+        } else if (wdt == OWL_DTYPE_F16) { /* multiples of 2^-10 */
+            w32[i] = roundf(w32[i] * 1024.0f) / 1024.0f;
+            w16[i] = f16_exact(w32[i]);
+        }
+        w[i] = w0[i] = w32[i];
+    }
+    owl_tensor tw = wdt == OWL_DTYPE_F32 ? tensor(w32, wdt, m, n)
+                                         : tensor(w16, wdt, m, n);
+    owl_tensor tg = tensor(g, OWL_DTYPE_F32, m, n);
+    int k = m < n ? m : n;
+    double *spec = xcalloc((size_t)k, sizeof *spec);
+    for (int i = 0; i < k; i++)
+        spec[i] = ldexp(1.0, -i); /* well separated: 1, 1/2, 1/4, ... */
+
+    for (int t = 1; t <= 5; t++) {
+        spectrum_matrix(g, m, n, spec, 40 + (uint64_t)t);
+        assert_owl_ok(ctx, owl_adamw_lowrank(a, p, &tw, &tg, c->lr));
+        if ((t - 1) % c->gap == 0)
+            ref_basis(g, m, n, r, c->left, basis);
+        /* R = P^T G or G Q^T */
+        for (int i = 0; i < lr_rows; i++)
+            for (int j = 0; j < lr_cols; j++) {
+                double acc = 0;
+                if (c->left)
+                    for (int l = 0; l < m; l++)
+                        acc += basis[i * m + l] * g[l * n + j];
+                else
+                    for (int l = 0; l < n; l++)
+                        acc += g[i * n + l] * basis[j * n + l];
+                rr[i * lr_cols + j] = acc;
+            }
+        double bc1 = 1 - pow(c->b1, t), bc2 = 1 - pow(c->b2, t);
+        for (size_t i = 0; i < lrn; i++) {
+            mom[i] = c->b1 * mom[i] + (1 - c->b1) * rr[i];
+            vel[i] = c->b2 * vel[i] + (1 - c->b2) * rr[i] * rr[i];
+            rr[i] = c->torch ? mom[i] / (sqrt(vel[i]) / sqrt(bc2) + c->eps)
+                             : mom[i] / (sqrt(vel[i]) + c->eps);
+        }
+        /* back(N) */
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++) {
+                double acc = 0;
+                for (int l = 0; l < r; l++)
+                    acc += c->left ? basis[l * m + i] * rr[l * n + j]
+                                   : rr[i * r + l] * basis[l * n + j];
+                dw[i * n + j] = c->alpha * acc;
+            }
+        for (size_t i = 0; i < mn; i++) {
+            if (c->torch) {
+                w[i] *= 1 - c->lr * c->wd;
+                w[i] -= c->lr / bc1 * dw[i];
+            } else {
+                w[i] -= c->lr * sqrt(bc2) / bc1 * dw[i];
+                w[i] -= c->lr * c->wd * w[i];
+            }
+        }
+    }
+    /* Compare the total change W - W0 relative to its size. */
+    double scale = 0, err = 0;
+    for (size_t i = 0; i < mn; i++) {
+        double got = wdt == OWL_DTYPE_BF16  ? bf16_value(w16[i])
+                     : wdt == OWL_DTYPE_F16 ? f16_value(w16[i])
+                                            : w32[i];
+        scale = fmax(scale, fabs(w[i] - w0[i]));
+        err = fmax(err, fabs((got - w0[i]) - (w[i] - w0[i])));
+    }
+    /* Half storage: each of 5 writes rounds by at most half an ulp
+     * (|W| < 2, so 2^-8 for bf16, 2^-11 for f16). */
+    double tol = wdt == OWL_DTYPE_BF16  ? 5 * ldexp(1.0, -8)
+                 : wdt == OWL_DTYPE_F16 ? 5 * ldexp(1.0, -11) + 1e-4 * scale
+                                        : 1e-4 * scale;
+    if (!(err <= tol))
+        fail_msg("%dx%d r=%d %s %s: max |dW - ref| = %.3g (|dW| up to %.3g)",
+                 m, n, r, c->left ? "left" : "right",
+                 c->torch ? "TORCH" : "GALORE", err, scale);
+    free(spec);
+    free(g);
+    free(w32);
+    free(w16);
+    free(w);
+    free(w0);
+    free(basis);
+    free(mom);
+    free(vel);
+    free(rr);
+    free(dw);
+    owl_adamw_free(a);
+    owl_galore_free(p);
+    owl_context_free(ctx);
+}
+
+static void test_lowrank_matches_double_recurrence(void **state)
+{
+    (void)state;
+    for (int torch = 0; torch <= 1; torch++) {
+        lowrank_case c = {.m = 9, .n = 6, .r = 2, .gap = 2, .left = 0,
+                          .torch = torch, .lr = 0.01, .alpha = 0.25,
+                          .wd = 0.05, .b1 = 0.9, .b2 = 0.999, .eps = 1e-6};
+        check_lowrank_against_double(&c, OWL_PROJ_STD, OWL_DTYPE_F32);
+        c.m = 6; c.n = 9; c.left = 1; /* STD on a wide matrix: left */
+        check_lowrank_against_double(&c, OWL_PROJ_STD, OWL_DTYPE_F32);
+        c.left = 0; /* forced right on the wide matrix */
+        check_lowrank_against_double(&c, OWL_PROJ_RIGHT, OWL_DTYPE_F32);
+        c.left = 1; c.alpha = 2.0; /* half weights go through row blocks */
+        check_lowrank_against_double(&c, OWL_PROJ_STD, OWL_DTYPE_BF16);
+        check_lowrank_against_double(&c, OWL_PROJ_STD, OWL_DTYPE_F16);
+    }
+}
+
+/* ---- subspaces: canonical signs, span, randomized energy --------------- */
+
+static void check_basis_properties(owl_context *ctx, owl_galore *p, int m,
+                                   int n, int r, const float *g)
+{
+    int left = owl_galore_is_left(p);
+    int rows = left ? m : r, cols = left ? r : n, d = left ? m : n;
+    float *b = xcalloc((size_t)(rows * cols), sizeof *b);
+    owl_tensor tb = tensor(b, OWL_DTYPE_F32, rows, cols);
+    assert_owl_ok(ctx, owl_galore_get_basis(p, &tb));
+    /* vector j, element i */
+#define VEC(j, i) (left ? b[(i) * r + (j)] : b[(j) * n + (i)])
+    for (int j = 0; j < r; j++) {
+        int best = 0;
+        for (int i = 1; i < d; i++)
+            if (fabsf(VEC(j, i)) > fabsf(VEC(j, best)))
+                best = i;
+        if (!(VEC(j, best) > 0))
+            fail_msg("vector %d: largest-magnitude entry %d is %g", j, best,
+                     (double)VEC(j, best));
+        for (int l = 0; l <= j; l++) { /* orthonormal */
+            double dot = 0;
+            for (int i = 0; i < d; i++)
+                dot += (double)VEC(j, i) * VEC(l, i);
+            if (fabs(dot - (j == l)) > 1e-5)
+                fail_msg("<v%d, v%d> = %g", j, l, dot);
+        }
+    }
+    /* The same subspace as dgesvd's: compare projectors B^T B. */
+    if (g != NULL) {
+        double *ref = xcalloc((size_t)(r * d), sizeof *ref);
+        ref_basis(g, m, n, r, left, ref);
+        double err = 0;
+        for (int i = 0; i < d; i++)
+            for (int l = 0; l < d; l++) {
+                double a = 0, e = 0;
+                for (int j = 0; j < r; j++) {
+                    a += (double)VEC(j, i) * VEC(j, l);
+                    e += ref[j * d + i] * ref[j * d + l];
+                }
+                err = fmax(err, fabs(a - e));
+            }
+        if (err > 1e-4)
+            fail_msg("P P^T differs from dgesvd's by %g", err);
+        free(ref);
+    }
+#undef VEC
+    free(b);
+}
+
+static void test_canonical_signs_and_span(void **state)
+{
+    (void)state;
+    owl_context *ctx = test_cpu_context(2);
+    static const int shapes[][3] = {{40, 30, 5}, {30, 40, 5}, {17, 17, 4}};
+    for (int s = 0; s < 3; s++) {
+        int m = shapes[s][0], n = shapes[s][1], r = shapes[s][2];
+        int k = m < n ? m : n;
+        float *g = xcalloc((size_t)(m * n), sizeof *g);
+        double *spec = xcalloc((size_t)k, sizeof *spec);
+        for (int i = 0; i < k; i++) /* a clear gap after the top r */
+            spec[i] = i < r ? 10.0 - i : 1.0 / (1 + i);
+        spectrum_matrix(g, m, n, spec, 77 + (uint64_t)s);
+        owl_tensor tg = tensor(g, OWL_DTYPE_F32, m, n);
+        for (owl_proj_type t = OWL_PROJ_LEFT; t <= OWL_PROJ_RIGHT; t++) {
+            for (owl_svd_method meth = OWL_SVD_EXACT;
+                 meth <= OWL_SVD_RANDOMIZED; meth++) {
+                owl_galore *p = make_proj(ctx, (uint64_t)m, (uint64_t)n,
+                                          (uint64_t)r, 200, 1.0, t, meth);
+                assert_owl_ok(ctx, owl_galore_refresh(p, &tg));
+                check_basis_properties(ctx, p, m, n, r, g);
+                owl_galore_free(p);
+            }
+            /* Signs on a plain random matrix too (no subspace check). */
+            float *x = xcalloc((size_t)(m * n), sizeof *x);
+            test_fill_uniform(x, (size_t)(m * n), 900 + (uint64_t)s);
+            owl_tensor tx = tensor(x, OWL_DTYPE_F32, m, n);
+            owl_galore *p = make_proj(ctx, (uint64_t)m, (uint64_t)n,
+                                      (uint64_t)r, 200, 1.0, t, OWL_SVD_EXACT);
+            assert_owl_ok(ctx, owl_galore_refresh(p, &tx));
+            check_basis_properties(ctx, p, m, n, r, NULL);
+            owl_galore_free(p);
+            free(x);
+        }
+        free(g);
+        free(spec);
+    }
+    owl_context_free(ctx);
+}
+
+static double captured_energy(owl_context *ctx, owl_galore *p, const float *g,
+                              int m, int n, int r)
+{
+    int left = owl_galore_is_left(p);
+    int rows = left ? r : m, cols = left ? n : r;
+    float *low = xcalloc((size_t)(rows * cols), sizeof *low);
+    owl_tensor tg = tensor((void *)g, OWL_DTYPE_F32, m, n);
+    owl_tensor tl = tensor(low, OWL_DTYPE_F32, rows, cols);
+    assert_owl_ok(ctx, owl_galore_project(p, 0, &tg, &tl, NULL));
+    double num = 0, den = 0;
+    for (int i = 0; i < rows * cols; i++)
+        num += (double)low[i] * low[i];
+    for (int i = 0; i < m * n; i++)
+        den += (double)g[i] * g[i];
+    free(low);
+    return num / den;
+}
+
+static void test_randomized_energy_and_determinism(void **state)
+{
+    (void)state;
+    owl_context *ctx = test_cpu_context(2);
+    const int m = 300, n = 200, r = 16;
+    float *g = xcalloc((size_t)(m * n), sizeof *g);
+    double spec[200];
+    for (int i = 0; i < n; i++)
+        spec[i] = exp(-i / 12.0); /* decaying, no gap at r */
+    spectrum_matrix(g, m, n, spec, 2024);
+    double best = 0, total = 0;
+    for (int i = 0; i < n; i++) {
+        total += spec[i] * spec[i];
+        if (i < r)
+            best += spec[i] * spec[i];
+    }
+    for (owl_proj_type t = OWL_PROJ_LEFT; t <= OWL_PROJ_RIGHT; t++) {
+        owl_galore *ex = make_proj(ctx, m, n, r, 200, 1.0, t, OWL_SVD_EXACT);
+        owl_galore *rnd = make_proj(ctx, m, n, r, 200, 1.0, t,
+                                    OWL_SVD_RANDOMIZED);
+        double e_exact = captured_energy(ctx, ex, g, m, n, r);
+        double e_rand = captured_energy(ctx, rnd, g, m, n, r);
+        /* EXACT reaches the optimum; RANDOMIZED is within 1% of it. */
+        assert_true(fabs(e_exact - best / total) < 1e-4);
+        if (!(e_rand <= e_exact * (1 + 1e-5) && e_rand >= 0.99 * e_exact))
+            fail_msg("randomized captures %.6f, exact %.6f", e_rand, e_exact);
+        owl_galore_free(ex);
+        owl_galore_free(rnd);
+    }
+    /* A fixed seed gives the same basis byte for byte (any thread count);
+     * another seed gives another sketch. */
+    float *b[3];
+    owl_context *ctxs[3] = {ctx, test_cpu_context(1), ctx};
+    owl_tensor tg = tensor(g, OWL_DTYPE_F32, m, n);
+    for (int i = 0; i < 3; i++) {
+        owl_galore_options o = proj_opts(m, n, r, 200, 1.0, OWL_PROJ_STD,
+                                         OWL_SVD_RANDOMIZED);
+        o.seed = i == 2 ? 99 : 7;
+        owl_galore *p = NULL;
+        assert_owl_ok(ctxs[i], owl_galore_create(ctxs[i], &o, &p));
+        assert_owl_ok(ctxs[i], owl_galore_refresh(p, &tg));
+        b[i] = xcalloc((size_t)(r * n), sizeof(float));
+        owl_tensor tb = tensor(b[i], OWL_DTYPE_F32, r, n);
+        assert_owl_ok(ctxs[i], owl_galore_get_basis(p, &tb));
+        owl_galore_free(p);
+    }
+    assert_memory_equal(b[0], b[1], (size_t)(r * n) * sizeof(float));
+    assert_memory_not_equal(b[0], b[2], (size_t)(r * n) * sizeof(float));
+    for (int i = 0; i < 3; i++)
+        free(b[i]);
+    owl_context_free(ctxs[1]);
+    free(g);
+    owl_context_free(ctx);
+}
+
+/* ---- projections with half and strided tensors ------------------------- */
+
+static void test_projection_dtypes_and_strides(void **state)
+{
+    (void)state;
+    owl_context *ctx = test_cpu_context(2);
+    const int m = 70, n = 33, r = 4, stride = 41;
+    float *g = xcalloc((size_t)(m * n), sizeof *g);
+    uint16_t *gh = xcalloc((size_t)(m * stride), sizeof *gh);
+    test_fill_normal(g, (size_t)(m * n), 3);
+    for (int i = 0; i < m; i++) /* bf16-exact values, strided bf16 copy */
+        for (int j = 0; j < n; j++) {
+            gh[i * stride + j] = ref_bf16(g[i * n + j]);
+            g[i * n + j] = bf16_value(gh[i * stride + j]);
+        }
+    owl_tensor tg = tensor(g, OWL_DTYPE_F32, m, n);
+    owl_tensor th = tensor(gh, OWL_DTYPE_BF16, m, n);
+    th.row_stride = stride;
+    for (owl_proj_type t = OWL_PROJ_LEFT; t <= OWL_PROJ_RIGHT; t++) {
+        for (owl_svd_method meth = OWL_SVD_EXACT; meth <= OWL_SVD_RANDOMIZED;
+             meth++) {
+            owl_galore *p = make_proj(ctx, m, n, r, 200, 0.5, t, meth);
+            owl_galore *q = make_proj(ctx, m, n, r, 200, 0.5, t, meth);
+            int left = owl_galore_is_left(p);
+            int rows = left ? r : m, cols = left ? n : r;
+            float *lo1 = xcalloc((size_t)(rows * cols), sizeof *lo1);
+            float *lo2 = xcalloc((size_t)(rows * (cols + 3)), sizeof *lo2);
+            owl_tensor t1 = tensor(lo1, OWL_DTYPE_F32, rows, cols);
+            owl_tensor t2 = tensor(lo2, OWL_DTYPE_F32, rows, cols);
+            t2.row_stride = cols + 3;
+            /* A bf16 strided grad projects exactly like its f32 values. */
+            assert_owl_ok(ctx, owl_galore_project(p, 0, &tg, &t1, NULL));
+            assert_owl_ok(ctx, owl_galore_project(q, 0, &th, &t2, NULL));
+            for (int i = 0; i < rows; i++)
+                assert_memory_equal(lo1 + i * cols, lo2 + i * (cols + 3),
+                                    (size_t)cols * sizeof(float));
+            /* project_back into f32, bf16 and f16 outputs. */
+            float *b32 = xcalloc((size_t)(m * n), sizeof *b32);
+            uint16_t *b16 = xcalloc((size_t)(m * (n + 5)), sizeof *b16);
+            owl_tensor tb = tensor(b32, OWL_DTYPE_F32, m, n);
+            assert_owl_ok(ctx, owl_galore_project_back(p, &t1, &tb));
+            owl_tensor th16 = tensor(b16, OWL_DTYPE_BF16, m, n);
+            th16.row_stride = n + 5;
+            assert_owl_ok(ctx, owl_galore_project_back(p, &t2, &th16));
+            for (int i = 0; i < m; i++)
+                for (int j = 0; j < n; j++) {
+                    float want = b32[i * n + j];
+                    float got = bf16_value(b16[i * (n + 5) + j]);
+                    /* rounded to nearest: within half a bf16 ulp (2^-9) */
+                    if (fabsf(got - want) > ldexpf(fabsf(want), -8) + 1e-30f)
+                        fail_msg("bf16 back[%d,%d] = %g, f32 %g", i, j,
+                                 (double)got, (double)want);
+                }
+            free(b32);
+            free(b16);
+            free(lo1);
+            free(lo2);
+            owl_galore_free(p);
+            owl_galore_free(q);
+        }
+    }
+    free(g);
+    free(gh);
+    owl_context_free(ctx);
+}
+
+/* ---- full-rank AdamW ----------------------------------------------------- */
+
+static void full_reference(int torch, double lr, double wd, double b1,
+                           double b2, double eps, int t, const float *g,
+                           double *w, double *mo, double *ve, size_t count)
+{
+    double bc1 = 1 - pow(b1, t), bc2 = 1 - pow(b2, t);
+    for (size_t i = 0; i < count; i++) {
+        if (torch)
+            w[i] *= 1 - lr * wd;
+        mo[i] = b1 * mo[i] + (1 - b1) * g[i];
+        ve[i] = b2 * ve[i] + (1 - b2) * (double)g[i] * g[i];
+        if (torch) {
+            w[i] -= lr / bc1 * mo[i] / (sqrt(ve[i]) / sqrt(bc2) + eps);
+        } else {
+            w[i] -= lr * sqrt(bc2) / bc1 * mo[i] / (sqrt(ve[i]) + eps);
+            w[i] -= lr * wd * w[i];
+        }
+    }
+}
+
+static void test_full_rank_closed_form(void **state)
+{
+    (void)state;
+    owl_context *ctx = test_cpu_context(3);
+    const int m = 37, n = 29, stride = 31;
+    const size_t mn = (size_t)(m * n);
+    for (int torch = 0; torch <= 1; torch++) {
+        owl_adamw_options o = adam_opts();
+        o.semantics = torch ? OWL_ADAMW_TORCH : OWL_ADAMW_GALORE;
+        o.beta1 = 0.8;
+        o.beta2 = 0.99;
+        o.eps = 1e-3; /* large enough that its placement shows */
+        o.weight_decay = 0.02;
+        owl_adamw *a = make_adam(ctx, &o, m, n);
+        float *w = xcalloc((size_t)(m * stride), sizeof *w);
+        float *g = xcalloc(mn, sizeof *g);
+        double *rw = xcalloc(mn, sizeof *rw), *rm = xcalloc(mn, sizeof *rm),
+               *rv = xcalloc(mn, sizeof *rv);
+        float *tmp = xcalloc(mn, sizeof *tmp);
+        test_fill_uniform(tmp, mn, 8);
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++)
+                rw[i * n + j] = w[i * stride + j] = tmp[i * n + j];
+        owl_tensor tw = tensor(w, OWL_DTYPE_F32, m, n);
+        tw.row_stride = stride; /* strided weight, dense grad */
+        owl_tensor tg = tensor(g, OWL_DTYPE_F32, m, n);
+        for (int t = 1; t <= 3; t++) {
+            test_fill_normal(g, mn, 20 + (uint64_t)t);
+            for (size_t i = 0; i < mn; i++)
+                g[i] *= (float)(i % 7) * 0.01f; /* tiny and zero gradients */
+            double lr = 0.01 * t;
+            assert_owl_ok(ctx, owl_adamw_full(a, &tw, &tg, lr));
+            full_reference(torch, lr, o.weight_decay, o.beta1, o.beta2, o.eps,
+                           t, g, rw, rm, rv, mn);
+            double err = 0;
+            for (int i = 0; i < m; i++)
+                for (int j = 0; j < n; j++)
+                    err = fmax(err, fabs(w[i * stride + j] - rw[i * n + j]));
+            if (err > 2e-6)
+                fail_msg("%s step %d: max |W - closed form| = %g",
+                         torch ? "TORCH" : "GALORE", t, err);
+        }
+        owl_tensor tm = tensor(tmp, OWL_DTYPE_F32, m, n);
+        assert_owl_ok(ctx, owl_adamw_get_moment(a, 1, &tm));
+        for (size_t i = 0; i < mn; i++)
+            assert_true(fabs(tmp[i] - rv[i]) <= 1e-6 * rv[i] + 1e-12);
+        /* reset zeroes the moments and t, not the step count */
+        assert_owl_ok(ctx, owl_adamw_reset(a));
+        assert_int_equal(owl_adamw_bias_step(a), 0);
+        assert_int_equal(owl_adamw_step_count(a), 3);
+        assert_owl_ok(ctx, owl_adamw_get_moment(a, 0, &tm));
+        for (size_t i = 0; i < mn; i++)
+            assert_true(tmp[i] == 0.0f);
+        free(w);
+        free(g);
+        free(rw);
+        free(rm);
+        free(rv);
+        free(tmp);
+        owl_adamw_free(a);
+    }
+    owl_context_free(ctx);
+}
+
+/* Half weights compute in f32 and round once on the store, so a bf16 (f16)
+ * run equals the f32 run rounded to nearest, bit for bit (one step). */
+static void test_half_weights_equal_rounded_f32(void **state)
+{
+    (void)state;
+    owl_context *ctx = test_cpu_context(2);
+    const int m = 45, n = 300;
+    const size_t mn = (size_t)(m * n);
+    float *w32 = xcalloc(mn, sizeof *w32), *g = xcalloc(mn, sizeof *g);
+    uint16_t *wh = xcalloc(mn, sizeof *wh), *gh = xcalloc(mn, sizeof *gh);
+    test_fill_uniform(w32, mn, 31);
+    test_fill_normal(g, mn, 32);
+    for (size_t i = 0; i < mn; i++) {
+        wh[i] = ref_bf16(w32[i]);
+        w32[i] = bf16_value(wh[i]);
+        gh[i] = ref_bf16(g[i]);
+        g[i] = bf16_value(gh[i]);
+    }
+    for (int torch = 0; torch <= 1; torch++) {
+        owl_adamw_options o = adam_opts();
+        o.semantics = torch ? OWL_ADAMW_TORCH : OWL_ADAMW_GALORE;
+        o.weight_decay = 0.1;
+        owl_adamw *a32 = make_adam(ctx, &o, m, n);
+        owl_adamw *a16 = make_adam(ctx, &o, m, n);
+        float *x = xcalloc(mn, sizeof *x);
+        uint16_t *xh = xcalloc(mn, sizeof *xh);
+        memcpy(x, w32, mn * sizeof *x);
+        memcpy(xh, wh, mn * sizeof *xh);
+        owl_tensor tx = tensor(x, OWL_DTYPE_F32, m, n);
+        owl_tensor txh = tensor(xh, OWL_DTYPE_BF16, m, n);
+        owl_tensor tg = tensor(g, OWL_DTYPE_F32, m, n);
+        owl_tensor tgh = tensor(gh, OWL_DTYPE_BF16, m, n);
+        assert_owl_ok(ctx, owl_adamw_full(a32, &tx, &tg, 0.01));
+        assert_owl_ok(ctx, owl_adamw_full(a16, &txh, &tgh, 0.01));
+        for (size_t i = 0; i < mn; i++)
+            if (xh[i] != ref_bf16(x[i]))
+                fail_msg("element %zu: bf16 path %04x, rounded f32 path %04x",
+                         i, xh[i], ref_bf16(x[i]));
+        free(x);
+        free(xh);
+        owl_adamw_free(a32);
+        owl_adamw_free(a16);
+    }
+    free(w32);
+    free(g);
+    free(wh);
+    free(gh);
+    owl_context_free(ctx);
+}
+
+/* The low-rank step on half weights large enough to take several row
+ * blocks: each element is the f32 run's value rounded (to within one unit
+ * in the last place, since the f32 path folds the decay into the GEMM). */
+static void test_lowrank_half_weights_blocks(void **state)
+{
+    (void)state;
+    owl_context *ctx = test_cpu_context(2);
+    /* Both weights strided: sgemm's ldc path and the blocked half path. */
+    const int m = 300, n = 1500, r = 4, sx = n + 7, sh = n + 3;
+    const size_t mn = (size_t)(m * n);
+    float *w0 = xcalloc(mn, sizeof *w0), *g = xcalloc(mn, sizeof *g);
+    float *x = xcalloc((size_t)(m * sx), sizeof *x);
+    uint16_t *xh = xcalloc((size_t)(m * sh), sizeof *xh);
+    test_fill_uniform(w0, mn, 41);
+    for (size_t i = 0; i < mn; i++) /* exact in bf16 and f16 */
+        w0[i] = roundf(w0[i] * 128.0f) / 128.0f;
+    for (owl_proj_type t = OWL_PROJ_LEFT; t <= OWL_PROJ_RIGHT; t++) {
+        for (owl_dtype dt = OWL_DTYPE_BF16; dt <= OWL_DTYPE_F16; dt++) {
+            owl_galore *p32 = make_proj(ctx, m, n, r, 200, 0.25, t,
+                                        OWL_SVD_EXACT);
+            owl_galore *p16 = make_proj(ctx, m, n, r, 200, 0.25, t,
+                                        OWL_SVD_EXACT);
+            int left = owl_galore_is_left(p32);
+            owl_adamw_options o = adam_opts();
+            o.weight_decay = 0.5;
+            owl_adamw *a32 = make_adam(ctx, &o, left ? r : m, left ? n : r);
+            owl_adamw *a16 = make_adam(ctx, &o, left ? r : m, left ? n : r);
+            for (int i = 0; i < m; i++)
+                for (int j = 0; j < n; j++) {
+                    float v0 = w0[i * n + j];
+                    x[i * sx + j] = v0;
+                    xh[i * sh + j] = dt == OWL_DTYPE_BF16 ? ref_bf16(v0)
+                                                          : f16_exact(v0);
+                }
+            owl_tensor tx = tensor(x, OWL_DTYPE_F32, m, n);
+            owl_tensor txh = tensor(xh, dt, m, n);
+            tx.row_stride = sx;
+            txh.row_stride = sh;
+            owl_tensor tg = tensor(g, OWL_DTYPE_F32, m, n);
+            for (int step = 0; step < 2; step++) {
+                test_fill_normal(g, mn, 300 + (uint64_t)step);
+                assert_owl_ok(ctx, owl_adamw_lowrank(a32, p32, &tx, &tg, 0.05));
+                assert_owl_ok(ctx, owl_adamw_lowrank(a16, p16, &txh, &tg, 0.05));
+                for (int i = 0; i < m; i++)
+                    for (int j = 0; j < n; j++) {
+                        uint16_t h = xh[i * sh + j];
+                        float got = dt == OWL_DTYPE_BF16 ? bf16_value(h)
+                                                         : f16_value(h);
+                        float want = x[i * sx + j];
+                        float ulp = ldexpf(fabsf(want),
+                                           dt == OWL_DTYPE_BF16 ? -7 : -10);
+                        if (fabsf(got - want) > ulp + 1e-7f)
+                            fail_msg("%s %s step %d: W[%d,%d] = %.6g, f32 "
+                                     "run %.6g",
+                                     left ? "left" : "right",
+                                     dt == OWL_DTYPE_BF16 ? "bf16" : "f16",
+                                     step, i, j, (double)got, (double)want);
+                        /* continue both runs from the same weights */
+                        x[i * sx + j] = got;
+                    }
+                /* the padding between rows is never written */
+                for (int i = 0; i < m; i++) {
+                    for (int j = n; j < sx; j++)
+                        assert_true(x[i * sx + j] == 0.0f);
+                    for (int j = n; j < sh && i + 1 < m; j++)
+                        assert_true(xh[i * sh + j] == 0);
+                }
+            }
+            owl_adamw_free(a32);
+            owl_adamw_free(a16);
+            owl_galore_free(p32);
+            owl_galore_free(p16);
+        }
+    }
+    free(w0);
+    free(g);
+    free(x);
+    free(xh);
+    owl_context_free(ctx);
+}
+
+/* bf16 moments: stored rounded, and the run tracks the f32-moment run. */
+static void test_bf16_moments(void **state)
+{
+    (void)state;
+    owl_context *ctx = test_cpu_context(2);
+    const int m = 20, n = 50;
+    const size_t mn = (size_t)(m * n);
+    owl_adamw_options o = adam_opts();
+    owl_adamw *a32 = make_adam(ctx, &o, m, n);
+    o.moment_dtype = OWL_DTYPE_BF16;
+    owl_adamw *a16 = make_adam(ctx, &o, m, n);
+    float *w1 = xcalloc(mn, sizeof *w1), *w2 = xcalloc(mn, sizeof *w2);
+    float *g = xcalloc(mn, sizeof *g), *mom = xcalloc(mn, sizeof *mom);
+    owl_tensor t1 = tensor(w1, OWL_DTYPE_F32, m, n);
+    owl_tensor t2 = tensor(w2, OWL_DTYPE_F32, m, n);
+    owl_tensor tg = tensor(g, OWL_DTYPE_F32, m, n);
+    for (int t = 0; t < 4; t++) {
+        test_fill_normal(g, mn, 60 + (uint64_t)t);
+        assert_owl_ok(ctx, owl_adamw_full(a32, &t1, &tg, 1e-3));
+        assert_owl_ok(ctx, owl_adamw_full(a16, &t2, &tg, 1e-3));
+    }
+    double scale = 0, err = 0;
+    for (size_t i = 0; i < mn; i++) {
+        scale = fmax(scale, fabs(w1[i]));
+        err = fmax(err, fabs(w1[i] - w2[i]));
+    }
+    assert_true(err < 2e-2 * scale);
+    for (int which = 0; which < 2; which++) {
+        owl_tensor tm = tensor(mom, OWL_DTYPE_F32, m, n);
+        assert_owl_ok(ctx, owl_adamw_get_moment(a16, which, &tm));
+        for (size_t i = 0; i < mn; i++) {
+            uint32_t u;
+            memcpy(&u, &mom[i], sizeof u);
+            assert_true((u & 0xffffu) == 0); /* a bf16 value */
+        }
+    }
+    /* One step from zero moments: m = (1-b1) g and v = (1-b2) g^2 in f32,
+     * stored rounded to nearest bf16. */
+    owl_adamw *fresh = make_adam(ctx, &o, m, n);
+    test_fill_normal(g, mn, 99);
+    assert_owl_ok(ctx, owl_adamw_full(fresh, &t2, &tg, 1e-3));
+    for (int which = 0; which < 2; which++) {
+        owl_tensor tm = tensor(mom, OWL_DTYPE_F32, m, n);
+        assert_owl_ok(ctx, owl_adamw_get_moment(fresh, which, &tm));
+        for (size_t i = 0; i < mn; i++) {
+            float want = which == 0 ? (float)(1 - 0.9) * g[i]
+                                    : (float)(1 - 0.999) * (g[i] * g[i]);
+            if (mom[i] != bf16_value(ref_bf16(want)))
+                fail_msg("moment %d[%zu] = %.9g, want bf16(%.9g)", which, i,
+                         (double)mom[i], (double)want);
+        }
+    }
+    owl_adamw_free(fresh);
+    free(w1);
+    free(w2);
+    free(g);
+    free(mom);
+    owl_adamw_free(a32);
+    owl_adamw_free(a16);
+    owl_context_free(ctx);
+}
+
+/* ---- stochastic rounding ------------------------------------------------ */
+
+static void sr_run(int threads, uint64_t seed, owl_rounding rounding,
+                   uint16_t *w, int m, int n)
+{
+    owl_context *ctx = test_cpu_context(threads);
+    owl_adamw_options o = adam_opts();
+    o.rounding = rounding;
+    o.seed = seed;
+    owl_adamw *a = make_adam(ctx, &o, (uint64_t)m, (uint64_t)n);
+    float *g = xcalloc((size_t)(m * n), sizeof *g);
+    for (int i = 0; i < m * n; i++) {
+        w[i] = ref_bf16(1.0f);
+        g[i] = 1.0f;
+    }
+    owl_tensor tw = tensor(w, OWL_DTYPE_BF16, m, n);
+    owl_tensor tg = tensor(g, OWL_DTYPE_F32, m, n);
+    assert_owl_ok(ctx, owl_adamw_full(a, &tw, &tg, 1e-3));
+    free(g);
+    owl_adamw_free(a);
+    owl_context_free(ctx);
+}
+
+static void test_stochastic_rounding(void **state)
+{
+    (void)state;
+    const int m = 512, n = 160; /* 81920 samples, split across threads */
+    const size_t mn = (size_t)(m * n);
+    uint16_t *a = xcalloc(mn, sizeof *a), *b = xcalloc(mn, sizeof *b);
+    uint16_t *c = xcalloc(mn, sizeof *c);
+    /* Step 1 from W = 1, G = 1: W' = 1 - eta*0.1/(sqrt(0.001) + eps). */
+    double eta = 1e-3 * sqrt(1 - 0.999) / (1 - 0.9);
+    double exact = 1.0 - eta * 0.1 / (sqrt(0.001) + 1e-6);
+    const double ulp = ldexp(1.0, -8); /* bf16 spacing just below 1 */
+
+    sr_run(1, 5, OWL_ROUND_NEAREST, a, m, n);
+    for (size_t i = 0; i < mn; i++)
+        assert_true(bf16_value(a[i]) == 1.0f); /* 0.999 rounds up to 1 */
+
+    sr_run(1, 5, OWL_ROUND_STOCHASTIC, a, m, n);
+    double sum = 0;
+    size_t down = 0;
+    for (size_t i = 0; i < mn; i++) {
+        float x = bf16_value(a[i]);
+        assert_true(x == 1.0f || x == (float)(1.0 - ulp));
+        down += x != 1.0f;
+        sum += x;
+    }
+    /* Unbiased: mean within 5 sigma of the exact f32 value. */
+    double p_down = (1.0 - exact) / ulp;
+    double sigma = ulp * sqrt(p_down * (1 - p_down) / (double)mn);
+    if (fabs(sum / (double)mn - exact) > 5 * sigma)
+        fail_msg("stochastic mean %.8f, exact %.8f (sigma %.2g)",
+                 sum / (double)mn, exact, sigma);
+    assert_true(down > 0 && down < mn);
+
+    sr_run(3, 5, OWL_ROUND_STOCHASTIC, b, m, n);  /* other thread count */
+    assert_memory_equal(a, b, mn * sizeof *a);
+    sr_run(1, 6, OWL_ROUND_STOCHASTIC, c, m, n);  /* other seed */
+    assert_memory_not_equal(a, c, mn * sizeof *a);
+
+    /* The low-rank step's blocked bf16 writes: the same thread-count
+     * independence, and rounding that is not always to nearest. */
+    uint16_t *out[2] = {b, c};
+    float *g = xcalloc(mn, sizeof *g);
+    test_fill_normal(g, mn, 17);
+    for (int run = 0; run < 2; run++) {
+        owl_context *ctx = test_cpu_context(run == 0 ? 1 : 3);
+        owl_galore *p = make_proj(ctx, m, n, 8, 200, 1.0, OWL_PROJ_STD,
+                                  OWL_SVD_EXACT);
+        owl_adamw_options o = adam_opts();
+        o.rounding = OWL_ROUND_STOCHASTIC;
+        o.seed = 5;
+        owl_adamw *ad = make_adam(ctx, &o, m, 8);
+        for (size_t i = 0; i < mn; i++)
+            out[run][i] = ref_bf16(1.0f);
+        owl_tensor tw = tensor(out[run], OWL_DTYPE_BF16, m, n);
+        owl_tensor tg = tensor(g, OWL_DTYPE_F32, m, n);
+        assert_owl_ok(ctx, owl_adamw_lowrank(ad, p, &tw, &tg, 1e-3));
+        owl_adamw_free(ad);
+        owl_galore_free(p);
+        owl_context_free(ctx);
+    }
+    assert_memory_equal(b, c, mn * sizeof *b);
+    size_t moved = 0;
+    for (size_t i = 0; i < mn; i++)
+        moved += b[i] != ref_bf16(1.0f);
+    assert_true(moved > 0); /* steps below half an ulp sometimes move W */
+    free(g);
+    free(a);
+    free(b);
+    free(c);
+}
+
+/* ---- non-finite gradients change nothing ------------------------------- */
+
+typedef struct {
+    float *w, *m, *v, *basis;
+    uint64_t steps, bias, refreshes;
+} snapshot;
+
+static void take_snapshot(owl_context *ctx, owl_adamw *a, owl_galore *p,
+                          const float *w, int wm, int wn, int lr_rows,
+                          int lr_cols, snapshot *s)
+{
+    size_t lrn = (size_t)(lr_rows * lr_cols);
+    s->w = xcalloc((size_t)(wm * wn), sizeof(float));
+    memcpy(s->w, w, (size_t)(wm * wn) * sizeof(float));
+    s->m = xcalloc(lrn, sizeof(float));
+    s->v = xcalloc(lrn, sizeof(float));
+    owl_tensor tm = tensor(s->m, OWL_DTYPE_F32, lr_rows, lr_cols);
+    assert_owl_ok(ctx, owl_adamw_get_moment(a, 0, &tm));
+    tm.data = s->v;
+    assert_owl_ok(ctx, owl_adamw_get_moment(a, 1, &tm));
+    s->steps = owl_adamw_step_count(a);
+    s->bias = owl_adamw_bias_step(a);
+    s->basis = NULL;
+    s->refreshes = 0;
+    if (p != NULL) {
+        s->refreshes = owl_galore_refresh_count(p);
+        int left = owl_galore_is_left(p);
+        int r = left ? lr_rows : lr_cols;
+        int rows = left ? wm : r, cols = left ? r : wn;
+        s->basis = xcalloc((size_t)(rows * cols), sizeof(float));
+        owl_tensor tb = tensor(s->basis, OWL_DTYPE_F32, rows, cols);
+        if (s->refreshes > 0)
+            assert_owl_ok(ctx, owl_galore_get_basis(p, &tb));
+    }
+}
+
+static void assert_same_snapshot(const snapshot *x, const snapshot *y,
+                                 size_t wn, size_t lrn, size_t bn)
+{
+    assert_memory_equal(x->w, y->w, wn * sizeof(float));
+    assert_memory_equal(x->m, y->m, lrn * sizeof(float));
+    assert_memory_equal(x->v, y->v, lrn * sizeof(float));
+    assert_int_equal(x->steps, y->steps);
+    assert_int_equal(x->bias, y->bias);
+    assert_int_equal(x->refreshes, y->refreshes);
+    if (x->basis != NULL)
+        assert_memory_equal(x->basis, y->basis, bn * sizeof(float));
+}
+
+static void free_snapshot(snapshot *s)
+{
+    free(s->w);
+    free(s->m);
+    free(s->v);
+    free(s->basis);
+}
+
+static void test_nonfinite_grad_changes_nothing(void **state)
+{
+    (void)state;
+    owl_context *ctx = test_cpu_context(2);
+    const int m = 10, n = 8, r = 3;
+    owl_galore *p = make_proj(ctx, m, n, r, 2, 1.0, OWL_PROJ_STD,
+                              OWL_SVD_EXACT);
+    owl_adamw_options o = adam_opts();
+    o.weight_decay = 0.1;
+    o.on_refresh = OWL_MOMENTS_RESET;
+    owl_adamw *a = make_adam(ctx, &o, m, r);
+    float w[80], g[80], bad[80];
+    uint16_t badh[80];
+    test_fill_uniform(w, 80, 1);
+    owl_tensor tw = tensor(w, OWL_DTYPE_F32, m, n);
+    owl_tensor tg = tensor(g, OWL_DTYPE_F32, m, n);
+    owl_tensor tbad = tensor(bad, OWL_DTYPE_F32, m, n);
+    owl_tensor tbadh = tensor(badh, OWL_DTYPE_BF16, m, n);
+    const float poison[3] = {NAN, INFINITY, -INFINITY};
+    /* Before any subspace (step 0), at a refresh (2) and between (3). */
+    for (int step = 0; step < 4; step++) {
+        if (step == 0 || step == 2 || step == 3) {
+            for (int k = 0; k < 3; k++) {
+                test_fill_normal(bad, 80, 9);
+                bad[17 + k] = poison[k];
+                for (int i = 0; i < 80; i++)
+                    badh[i] = ref_bf16(bad[i]);
+                snapshot before, after;
+                take_snapshot(ctx, a, p, w, m, n, m, r, &before);
+                EXPECT_FAIL(ctx, owl_adamw_lowrank(a, p, &tw, &tbad, 0.01),
+                            OWL_ERR_NONFINITE);
+                EXPECT_FAIL(ctx, owl_adamw_lowrank(a, p, &tw, &tbadh, 0.01),
+                            OWL_ERR_NONFINITE);
+                /* the projector on its own, too */
+                float out[30];
+                for (int i = 0; i < 30; i++)
+                    out[i] = 42.0f;
+                owl_tensor tout = tensor(out, OWL_DTYPE_F32, m, r);
+                EXPECT_FAIL(ctx, owl_galore_project(p, 0, &tbad, &tout, NULL),
+                            OWL_ERR_NONFINITE);
+                EXPECT_FAIL(ctx, owl_galore_refresh(p, &tbadh),
+                            OWL_ERR_NONFINITE);
+                for (int i = 0; i < 30; i++)
+                    assert_true(out[i] == 42.0f);
+                take_snapshot(ctx, a, p, w, m, n, m, r, &after);
+                assert_same_snapshot(&before, &after, 80, 30, 24);
+                free_snapshot(&before);
+                free_snapshot(&after);
+            }
+        }
+        test_fill_normal(g, 80, 50 + (uint64_t)step);
+        assert_owl_ok(ctx, owl_adamw_lowrank(a, p, &tw, &tg, 0.01));
+    }
+    /* Full rank as well. */
+    owl_adamw *f = make_adam(ctx, &o, m, n);
+    test_fill_normal(g, 80, 70);
+    assert_owl_ok(ctx, owl_adamw_full(f, &tw, &tg, 0.01));
+    snapshot before, after;
+    take_snapshot(ctx, f, NULL, w, m, n, m, n, &before);
+    bad[3] = NAN;
+    EXPECT_FAIL(ctx, owl_adamw_full(f, &tw, &tbad, 0.01), OWL_ERR_NONFINITE);
+    take_snapshot(ctx, f, NULL, w, m, n, m, n, &after);
+    assert_same_snapshot(&before, &after, 80, 80, 0);
+    free_snapshot(&before);
+    free_snapshot(&after);
+    owl_adamw_free(f);
+    owl_adamw_free(a);
+    owl_galore_free(p);
+    owl_context_free(ctx);
+}
+
+/* ---- argument validation of the step functions ------------------------- */
+
+static void test_step_validation(void **state)
+{
+    (void)state;
+    owl_context *ctx = test_cpu_context(1);
+    owl_context *other = test_cpu_context(1);
+    const int m = 8, n = 6, r = 2; /* STD, m >= n: right, low-rank 8x2 */
+    owl_galore *p = make_proj(ctx, m, n, r, 10, 1.0, OWL_PROJ_STD,
+                              OWL_SVD_EXACT);
+    owl_adamw_options o = adam_opts();
+    owl_adamw *a = make_adam(ctx, &o, m, r);
+    owl_adamw *wrong = make_adam(ctx, &o, r, n);
+    owl_adamw *foreign = make_adam(other, &o, m, r);
+    float w[48] = {0}, g[48] = {0}, big[64] = {0}, low[16], basis[12];
+    owl_tensor tw = tensor(w, OWL_DTYPE_F32, m, n);
+    owl_tensor tg = tensor(g, OWL_DTYPE_F32, m, n);
+    owl_tensor tl = tensor(low, OWL_DTYPE_F32, m, r);
+    owl_tensor tq = tensor(basis, OWL_DTYPE_F32, r, n);
+
+    /* Before any subspace */
+    EXPECT_FAIL(ctx, owl_galore_project_back(p, &tl, &tw), OWL_ERR_STATE);
+    EXPECT_FAIL(ctx, owl_galore_get_basis(p, &tq), OWL_ERR_STATE);
+
+    assert_int_equal(owl_adamw_lowrank(NULL, p, &tw, &tg, 0.1),
+                     OWL_ERR_NULL_POINTER);
+    EXPECT_FAIL(ctx, owl_adamw_lowrank(a, NULL, &tw, &tg, 0.1),
+                OWL_ERR_NULL_POINTER);
+    EXPECT_FAIL(ctx, owl_adamw_lowrank(a, p, NULL, &tg, 0.1),
+                OWL_ERR_NULL_POINTER);
+    EXPECT_FAIL(ctx, owl_adamw_lowrank(a, p, &tw, NULL, 0.1),
+                OWL_ERR_NULL_POINTER);
+    EXPECT_FAIL(other, owl_adamw_lowrank(foreign, p, &tw, &tg, 0.1),
+                OWL_ERR_MISMATCH);
+    EXPECT_FAIL(ctx, owl_adamw_lowrank(wrong, p, &tw, &tg, 0.1),
+                OWL_ERR_MISMATCH);
+    assert_non_null(strstr(owl_context_last_error(ctx), "2x6"));
+    assert_non_null(strstr(owl_context_last_error(ctx), "8x2"));
+    owl_tensor tt = tensor(g, OWL_DTYPE_F32, n, m); /* transposed grad */
+    EXPECT_FAIL(ctx, owl_adamw_lowrank(a, p, &tw, &tt, 0.1), OWL_ERR_SHAPE);
+    owl_tensor tw2 = tensor(big, OWL_DTYPE_F32, 8, 8), tg2 = tw2;
+    EXPECT_FAIL(ctx, owl_adamw_lowrank(a, p, &tw2, &tg2, 0.1), OWL_ERR_SHAPE);
+    owl_tensor tbad = tw;
+    tbad.dtype = OWL_DTYPE_F64;
+    EXPECT_FAIL(ctx, owl_adamw_lowrank(a, p, &tbad, &tg, 0.1), OWL_ERR_DTYPE);
+    tbad = tg;
+    tbad.flags = 1;
+    EXPECT_FAIL(ctx, owl_adamw_lowrank(a, p, &tw, &tbad, 0.1),
+                OWL_ERR_INVALID_ARGUMENT);
+    tbad = tw;
+    tbad.row_stride = n - 1;
+    EXPECT_FAIL(ctx, owl_adamw_lowrank(a, p, &tbad, &tg, 0.1), OWL_ERR_SHAPE);
+    tbad = tw;
+    tbad.data = NULL;
+    EXPECT_FAIL(ctx, owl_adamw_lowrank(a, p, &tbad, &tg, 0.1),
+                OWL_ERR_NULL_POINTER);
+    const double bad_lr[3] = {-1e-3, NAN, INFINITY};
+    for (int i = 0; i < 3; i++) {
+        EXPECT_FAIL(ctx, owl_adamw_lowrank(a, p, &tw, &tg, bad_lr[i]),
+                    OWL_ERR_INVALID_ARGUMENT);
+        EXPECT_FAIL(ctx, owl_adamw_full(wrong, &tw, &tg, bad_lr[i]),
+                    OWL_ERR_INVALID_ARGUMENT);
+    }
+    /* None of that touched anything. */
+    assert_int_equal(owl_adamw_step_count(a), 0);
+    assert_int_equal(owl_galore_refresh_count(p), 0);
+
+    /* full: the moments must have the weight's shape */
+    EXPECT_FAIL(ctx, owl_adamw_full(wrong, &tw, &tg, 0.1), OWL_ERR_MISMATCH);
+    assert_int_equal(owl_adamw_full(NULL, &tw, &tg, 0.1), OWL_ERR_NULL_POINTER);
+
+    /* the projector's own entry points */
+    owl_tensor tl_bf = tl;
+    tl_bf.dtype = OWL_DTYPE_BF16;
+    EXPECT_FAIL(ctx, owl_galore_project(p, 0, &tg, &tl_bf, NULL),
+                OWL_ERR_DTYPE);
+    owl_tensor tl_t = tensor(low, OWL_DTYPE_F32, r, m);
+    EXPECT_FAIL(ctx, owl_galore_project(p, 0, &tg, &tl_t, NULL),
+                OWL_ERR_SHAPE);
+    EXPECT_FAIL(ctx, owl_galore_project(p, 0, &tt, &tl, NULL), OWL_ERR_SHAPE);
+    EXPECT_FAIL(ctx, owl_galore_refresh(p, NULL), OWL_ERR_NULL_POINTER);
+    assert_int_equal(owl_galore_project(NULL, 0, &tg, &tl, NULL),
+                     OWL_ERR_NULL_POINTER);
+    assert_int_equal(owl_galore_refresh_count(p), 0);
+    assert_owl_ok(ctx, owl_galore_project(p, 0, &tg, &tl, NULL));
+    EXPECT_FAIL(ctx, owl_galore_project_back(p, &tl_t, &tw), OWL_ERR_SHAPE);
+    EXPECT_FAIL(ctx, owl_galore_project_back(p, &tl, &tt), OWL_ERR_SHAPE);
+    owl_tensor tq_t = tensor(basis, OWL_DTYPE_F32, n, r);
+    EXPECT_FAIL(ctx, owl_galore_get_basis(p, &tq_t), OWL_ERR_SHAPE);
+    assert_owl_ok(ctx, owl_galore_get_basis(p, &tq));
+
+    /* moments */
+    owl_tensor tm = tensor(low, OWL_DTYPE_F32, m, r);
+    EXPECT_FAIL(ctx, owl_adamw_get_moment(a, 2, &tm), OWL_ERR_INVALID_ARGUMENT);
+    EXPECT_FAIL(ctx, owl_adamw_get_moment(a, -1, &tm),
+                OWL_ERR_INVALID_ARGUMENT);
+    EXPECT_FAIL(ctx, owl_adamw_get_moment(a, 0, &tl_t), OWL_ERR_SHAPE);
+    EXPECT_FAIL(ctx, owl_adamw_get_moment(a, 0, &tl_bf), OWL_ERR_DTYPE);
+    EXPECT_FAIL(ctx, owl_adamw_get_moment(a, 0, NULL), OWL_ERR_NULL_POINTER);
+    assert_int_equal(owl_adamw_get_moment(NULL, 0, &tm), OWL_ERR_NULL_POINTER);
+
+    /* A successful call clears the last error. */
+    assert_owl_ok(ctx, owl_adamw_lowrank(a, p, &tw, &tg, 0.1));
+    assert_string_equal(owl_context_last_error(ctx), "");
+    owl_adamw_free(a);
+    owl_adamw_free(wrong);
+    owl_adamw_free(foreign);
+    owl_galore_free(p);
+    owl_context_free(ctx);
+    owl_context_free(other);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_option_defaults),
+        cmocka_unit_test(test_galore_create_validation),
+        cmocka_unit_test(test_adamw_create_validation),
+        cmocka_unit_test(test_g1_eckart_young),
+        cmocka_unit_test(test_g2_g3_stale_moments),
+        cmocka_unit_test(test_g3_reset_variant_differs),
+        cmocka_unit_test(test_g4_refresh_timing),
+        cmocka_unit_test(test_g5_weight_decay),
+        cmocka_unit_test(test_lowrank_matches_double_recurrence),
+        cmocka_unit_test(test_canonical_signs_and_span),
+        cmocka_unit_test(test_randomized_energy_and_determinism),
+        cmocka_unit_test(test_projection_dtypes_and_strides),
+        cmocka_unit_test(test_full_rank_closed_form),
+        cmocka_unit_test(test_half_weights_equal_rounded_f32),
+        cmocka_unit_test(test_lowrank_half_weights_blocks),
+        cmocka_unit_test(test_bf16_moments),
+        cmocka_unit_test(test_stochastic_rounding),
+        cmocka_unit_test(test_nonfinite_grad_changes_nothing),
+        cmocka_unit_test(test_step_validation),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
