@@ -731,7 +731,8 @@ static void test_sampler_create_rejects(void **state)
 
     s = (owl_sampler *)&s;
     assert_int_equal(owl_sampler_create(NULL, &o, &s), OWL_ERR_NULL_POINTER);
-    assert_null(s);
+    if (s != NULL)
+        fail_msg("owl_sampler_create with a NULL context failed but left *out set");
     EXPECT_FAIL(ctx, ST(OWL_ERR_NULL_POINTER), "out",
                 owl_sampler_create(ctx, &o, NULL));
     expect_no_sampler(__FILE__, __LINE__, ctx, NULL, ST(OWL_ERR_NULL_POINTER),
@@ -873,7 +874,8 @@ static void test_galore_create_rejects(void **state)
     g = (owl_galore *)&g;
     valid_galore_options(&o);
     assert_int_equal(owl_galore_create(NULL, &o, &g), OWL_ERR_NULL_POINTER);
-    assert_null(g);
+    if (g != NULL)
+        fail_msg("owl_galore_create with a NULL context failed but left *out set");
     EXPECT_FAIL(ctx, ST(OWL_ERR_NULL_POINTER), "out",
                 owl_galore_create(ctx, &o, NULL));
     expect_no_galore(__FILE__, __LINE__, ctx, NULL, ST(OWL_ERR_NULL_POINTER),
@@ -891,7 +893,10 @@ static void test_galore_create_rejects(void **state)
     BAD_GALORE(struct_size, UINT64_MAX, ST(OWL_ERR_STRUCT_SIZE), "struct_size");
     BAD_GALORE(rows, 0, dims, "rows");
     BAD_GALORE(cols, 0, dims, "cols");
-    BAD_GALORE(rows, UINT64_MAX, dims | ST(OWL_ERR_OUT_OF_MEMORY), "rows");
+    /* Too large to address, or for the backend's BLAS/LAPACK (32-bit
+     * dimensions): either way no projector. */
+    BAD_GALORE(rows, UINT64_MAX,
+               dims | ST(OWL_ERR_OUT_OF_MEMORY) | ST(OWL_ERR_UNSUPPORTED), "rows");
     BAD_GALORE(rank, 0, ST(OWL_ERR_INVALID_ARGUMENT), "rank");
     BAD_GALORE(rank, N + 1, ST(OWL_ERR_INVALID_ARGUMENT), "rank");
     BAD_GALORE(update_gap, 0, ST(OWL_ERR_INVALID_ARGUMENT), "update_gap");
@@ -1234,17 +1239,21 @@ static void test_adamw_create_rejects(void **state)
     a = (owl_adamw *)&a;
     valid_adamw_options(&o);
     assert_int_equal(owl_adamw_create(NULL, &o, M, N, &a), OWL_ERR_NULL_POINTER);
-    assert_null(a);
+    if (a != NULL)
+        fail_msg("owl_adamw_create with a NULL context failed but left *out set");
     EXPECT_FAIL(ctx, ST(OWL_ERR_NULL_POINTER), "out",
                 owl_adamw_create(ctx, &o, M, N, NULL));
     expect_no_adamw(__FILE__, __LINE__, ctx, NULL, M, N,
                     ST(OWL_ERR_NULL_POINTER), "opts", "NULL opts");
     const uint32_t dims = ST(OWL_ERR_INVALID_ARGUMENT) | ST(OWL_ERR_SHAPE);
-    expect_no_adamw(__FILE__, __LINE__, ctx, &o, 0, N, dims, "rows", "rows = 0");
-    expect_no_adamw(__FILE__, __LINE__, ctx, &o, M, 0, dims, "cols", "cols = 0");
+    /* The message may speak of the moments' shape rather than rows/cols. */
+    expect_no_adamw(__FILE__, __LINE__, ctx, &o, 0, N, dims, "rows|shape",
+                    "rows = 0");
+    expect_no_adamw(__FILE__, __LINE__, ctx, &o, M, 0, dims, "cols|shape",
+                    "cols = 0");
     expect_no_adamw(__FILE__, __LINE__, ctx, &o, UINT64_MAX, 2,
-                    dims | ST(OWL_ERR_OUT_OF_MEMORY), "rows",
-                    "rows = UINT64_MAX");
+                    dims | ST(OWL_ERR_OUT_OF_MEMORY) | ST(OWL_ERR_UNSUPPORTED),
+                    "rows|shape", "rows = UINT64_MAX");
 
 #define BAD_ADAMW(field, value, allowed, words)                                \
     do {                                                                       \
@@ -1397,11 +1406,13 @@ static void check_step_rejects(adam_fx *f, call_fn call)
                "a grad one column short");
     owl_tensor_init(&f->wt, f->w, OWL_DTYPE_F32, M - 1, N);
     owl_tensor_init(&f->gt, f->g, OWL_DTYPE_F32, M - 1, N);
-    CHECK_CALL(f->ctx, f, call, adam_unchanged, ST(OWL_ERR_SHAPE),
+    /* Tensors that fit each other but not the handle's moments. */
+    const uint32_t handle_shape = ST(OWL_ERR_SHAPE) | ST(OWL_ERR_MISMATCH);
+    CHECK_CALL(f->ctx, f, call, adam_unchanged, handle_shape,
                "weight|grad", "weight and grad one row short");
     owl_tensor_init(&f->wt, f->w, OWL_DTYPE_F32, N, M);
     owl_tensor_init(&f->gt, f->g, OWL_DTYPE_F32, N, M);
-    CHECK_CALL(f->ctx, f, call, adam_unchanged, ST(OWL_ERR_SHAPE),
+    CHECK_CALL(f->ctx, f, call, adam_unchanged, handle_shape,
                "weight|grad", "weight and grad transposed");
     adam_tensors(f, M, N);
 
