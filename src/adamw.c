@@ -105,11 +105,12 @@ void owl_adamw_free(owl_adamw *a)
 owl_status owl_adamw_create(owl_context *ctx, const owl_adamw_options *opts,
                             uint64_t rows, uint64_t cols, owl_adamw **out)
 {
+    if (out != NULL)
+        *out = NULL; /* also when ctx is NULL: no stale handle escapes */
     if (ctx == NULL)
         return OWL_ERR_NULL_POINTER;
     owl__clear_error(ctx);
     OWL_REQUIRE_PTR(ctx, out);
-    *out = NULL;
     OWL_REQUIRE_PTR(ctx, opts);
     owl_adamw_options o = adamw_defaults;
     owl_status s = owl__read_options(ctx, &o, sizeof o, opts,
@@ -590,7 +591,8 @@ owl_status owl_adamw_lowrank(owl_adamw *a, owl_galore *p, owl_tensor *weight,
         return OWL_ERR_NULL_POINTER;
     owl_context *ctx = a->ctx;
     owl__clear_error(ctx);
-    OWL_REQUIRE_PTR(ctx, p);
+    if (p == NULL) /* named as in the header */
+        return owl__fail(ctx, OWL_ERR_NULL_POINTER, "proj is NULL");
     if (p->ctx != ctx)
         return owl__fail(ctx, OWL_ERR_MISMATCH,
                          "the projector and the optimizer belong to different "

@@ -125,11 +125,12 @@ void owl_galore_free(owl_galore *p)
 owl_status owl_galore_create(owl_context *ctx, const owl_galore_options *opts,
                              owl_galore **out)
 {
+    if (out != NULL)
+        *out = NULL; /* also when ctx is NULL: no stale handle escapes */
     if (ctx == NULL)
         return OWL_ERR_NULL_POINTER;
     owl__clear_error(ctx);
     OWL_REQUIRE_PTR(ctx, out);
-    *out = NULL;
     OWL_REQUIRE_PTR(ctx, opts);
     owl_galore_options o = galore_defaults;
     owl_status s = owl__read_options(ctx, &o, sizeof o, opts,
