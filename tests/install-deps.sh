@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything needed to build libowlore and run its tests on
-# Debian 12 (bookworm). Run as root: sudo tests/install-deps.sh
+# Debian 12 (bookworm). Runs apt-get as root, through sudo when started as
+# another user.
 #   meson, ninja-build, pkg-config   the build
 #   gcc, g++, clang, binutils        compilers (the C++ ones and clang check
 #                                    that the public header compiles as C++;
@@ -20,7 +21,10 @@ packages=(
 )
 
 if [ "$(id -u)" -ne 0 ]; then
-    echo "install-deps.sh: run as root (sudo $0)" >&2
+    if command -v sudo >/dev/null; then
+        exec sudo "$0" "$@"
+    fi
+    echo "install-deps.sh: run it as root (no sudo here)" >&2
     exit 1
 fi
 
