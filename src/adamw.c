@@ -572,12 +572,13 @@ static void apply_lowrank(owl_adamw *a, owl_galore *p, owl_tensor *weight,
     /* Half weights: a cache-sized block of rows at a time through the f32
      * scratch, then one fused read-modify-round-write of those rows. */
     float alpha = (float)((double)wc.step * (double)p->scale);
+    float *block = owl__galore_block(p);
     for (int64_t row0 = 0; row0 < p->m; row0 += p->block_rows) {
         int64_t rows = p->m - row0 < p->block_rows ? p->m - row0
                                                    : p->block_rows;
-        owl__galore_back_rows(p, n, ldn, row0, rows, alpha, 0.0f, p->block,
+        owl__galore_back_rows(p, n, ldn, row0, rows, alpha, 0.0f, block,
                               p->n);
-        apply_job job = {weight, p->block, row0, wc,
+        apply_job job = {weight, block, row0, wc,
                          rounding_for(a, weight, draw)};
         owl__parallel_for(a->ctx, rows, row_grain(p->n), apply_range, &job);
     }

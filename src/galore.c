@@ -1,4 +1,7 @@
 /* The GaLore projector handle: subspace, refresh schedule, projections.
+ * The handle holds only the r-row bases and the low-rank scratch; the
+ * gradient copy, SVD workspace and output blocks are borrowed from the
+ * context's shared scratch for the duration of a call (galore_internal.h).
  *
  * The basis is kept as r rows of length d ("vectors as rows"): P^T (r x m)
  * for a left projection, Q (r x n) for a right one, so both sides share the
@@ -113,12 +116,9 @@ void owl_galore_free(owl_galore *p)
 {
     if (p == NULL)
         return;
-    owl__svd_release(&p->svd);
     owl__free(p->basis);
     owl__free(p->next_basis);
-    owl__free(p->g32);
     owl__free(p->lowrank);
-    owl__free(p->block);
     owl__free(p);
 }
 
@@ -158,26 +158,33 @@ owl_status owl_galore_create(owl_context *ctx, const owl_galore_options *opts,
     if (p->block_rows > p->m)
         p->block_rows = p->m;
 
-    size_t mn;
-    if (owl__mul_overflows((size_t)p->m, (size_t)p->n, &mn)) {
-        owl_galore_free(p);
-        return owl__fail(ctx, OWL_ERR_OUT_OF_MEMORY, "gradient copy: size "
-                                                     "overflows");
-    }
     p->basis = owl__alloc(ctx, (size_t)(p->r * p->d), sizeof(float), "basis");
     p->next_basis = owl__alloc(ctx, (size_t)(p->r * p->d), sizeof(float),
                                "basis");
-    p->g32 = owl__alloc(ctx, mn, sizeof(float), "gradient copy");
     p->lowrank = owl__alloc(ctx, (size_t)(p->lr_rows * p->lr_cols),
                             sizeof(float), "low-rank scratch");
-    p->block = owl__alloc(ctx, (size_t)(p->block_rows * p->n), sizeof(float),
-                          "back-projection scratch");
-    if (!p->basis || !p->next_basis || !p->g32 || !p->lowrank || !p->block) {
+    if (!p->basis || !p->next_basis || !p->lowrank) {
         owl_galore_free(p);
         return OWL_ERR_OUT_OF_MEMORY;
     }
     s = owl__svd_init(ctx, &p->svd, o.svd_method, p->m, p->n, p->r, p->left,
                       o.oversample, o.power_iters, o.seed);
+    /* The gradient copy (which the back-projection block fits inside, as
+     * block_rows <= m), then the SVD workspace at the next 64 bytes. */
+    size_t g32_bytes = 0, need = 0;
+    if (s == OWL_OK &&
+        (owl__mul_overflows((size_t)(p->m * p->n), sizeof(float),
+                            &g32_bytes) ||
+         __builtin_add_overflow((g32_bytes + 63u) & ~(size_t)63u,
+                                p->svd.bytes, &need)))
+        s = owl__fail(ctx, OWL_ERR_OUT_OF_MEMORY,
+                      "workspace for a %lldx%lld projector: size overflows",
+                      (long long)p->m, (long long)p->n);
+    if (s == OWL_OK) {
+        p->svd_offset = (g32_bytes + 63u) & ~(size_t)63u;
+        /* Last, so a failed create leaves the context as it was. */
+        s = owl__context_reserve(ctx, need);
+    }
     if (s != OWL_OK) {
         owl_galore_free(p);
         return s;
@@ -247,30 +254,32 @@ static bool all_finite_f32(const float *x, int64_t count)
     return bad == 0;
 }
 
-/* Recomputes the subspace from G. Sets *g32_holds_grad when p->g32 is left
- * holding G as f32 (so the projection can reuse it). Only a success
- * changes the projector. */
+/* Recomputes the subspace from G. Sets *g32_holds_grad when the scratch's
+ * gradient copy is left holding G as f32 (so the projection can reuse it).
+ * Only a success changes the projector. */
 static owl_status compute_subspace(owl_galore *p, const owl_tensor *grad,
                                    bool *g32_holds_grad)
 {
     owl_status s;
+    float *g32 = owl__galore_g32(p);
     *g32_holds_grad = false;
     if (p->opts.svd_method == OWL_SVD_EXACT) {
         /* gesdd destroys its input, so even an f32 G is copied. */
-        copy_to_f32(p->ctx, grad, p->g32, p->n);
-        s = owl__svd_exact(p->ctx, &p->svd, p->g32, p->next_basis);
+        copy_to_f32(p->ctx, grad, g32, p->n);
+        s = owl__svd_exact(p->ctx, &p->svd, g32, p->next_basis,
+                           owl__galore_svd_scratch(p));
     } else {
-        const float *g = p->g32;
+        const float *g = g32;
         int64_t ldg = p->n;
         if (blas_readable(grad)) {
             g = grad->data;
             ldg = grad->row_stride;
         } else {
-            copy_to_f32(p->ctx, grad, p->g32, p->n);
+            copy_to_f32(p->ctx, grad, g32, p->n);
             *g32_holds_grad = true;
         }
         s = owl__svd_randomized(p->ctx, &p->svd, g, ldg, p->refresh_count,
-                                p->next_basis);
+                                p->next_basis, owl__galore_svd_scratch(p));
     }
     if (s != OWL_OK)
         return s;
@@ -315,9 +324,10 @@ owl_status owl__galore_project_f32(owl_galore *p, uint64_t iter,
     if (blas_readable(grad)) {
         project_into(p, grad->data, grad->row_stride, dst, ldd);
     } else {
+        float *g32 = owl__galore_g32(p);
         if (!held)
-            copy_to_f32(p->ctx, grad, p->g32, p->n);
-        project_into(p, p->g32, p->n, dst, ldd);
+            copy_to_f32(p->ctx, grad, g32, p->n);
+        project_into(p, g32, p->n, dst, ldd);
     }
     *refreshed = due;
     return OWL_OK;
@@ -430,11 +440,12 @@ owl_status owl_galore_project_back(owl_galore *p, const owl_tensor *lowrank,
     /* Half (or oddly strided) output: one cache-sized block of rows at a
      * time through the f32 scratch, stored with rounding to nearest. */
     int64_t grain = p->n >= 16384 ? 1 : 16384 / p->n;
+    float *block = owl__galore_block(p);
     for (int64_t row0 = 0; row0 < p->m; row0 += p->block_rows) {
         int64_t rows = p->m - row0 < p->block_rows ? p->m - row0 : p->block_rows;
-        owl__galore_back_rows(p, low, ldl, row0, rows, p->scale, 0.0f,
-                              p->block, p->n);
-        store_job job = {out, p->block, row0};
+        owl__galore_back_rows(p, low, ldl, row0, rows, p->scale, 0.0f, block,
+                              p->n);
+        store_job job = {out, block, row0};
         owl__parallel_for(p->ctx, rows, grain, store_range, &job);
     }
     return OWL_OK;

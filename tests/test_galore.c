@@ -1640,6 +1640,278 @@ static void test_step_validation(void **state)
     owl_context_free(other);
 }
 
+/* ---- the context's shared scratch -------------------------------------- */
+
+/* Everything one projector's calls produce, in order. */
+typedef struct {
+    unsigned char *bytes;
+    size_t len, cap;
+} trace;
+
+static void trace_add(trace *t, const void *p, size_t n)
+{
+    if (t->len + n > t->cap) {
+        t->cap = 2 * (t->len + n);
+        t->bytes = realloc(t->bytes, t->cap);
+        assert_non_null(t->bytes);
+    }
+    memcpy(t->bytes + t->len, p, n);
+    t->len += n;
+}
+
+typedef struct {
+    int m, n, r;
+    uint64_t gap;
+    owl_proj_type type;
+    owl_svd_method method;
+    owl_dtype grad_dt, weight_dt, moment_dt;
+    int grad_pad; /* extra elements per gradient row */
+} actor_cfg;
+
+/* A projector, its optimizer and weight, driven by a fixed script. */
+typedef struct {
+    actor_cfg c;
+    owl_context *ctx;
+    owl_galore *p;
+    owl_adamw *a;
+    void *w, *g, *back;
+    float *g32, *low;
+    uint64_t lr_rows, lr_cols;
+    int steps;
+    trace tr;
+} actor;
+
+static size_t elem_bytes(owl_dtype dt)
+{
+    return dt == OWL_DTYPE_F32 ? 4 : 2;
+}
+
+static void actor_create(actor *x, owl_context *ctx, const actor_cfg *c,
+                         uint64_t seed)
+{
+    memset(x, 0, sizeof *x);
+    x->c = *c;
+    x->ctx = ctx;
+    x->p = make_proj(ctx, c->m, c->n, c->r, c->gap, 0.5, c->type, c->method);
+    assert_owl_ok(ctx, owl_galore_lowrank_shape(x->p, &x->lr_rows,
+                                                &x->lr_cols));
+    owl_adamw_options o = adam_opts();
+    o.moment_dtype = c->moment_dt;
+    o.weight_decay = 0.1;
+    x->a = make_adam(ctx, &o, x->lr_rows, x->lr_cols);
+    size_t mn = (size_t)c->m * (size_t)c->n;
+    float *w0 = xcalloc(mn, sizeof *w0);
+    test_fill_uniform(w0, mn, seed);
+    x->w = xcalloc(mn, elem_bytes(c->weight_dt));
+    for (size_t i = 0; i < mn; i++) {
+        if (c->weight_dt == OWL_DTYPE_F32)
+            ((float *)x->w)[i] = w0[i];
+        else if (c->weight_dt == OWL_DTYPE_BF16)
+            ((uint16_t *)x->w)[i] = ref_bf16(w0[i]);
+        else /* f16: a multiple of 2^-10 in [-1, 1) is exact */
+            ((uint16_t *)x->w)[i] =
+                f16_exact(roundf(w0[i] * 1024.0f) / 1024.0f);
+    }
+    free(w0);
+    x->g32 = xcalloc(mn, sizeof *x->g32);
+    x->g = xcalloc((size_t)c->m * (size_t)(c->n + c->grad_pad),
+                   elem_bytes(c->grad_dt));
+    x->back = xcalloc(mn, sizeof(uint16_t));
+    x->low = xcalloc((size_t)(x->lr_rows * x->lr_cols), sizeof *x->low);
+}
+
+static void actor_free(actor *x)
+{
+    owl_adamw_free(x->a);
+    owl_galore_free(x->p);
+    free(x->w);
+    free(x->g);
+    free(x->g32);
+    free(x->back);
+    free(x->low);
+    free(x->tr.bytes);
+}
+
+/* Step `x->steps` of actor `id`'s script: gradient from (id, step); then a
+ * low-rank AdamW step, or a projection and a bf16 back-projection, or a
+ * forced refresh and a step; every output goes to the trace. */
+static void actor_step(actor *x, int id)
+{
+    const actor_cfg *c = &x->c;
+    owl_context *ctx = x->ctx;
+    int step = x->steps++;
+    int ld = c->n + c->grad_pad;
+    size_t mn = (size_t)c->m * (size_t)c->n;
+    test_fill_normal(x->g32, mn, 7000 + 100 * (uint64_t)id + (uint64_t)step);
+    for (int i = 0; i < c->m; i++)
+        for (int j = 0; j < c->n; j++) {
+            float v = x->g32[i * c->n + j];
+            if (c->grad_dt == OWL_DTYPE_F32)
+                ((float *)x->g)[i * ld + j] = v;
+            else
+                ((uint16_t *)x->g)[i * ld + j] = ref_bf16(v);
+        }
+    owl_tensor tg = tensor(x->g, c->grad_dt, c->m, c->n);
+    tg.row_stride = ld;
+    owl_tensor tw = tensor(x->w, c->weight_dt, c->m, c->n);
+    switch (step % 4) {
+    case 2: {
+        owl_tensor tl = tensor(x->low, OWL_DTYPE_F32, (int64_t)x->lr_rows,
+                               (int64_t)x->lr_cols);
+        owl_tensor tb = tensor(x->back, OWL_DTYPE_BF16, c->m, c->n);
+        int32_t refreshed = -1;
+        assert_owl_ok(ctx, owl_galore_project(x->p, (uint64_t)step, &tg, &tl,
+                                              &refreshed));
+        trace_add(&x->tr, &refreshed, sizeof refreshed);
+        trace_add(&x->tr, x->low, (size_t)(x->lr_rows * x->lr_cols) * 4);
+        assert_owl_ok(ctx, owl_galore_project_back(x->p, &tl, &tb));
+        trace_add(&x->tr, x->back, mn * sizeof(uint16_t));
+        break;
+    }
+    case 3: {
+        assert_owl_ok(ctx, owl_galore_refresh(x->p, &tg));
+        int left = owl_galore_is_left(x->p);
+        float *basis = xcalloc((size_t)c->r * (size_t)(left ? c->m : c->n),
+                               sizeof *basis);
+        owl_tensor tq = tensor(basis, OWL_DTYPE_F32, left ? c->m : c->r,
+                               left ? c->r : c->n);
+        assert_owl_ok(ctx, owl_galore_get_basis(x->p, &tq));
+        trace_add(&x->tr, basis,
+                  (size_t)c->r * (size_t)(left ? c->m : c->n) * 4);
+        free(basis);
+        break;
+    }
+    default:
+        break;
+    }
+    if (step % 4 != 2) {
+        assert_owl_ok(ctx, owl_adamw_lowrank(x->a, x->p, &tw, &tg, 0.01));
+        trace_add(&x->tr, x->w, mn * elem_bytes(c->weight_dt));
+    }
+}
+
+static const actor_cfg scratch_actors[] = {
+    {40, 24, 4, 3, OWL_PROJ_STD, OWL_SVD_EXACT, OWL_DTYPE_F32,
+     OWL_DTYPE_BF16, OWL_DTYPE_F32, 0},
+    {36, 90, 5, 2, OWL_PROJ_STD, OWL_SVD_RANDOMIZED, OWL_DTYPE_BF16,
+     OWL_DTYPE_F32, OWL_DTYPE_BF16, 0},
+    {120, 100, 6, 4, OWL_PROJ_LEFT, OWL_SVD_EXACT, OWL_DTYPE_BF16,
+     OWL_DTYPE_BF16, OWL_DTYPE_F32, 0},
+    {70, 150, 7, 5, OWL_PROJ_RIGHT, OWL_SVD_RANDOMIZED, OWL_DTYPE_F32,
+     OWL_DTYPE_F16, OWL_DTYPE_F32, 3},
+};
+#define N_ACTORS 4
+
+/* Projectors of different shapes, methods and dtypes share one context,
+ * created one after another (each bigger, so the shared scratch moves
+ * while earlier handles are in use) and driven in interleaved orders; a
+ * larger projector is created and freed in the middle and a failing step
+ * is thrown in. Each one's outputs must equal, bit for bit, those of the
+ * same script run alone on a context of its own. */
+static void test_shared_scratch_isolation(void **state)
+{
+    (void)state;
+    owl_context *ctx = test_cpu_context(2);
+    actor xs[N_ACTORS];
+    int created = 0;
+    for (int round = 0; round < 14; round++) {
+        if (round % 2 == 0 && created < N_ACTORS) {
+            actor_create(&xs[created], ctx, &scratch_actors[created],
+                         500 + (uint64_t)created);
+            created++;
+        }
+        if (round == 7) { /* grows the scratch once more, then goes */
+            owl_galore *big = make_proj(ctx, 300, 260, 3, 10, 1.0,
+                                        OWL_PROJ_STD, OWL_SVD_EXACT);
+            owl_galore_free(big);
+        }
+        if (round == 9) { /* a rejected step changes nothing */
+            actor *x = &xs[1];
+            float *nan_g = xcalloc((size_t)(x->c.m * x->c.n), sizeof *nan_g);
+            nan_g[5] = NAN;
+            owl_tensor tg = tensor(nan_g, OWL_DTYPE_F32, x->c.m, x->c.n);
+            owl_tensor tw = tensor(x->w, x->c.weight_dt, x->c.m, x->c.n);
+            assert_owl_status(ctx, owl_adamw_lowrank(x->a, x->p, &tw, &tg,
+                                                     0.01),
+                              OWL_ERR_NONFINITE);
+            free(nan_g);
+        }
+        for (int k = 0; k < created; k++) {
+            int id = round % 2 ? created - 1 - k : k; /* alternate order */
+            actor_step(&xs[id], id);
+            if (round % 3 == 0 && id == 0)
+                actor_step(&xs[id], id); /* uneven interleaving */
+        }
+    }
+    assert_int_equal(created, N_ACTORS);
+
+    for (int id = 0; id < N_ACTORS; id++) {
+        owl_context *own = test_cpu_context(2);
+        actor solo;
+        actor_create(&solo, own, &scratch_actors[id], 500 + (uint64_t)id);
+        while (solo.steps < xs[id].steps)
+            actor_step(&solo, id);
+        assert_true(solo.tr.len > 0);
+        assert_int_equal(solo.tr.len, xs[id].tr.len);
+        if (memcmp(solo.tr.bytes, xs[id].tr.bytes, solo.tr.len) != 0)
+            fail_msg("projector %d (%dx%d) on a shared context differs from "
+                     "its run alone",
+                     id, scratch_actors[id].m, scratch_actors[id].n);
+        actor_free(&solo);
+        owl_context_free(own);
+    }
+    for (int k = 0; k < N_ACTORS; k++)
+        actor_free(&xs[k]);
+    owl_context_free(ctx);
+}
+
+/* A trainer's worth of projectors on one context (7 per layer x 32 layers
+ * at a reduced width): all are created, and each projects its own gradient
+ * exactly as a lone projector on its own context does. */
+static void test_many_projectors_one_context(void **state)
+{
+    (void)state;
+    enum { LAYERS = 32, KINDS = 7, D = 64, F = 172, R = 8 };
+    /* q, k, v, o: D x D; gate, up: F x D; down: D x F */
+    const int rows[KINDS] = {D, D, D, D, F, F, D};
+    const int cols[KINDS] = {D, D, D, D, D, D, F};
+    owl_context *ctx = test_cpu_context(2);
+    owl_galore **ps = xcalloc(LAYERS * KINDS, sizeof *ps);
+    for (int i = 0; i < LAYERS * KINDS; i++)
+        ps[i] = make_proj(ctx, rows[i % KINDS], cols[i % KINDS], R, 200, 1.0,
+                          OWL_PROJ_STD, i % 2 ? OWL_SVD_EXACT
+                                              : OWL_SVD_RANDOMIZED);
+    float *g = xcalloc((size_t)F * D, sizeof *g);
+    float *out = xcalloc((size_t)F * D, sizeof *out);
+    float *want = xcalloc((size_t)F * D, sizeof *want);
+    owl_context *own = test_cpu_context(2);
+    for (int i = 0; i < LAYERS * KINDS; i++) {
+        int m = rows[i % KINDS], n = cols[i % KINDS];
+        uint64_t lr, lc;
+        assert_owl_ok(ctx, owl_galore_lowrank_shape(ps[i], &lr, &lc));
+        test_fill_normal(g, (size_t)(m * n), 9000 + (uint64_t)i);
+        owl_tensor tg = tensor(g, OWL_DTYPE_F32, m, n);
+        owl_tensor to = tensor(out, OWL_DTYPE_F32, (int64_t)lr, (int64_t)lc);
+        owl_tensor tw = tensor(want, OWL_DTYPE_F32, (int64_t)lr, (int64_t)lc);
+        assert_owl_ok(ctx, owl_galore_project(ps[i], 0, &tg, &to, NULL));
+        owl_galore *alone = make_proj(own, m, n, R, 200, 1.0, OWL_PROJ_STD,
+                                      i % 2 ? OWL_SVD_EXACT
+                                            : OWL_SVD_RANDOMIZED);
+        assert_owl_ok(own, owl_galore_project(alone, 0, &tg, &tw, NULL));
+        owl_galore_free(alone);
+        if (memcmp(out, want, (size_t)(lr * lc) * sizeof *out) != 0)
+            fail_msg("projector %d (%dx%d) differs from a lone one", i, m, n);
+    }
+    for (int i = 0; i < LAYERS * KINDS; i++)
+        owl_galore_free(ps[i]);
+    free(ps);
+    free(g);
+    free(out);
+    free(want);
+    owl_context_free(own);
+    owl_context_free(ctx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1662,6 +1934,8 @@ int main(void)
         cmocka_unit_test(test_stochastic_rounding),
         cmocka_unit_test(test_nonfinite_grad_changes_nothing),
         cmocka_unit_test(test_step_validation),
+        cmocka_unit_test(test_shared_scratch_isolation),
+        cmocka_unit_test(test_many_projectors_one_context),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
