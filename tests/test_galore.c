@@ -1912,6 +1912,115 @@ static void test_many_projectors_one_context(void **state)
     owl_context_free(ctx);
 }
 
+/* ---- full rank: elementwise, wherever an element sits ----------------- */
+
+static uint32_t value_bits(const void *base, owl_dtype dt, size_t i)
+{
+    if (dt == OWL_DTYPE_F32) {
+        uint32_t u;
+        memcpy(&u, (const float *)base + i, sizeof u);
+        return u;
+    }
+    return ((const uint16_t *)base)[i];
+}
+
+static void set_value(void *base, owl_dtype dt, size_t i, float f)
+{
+    if (dt == OWL_DTYPE_F32)
+        ((float *)base)[i] = f;
+    else
+        ((uint16_t *)base)[i] = ref_bf16(f);
+}
+
+/* AdamW is elementwise: an element's new weight and moments depend only
+ * on its own weight, gradient and moments. So the same (w, g) pairs laid
+ * out as one long strided row and, permuted, as a 7 x 29 block must give
+ * the same results bit for bit, for every dtype mix and first-moment
+ * form. This holds whatever the vector width, lane order or tail handling
+ * of the kernels; weights include NaN, infinities and subnormals, and one
+ * gradient overflows v. */
+static void test_full_rank_elementwise(void **state)
+{
+    (void)state;
+    enum { COUNT = 203, ROWS = 7, COLS = 29, PAD = 5 };
+    owl_context *ctx = test_cpu_context(2);
+    int perm[COUNT];
+    for (int k = 0; k < COUNT; k++)
+        perm[k] = (k * 64 + 11) % COUNT; /* 64 is invertible mod 203 */
+    float *w0 = xcalloc(COUNT, sizeof *w0), *g = xcalloc(COUNT, sizeof *g);
+    float *ma = xcalloc(COUNT, sizeof *ma), *mb = xcalloc(COUNT, sizeof *mb);
+    void *wa = xcalloc(COUNT + PAD, 4), *wb = xcalloc(ROWS * (COLS + PAD), 4);
+    void *ga = xcalloc(COUNT + PAD, 4), *gb = xcalloc(ROWS * (COLS + PAD), 4);
+    test_fill_uniform(w0, COUNT, 71);
+    w0[3] = NAN;
+    w0[40] = INFINITY;
+    w0[77] = -INFINITY;
+    w0[100] = 1e-40f;
+    for (owl_dtype wd = OWL_DTYPE_F32; wd <= OWL_DTYPE_BF16; wd++)
+    for (owl_dtype gd = OWL_DTYPE_F32; gd <= OWL_DTYPE_BF16; gd++)
+    for (owl_dtype md = OWL_DTYPE_F32; md <= OWL_DTYPE_BF16; md++)
+    for (int form = 0; form < 3; form++) {
+        owl_adamw_options o = adam_opts();
+        o.moment_dtype = md;
+        o.weight_decay = 0.1;
+        o.semantics = form == 0 ? OWL_ADAMW_GALORE : OWL_ADAMW_TORCH;
+        o.beta1 = form == 2 ? 0.3 : 0.9; /* torch's two lerp formulas */
+        owl_adamw *aa = make_adam(ctx, &o, 1, COUNT);
+        owl_adamw *ab = make_adam(ctx, &o, ROWS, COLS);
+        owl_tensor twa = tensor(wa, wd, 1, COUNT);
+        owl_tensor tga = tensor(ga, gd, 1, COUNT);
+        owl_tensor twb = tensor(wb, wd, ROWS, COLS);
+        owl_tensor tgb = tensor(gb, gd, ROWS, COLS);
+        twb.row_stride = tgb.row_stride = COLS + PAD;
+#define AT_B(k) ((size_t)(perm[k] / COLS) * (COLS + PAD) + (size_t)(perm[k] % COLS))
+        for (int k = 0; k < COUNT; k++) {
+            set_value(wa, wd, (size_t)k, w0[k]);
+            set_value(wb, wd, AT_B(k), w0[k]);
+        }
+        for (int step = 0; step < 3; step++) {
+            test_fill_normal(g, COUNT, 80 + (uint64_t)step);
+            if (step == 1)
+                g[150] = 3e30f; /* g*g overflows: v = inf */
+            for (int k = 0; k < COUNT; k++) {
+                set_value(ga, gd, (size_t)k, g[k]);
+                set_value(gb, gd, AT_B(k), g[k]);
+            }
+            assert_owl_ok(ctx, owl_adamw_full(aa, &twa, &tga, 0.01));
+            assert_owl_ok(ctx, owl_adamw_full(ab, &twb, &tgb, 0.01));
+            for (int k = 0; k < COUNT; k++)
+                if (value_bits(wa, wd, (size_t)k) !=
+                    value_bits(wb, wd, AT_B(k)))
+                    fail_msg("W[%d] differs with its position (w %s, g %s, "
+                             "moments %s, form %d, step %d)",
+                             k, wd ? "bf16" : "f32", gd ? "bf16" : "f32",
+                             md ? "bf16" : "f32", form, step);
+            for (int which = 0; which < 2; which++) {
+                owl_tensor tma = tensor(ma, OWL_DTYPE_F32, 1, COUNT);
+                owl_tensor tmb = tensor(mb, OWL_DTYPE_F32, ROWS, COLS);
+                assert_owl_ok(ctx, owl_adamw_get_moment(aa, which, &tma));
+                assert_owl_ok(ctx, owl_adamw_get_moment(ab, which, &tmb));
+                for (int k = 0; k < COUNT; k++)
+                    if (value_bits(ma, OWL_DTYPE_F32, (size_t)k) !=
+                        value_bits(mb, OWL_DTYPE_F32, (size_t)perm[k]))
+                        fail_msg("moment %d[%d] differs with its position",
+                                 which, k);
+            }
+        }
+#undef AT_B
+        owl_adamw_free(aa);
+        owl_adamw_free(ab);
+    }
+    free(w0);
+    free(g);
+    free(ma);
+    free(mb);
+    free(wa);
+    free(wb);
+    free(ga);
+    free(gb);
+    owl_context_free(ctx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1936,6 +2045,7 @@ int main(void)
         cmocka_unit_test(test_step_validation),
         cmocka_unit_test(test_shared_scratch_isolation),
         cmocka_unit_test(test_many_projectors_one_context),
+        cmocka_unit_test(test_full_rank_elementwise),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
