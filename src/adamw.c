@@ -497,10 +497,8 @@ static owl_status check_step_args(owl_adamw *a, owl_tensor *weight,
     return OWL_OK;
 }
 
-static owl_status check_grad_finite(owl_adamw *a, const owl_tensor *grad)
+static owl_status nonfinite_grad(owl_adamw *a, const owl_tensor *grad)
 {
-    if (owl__all_finite(a->ctx, grad))
-        return OWL_OK;
     return owl__fail(a->ctx, OWL_ERR_NONFINITE,
                      "grad (%lldx%lld) contains NaN or Inf; the step was "
                      "skipped and nothing changed",
@@ -820,8 +818,8 @@ owl_status owl_adamw_full(owl_adamw *a, owl_tensor *weight,
                          "%lldx%lld",
                          (long long)weight->rows, (long long)weight->cols,
                          (long long)a->rows, (long long)a->cols);
-    if ((s = check_grad_finite(a, grad)) != OWL_OK)
-        return s;
+    if (!owl__all_finite(a->ctx, grad))
+        return nonfinite_grad(a, grad);
 
     uint64_t draw = a->step_count;
     a->step_count++;
@@ -866,25 +864,83 @@ typedef struct {
     rounding rd;
 } apply_job;
 
+/* W = pre*W + s, then W += post*W, over `count` elements: W f32 or bf16
+ * rounded to nearest (half_w, a constant at each call). */
+OWL_KERNEL void apply_pass(weight_coeffs wc, void *w, const float *s,
+                           int64_t count, const bool half_w)
+{
+    for (int64_t k = 0; k < count; k++) {
+        float x = elem_at(w, k, half_w) * wc.pre;
+        x = x + s[k];
+        elem_put(w, k, x + wc.post * x, half_w);
+    }
+}
+
+#ifdef OWL_X86_AVX2
+/* apply_pass with AVX2, sixteen elements at a time in lane order. */
+__attribute__((target("avx2"))) static void
+apply_row_avx2(weight_coeffs wc, void *w, const float *s, int64_t count,
+               bool half_w)
+{
+    const __m256 pre = _mm256_set1_ps(wc.pre), post = _mm256_set1_ps(wc.post);
+    int64_t k = 0;
+    if (half_w) {
+        for (; k + 16 <= count; k += 16) {
+            __m256 w0, w1, s0, s1;
+            load16(w, k, true, &w0, &w1);
+            load16(s, k, false, &s0, &s1);
+            w0 = _mm256_add_ps(_mm256_mul_ps(w0, pre), s0);
+            w1 = _mm256_add_ps(_mm256_mul_ps(w1, pre), s1);
+            store16(w, k, _mm256_add_ps(w0, _mm256_mul_ps(post, w0)),
+                    _mm256_add_ps(w1, _mm256_mul_ps(post, w1)), true);
+        }
+        apply_pass(wc, (uint16_t *)w + k, s + k, count - k, true);
+    } else {
+        apply_pass(wc, w, s, count, false);
+    }
+}
+#endif
+
 OWL_KERNEL void apply_range_body(void *arg, int64_t begin, int64_t end,
-                              const bool avx2)
+                                 const bool avx2)
 {
     const apply_job *job = arg;
-    const int64_t cols = job->w->cols;
+    const owl_tensor *wt = job->w;
+    const int64_t cols = wt->cols;
     const weight_coeffs wc = job->wc;
+    if ((wt->dtype == OWL_DTYPE_BF16 && !job->rd.stochastic) ||
+        wt->dtype == OWL_DTYPE_F32) {
+        /* one pass per row, in registers */
+        const bool half_w = wt->dtype == OWL_DTYPE_BF16;
+        for (int64_t i = begin; i < end; i++) {
+            void *w = owl__row_ptr(wt, job->row0 + i);
+            const float *s = job->s + i * cols;
+#ifdef OWL_X86_AVX2
+            if (avx2) {
+                apply_row_avx2(wc, w, s, cols, half_w);
+                continue;
+            }
+#endif
+            if (half_w)
+                apply_pass(wc, w, s, cols, true);
+            else
+                apply_pass(wc, w, s, cols, false);
+        }
+        return;
+    }
     float wb[CHUNK];
     for (int64_t i = begin; i < end; i++) {
         int64_t row = job->row0 + i;
         for (int64_t j0 = 0; j0 < cols; j0 += CHUNK) {
             int64_t cnt = cols - j0 < CHUNK ? cols - j0 : CHUNK;
             const float *s = job->s + i * cols + j0;
-            float *w = (float *)load_chunk(job->w, row, j0, cnt, wb);
+            float *w = (float *)load_chunk(wt, row, j0, cnt, wb);
             for (int64_t k = 0; k < cnt; k++) {
                 float x = w[k] * wc.pre;
                 x = x + s[k];
                 w[k] = x + wc.post * x;
             }
-            store_chunk(job->w, row, j0, cnt, w, &job->rd);
+            store_chunk(wt, row, j0, cnt, w, &job->rd);
         }
     }
 }
@@ -950,15 +1006,16 @@ owl_status owl_adamw_lowrank(owl_adamw *a, owl_galore *p, owl_tensor *weight,
                          "weight is %lldx%lld, the projector is for %lldx%lld",
                          (long long)weight->rows, (long long)weight->cols,
                          (long long)p->m, (long long)p->n);
-    if ((s = check_grad_finite(a, grad)) != OWL_OK)
-        return s;
 
-    /* R = project(G), refreshing the subspace when due: the last thing that
+    /* R = project(G) into the projector's scratch, refreshing the subspace
+     * when due, with G checked for NaN/Inf on the way: the last thing that
      * can fail, and it changes nothing when it does. */
     uint64_t iter = a->step_count;
     bool refreshed = false;
     s = owl__galore_project_f32(p, iter, grad, p->lowrank, p->lr_cols,
                                 &refreshed);
+    if (s == OWL_ERR_NONFINITE)
+        return nonfinite_grad(a, grad);
     if (s != OWL_OK)
         return s;
     if (refreshed && a->opts.on_refresh == OWL_MOMENTS_RESET)

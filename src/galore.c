@@ -16,8 +16,12 @@
 /* At most this many power iterations: more never helps and a garbage
  * value would hang the first project. */
 #define OWL_MAX_POWER_ITERS 100
-/* Target size of the f32 scratch for blocked back-projection (floats). */
-#define OWL_BLOCK_FLOATS (1 << 18)
+/* Target size (floats) of a block of the blocked back-projection: 8 MiB,
+ * large enough to amortise what each GEMM call costs (repacking the basis,
+ * waking BLAS's threads) and small enough to stay in a last-level cache
+ * until the rows are stored. It lives in the context scratch, inside the
+ * gradient copy's room, so its size costs no memory. */
+#define OWL_BLOCK_FLOATS (1 << 21)
 
 static const owl_galore_options galore_defaults = {
     .struct_size = sizeof(owl_galore_options),
@@ -228,22 +232,51 @@ typedef struct {
     const owl_tensor *t;
     float *dst;
     int64_t ld;
+    bool check;
+    int bad; /* written only as 0 -> 1; read after the join */
 } convert_job;
+
+/* NaN or Inf among x[0..count): exponent all ones, branch-free. */
+static bool any_nonfinite(const float *x, int64_t count)
+{
+    const uint32_t *u = (const uint32_t *)(const void *)x;
+    uint32_t acc = 0;
+    for (int64_t j = 0; j < count; j++)
+        acc |= (u[j] & 0x7f800000u) == 0x7f800000u;
+    return acc != 0;
+}
 
 static void convert_range(void *arg, int64_t begin, int64_t end)
 {
-    const convert_job *job = arg;
-    for (int64_t i = begin; i < end; i++)
-        owl__load_row_f32(job->t, i, job->dst + i * job->ld);
+    convert_job *job = arg;
+    bool bad = false;
+    for (int64_t i = begin; i < end; i++) {
+        float *d = job->dst + i * job->ld;
+        owl__load_row_f32(job->t, i, d);
+        /* the row is still in L1/L2: checking it here saves a pass over G */
+        if (job->check)
+            bad |= any_nonfinite(d, job->t->cols);
+    }
+    if (bad)
+        __atomic_store_n(&job->bad, 1, __ATOMIC_RELAXED);
 }
 
-/* dst (rows x cols, stride ld) = t as f32, rows split across threads. */
+/* dst (rows x cols, stride ld) = t as f32, rows split across threads.
+ * With `check`, returns false when a value is NaN or Inf (every row is
+ * still converted); otherwise true. */
+static bool convert_to_f32(owl_context *ctx, const owl_tensor *t, float *dst,
+                           int64_t ld, bool check)
+{
+    convert_job job = {t, dst, ld, check, 0};
+    int64_t grain = t->cols >= 32768 ? 1 : 32768 / t->cols;
+    owl__parallel_for(ctx, t->rows, grain, convert_range, &job);
+    return __atomic_load_n(&job.bad, __ATOMIC_RELAXED) == 0;
+}
+
 static void copy_to_f32(owl_context *ctx, const owl_tensor *t, float *dst,
                         int64_t ld)
 {
-    convert_job job = {t, dst, ld};
-    int64_t grain = t->cols >= 32768 ? 1 : 32768 / t->cols;
-    owl__parallel_for(ctx, t->rows, grain, convert_range, &job);
+    convert_to_f32(ctx, t, dst, ld, false);
 }
 
 static bool all_finite_f32(const float *x, int64_t count)
@@ -254,18 +287,20 @@ static bool all_finite_f32(const float *x, int64_t count)
     return bad == 0;
 }
 
-/* Recomputes the subspace from G. Sets *g32_holds_grad when the scratch's
- * gradient copy is left holding G as f32 (so the projection can reuse it).
- * Only a success changes the projector. */
+/* Recomputes the subspace from G. *g32_holds_grad says whether the
+ * scratch's gradient copy holds G as f32, on entry and on return (gesdd
+ * destroys it; a conversion made here fills it). Only a success changes
+ * the projector. */
 static owl_status compute_subspace(owl_galore *p, const owl_tensor *grad,
                                    bool *g32_holds_grad)
 {
     owl_status s;
     float *g32 = owl__galore_g32(p);
-    *g32_holds_grad = false;
     if (p->opts.svd_method == OWL_SVD_EXACT) {
         /* gesdd destroys its input, so even an f32 G is copied. */
-        copy_to_f32(p->ctx, grad, g32, p->n);
+        if (!*g32_holds_grad)
+            copy_to_f32(p->ctx, grad, g32, p->n);
+        *g32_holds_grad = false;
         s = owl__svd_exact(p->ctx, &p->svd, g32, p->next_basis,
                            owl__galore_svd_scratch(p));
     } else {
@@ -274,7 +309,7 @@ static owl_status compute_subspace(owl_galore *p, const owl_tensor *grad,
         if (blas_readable(grad)) {
             g = grad->data;
             ldg = grad->row_stride;
-        } else {
+        } else if (!*g32_holds_grad) {
             copy_to_f32(p->ctx, grad, g32, p->n);
             *g32_holds_grad = true;
         }
@@ -315,17 +350,28 @@ owl_status owl__galore_project_f32(owl_galore *p, uint64_t iter,
                                    int64_t ldd, bool *refreshed)
 {
     bool due = !p->has_basis || p->stale || iter % p->opts.update_gap == 0;
-    bool held = false;
+    bool blas = blas_readable(grad);
+    float *g32 = owl__galore_g32(p);
+    bool held = false; /* g32 holds G */
+    if (blas) {
+        /* read in place by BLAS: only the scan */
+        if (!owl__all_finite(p->ctx, grad))
+            return OWL_ERR_NONFINITE;
+    } else {
+        /* one pass converts G to f32 and checks it */
+        if (!convert_to_f32(p->ctx, grad, g32, p->n, true))
+            return OWL_ERR_NONFINITE;
+        held = true;
+    }
     if (due) {
         owl_status s = compute_subspace(p, grad, &held);
         if (s != OWL_OK)
             return s;
     }
-    if (blas_readable(grad)) {
+    if (blas) {
         project_into(p, grad->data, grad->row_stride, dst, ldd);
     } else {
-        float *g32 = owl__galore_g32(p);
-        if (!held)
+        if (!held) /* an exact refresh consumed it */
             copy_to_f32(p->ctx, grad, g32, p->n);
         project_into(p, g32, p->n, dst, ldd);
     }
@@ -350,17 +396,20 @@ void owl__galore_back_rows(const owl_galore *p, const float *low, int64_t ldl,
 
 /* ---- public projections ---------------------------------------------- */
 
-static owl_status check_grad(owl_galore *p, const owl_tensor *grad)
+static owl_status check_grad_tensor(owl_galore *p, const owl_tensor *grad)
 {
     owl_status s = owl__check_tensor(p->ctx, grad, "grad", OWL_DT_FLOATS);
     if (s == OWL_OK)
         s = owl__check_shape(p->ctx, grad, "grad", p->m, p->n);
-    if (s == OWL_OK && !owl__all_finite(p->ctx, grad))
-        s = owl__fail(p->ctx, OWL_ERR_NONFINITE,
-                      "grad (%lldx%lld) contains NaN or Inf; nothing was "
-                      "changed",
-                      (long long)p->m, (long long)p->n);
     return s;
+}
+
+static owl_status nonfinite_grad(owl_galore *p)
+{
+    return owl__fail(p->ctx, OWL_ERR_NONFINITE,
+                     "grad (%lldx%lld) contains NaN or Inf; nothing was "
+                     "changed",
+                     (long long)p->m, (long long)p->n);
 }
 
 owl_status owl_galore_project(owl_galore *p, uint64_t iter,
@@ -380,11 +429,14 @@ owl_status owl_galore_project(owl_galore *p, uint64_t iter,
                       "out->row_stride %lld exceeds BLAS's int",
                       (long long)out->row_stride);
     if (s == OWL_OK)
-        s = check_grad(p, grad);
+        s = check_grad_tensor(p, grad);
     if (s != OWL_OK)
         return s;
     bool rf = false;
-    s = owl__galore_project_f32(p, iter, grad, out->data, out->row_stride, &rf);
+    s = owl__galore_project_f32(p, iter, grad, out->data, out->row_stride,
+                                &rf);
+    if (s == OWL_ERR_NONFINITE)
+        return nonfinite_grad(p);
     if (s == OWL_OK && refreshed != NULL)
         *refreshed = rf ? 1 : 0;
     return s;
@@ -456,10 +508,12 @@ owl_status owl_galore_refresh(owl_galore *p, const owl_tensor *grad)
     if (p == NULL)
         return OWL_ERR_NULL_POINTER;
     owl__clear_error(p->ctx);
-    owl_status s = check_grad(p, grad);
+    owl_status s = check_grad_tensor(p, grad);
     if (s != OWL_OK)
         return s;
-    bool held;
+    if (!owl__all_finite(p->ctx, grad))
+        return nonfinite_grad(p);
+    bool held = false;
     return compute_subspace(p, grad, &held);
 }
 

@@ -31,8 +31,8 @@ struct owl_galore {
 /* A projector owns only O(r (m + n)) memory: basis, next_basis and the
  * low-rank scratch. What a single call needs beyond that lives in the
  * context's shared scratch, reserved at create and fetched at each use:
- *   [0, 4 m n)            the f32 gradient copy (the gesdd input), or, when
- *                         back-projecting, a block_rows x n f32 block;
+ *   [0, 4 m n)            the f32 gradient copy (the gesdd input), or,
+ *                         when back-projecting, a block_rows x n f32 block;
  *   [svd_offset, ...)     the SVD workspace (svd.bytes). */
 static inline float *owl__galore_g32(const owl_galore *p)
 {
@@ -59,8 +59,11 @@ struct owl_adamw {
 /* Brings the subspace up to date for the parameter's update `iter` (the
  * refresh rule of owl_galore_project) and writes R = project(G) as f32 into
  * dst (low-rank shape, row stride ldd). grad must already be validated
- * (m x n, a float dtype) and finite. On failure nothing observable changed.
- * *refreshed says whether the subspace was recomputed. */
+ * (m x n, a float dtype); this checks it for NaN/Inf, in the same pass as
+ * its conversion to f32 where there is one, before anything else is
+ * written. A non-finite G returns OWL_ERR_NONFINITE without a message (the
+ * caller words it). On any failure nothing observable changed. *refreshed
+ * says whether the subspace was recomputed. */
 owl_status owl__galore_project_f32(owl_galore *p, uint64_t iter,
                                    const owl_tensor *grad, float *dst,
                                    int64_t ldd, bool *refreshed);

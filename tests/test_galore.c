@@ -2021,6 +2021,124 @@ static void test_full_rank_elementwise(void **state)
     owl_context_free(ctx);
 }
 
+/* ---- low rank: a NaN/Inf anywhere in G changes nothing ------------------ */
+
+/* Twin projectors and optimizers: one also receives gradients with a NaN
+ * or an infinity somewhere (first, middle or last element; f32 strided,
+ * bf16 or f16), which must fail with OWL_ERR_NONFINITE, on refresh steps
+ * and between them. Every clean step must then leave both twins with the
+ * same weights and moments, bit for bit: the rejected calls changed
+ * nothing, counters included. */
+static void test_lowrank_nonfinite_anywhere(void **state)
+{
+    (void)state;
+    enum { M = 96, N = 130, R = 6, LD = N + 3 };
+    owl_context *ctx = test_cpu_context(2);
+    for (owl_dtype gd = OWL_DTYPE_F32; gd <= OWL_DTYPE_F16; gd++) {
+        owl_galore *p[2];
+        owl_adamw *a[2];
+        uint16_t *w[2];
+        uint64_t lr = 0, lc = 0;
+        for (int t = 0; t < 2; t++) {
+            /* left for f32 G, right for the others */
+            p[t] = make_proj(ctx, M, N, R, 3, 0.5,
+                             gd == OWL_DTYPE_F32 ? OWL_PROJ_LEFT
+                                                 : OWL_PROJ_RIGHT,
+                             OWL_SVD_RANDOMIZED);
+            owl_adamw_options o = adam_opts();
+            o.moment_dtype = OWL_DTYPE_BF16;
+            o.weight_decay = 0.1;
+            assert_owl_ok(ctx, owl_galore_lowrank_shape(p[t], &lr, &lc));
+            a[t] = make_adam(ctx, &o, lr, lc);
+            w[t] = xcalloc(M * N, sizeof *w[t]);
+        }
+        float *w0 = xcalloc(M * N, sizeof *w0), *g = xcalloc(M * N, sizeof *g);
+        void *gt = xcalloc(M * LD, 4);
+        size_t lrn = (size_t)(lr * lc);
+        float *m0 = xcalloc(lrn, sizeof *m0), *m1 = xcalloc(lrn, sizeof *m1);
+        test_fill_uniform(w0, M * N, 5);
+        for (int i = 0; i < M * N; i++)
+            w[0][i] = w[1][i] = ref_bf16(w0[i]);
+        owl_tensor tg = tensor(gt, gd, M, N);
+        tg.row_stride = LD;
+        const size_t spots[3] = {0, (M / 2) * LD + 17, (M - 1) * LD + N - 1};
+        const float poison[3] = {NAN, INFINITY, -INFINITY};
+        for (int step = 0; step < 7; step++) {
+            test_fill_normal(g, M * N, 400 + (uint64_t)step);
+            for (int i = 0; i < M; i++)
+                for (int j = 0; j < N; j++) {
+                    float v = g[i * N + j];
+                    size_t k = (size_t)i * LD + (size_t)j;
+                    if (gd == OWL_DTYPE_F32)
+                        ((float *)gt)[k] = v;
+                    else if (gd == OWL_DTYPE_BF16)
+                        ((uint16_t *)gt)[k] = ref_bf16(v);
+                    else /* |v| < 8: exact as a multiple of 2^-7 */
+                        ((uint16_t *)gt)[k] =
+                            f16_exact(roundf(v * 128.0f) / 128.0f);
+                }
+            for (int s = 0; s < 3; s++) {
+                size_t k = spots[(step + s) % 3];
+                float keep = 0;
+                uint16_t keeph = 0;
+                if (gd == OWL_DTYPE_F32) {
+                    keep = ((float *)gt)[k];
+                    ((float *)gt)[k] = poison[s];
+                } else {
+                    keeph = ((uint16_t *)gt)[k];
+                    ((uint16_t *)gt)[k] =
+                        gd == OWL_DTYPE_BF16
+                            ? ref_bf16(poison[s])
+                            : (uint16_t)(s == 0 ? 0x7e00 : s == 1 ? 0x7c00
+                                                                  : 0xfc00);
+                }
+                owl_tensor tw = tensor(w[0], OWL_DTYPE_BF16, M, N);
+                EXPECT_FAIL(ctx, owl_adamw_lowrank(a[0], p[0], &tw, &tg, 0.01),
+                            OWL_ERR_NONFINITE);
+                if (gd == OWL_DTYPE_F32)
+                    ((float *)gt)[k] = keep;
+                else
+                    ((uint16_t *)gt)[k] = keeph;
+            }
+            for (int t = 0; t < 2; t++) {
+                owl_tensor tw = tensor(w[t], OWL_DTYPE_BF16, M, N);
+                assert_owl_ok(ctx, owl_adamw_lowrank(a[t], p[t], &tw, &tg,
+                                                     0.01));
+            }
+            assert_int_equal(owl_adamw_step_count(a[0]),
+                             owl_adamw_step_count(a[1]));
+            assert_int_equal(owl_galore_refresh_count(p[0]),
+                             owl_galore_refresh_count(p[1]));
+            if (memcmp(w[0], w[1], M * N * sizeof *w[0]) != 0)
+                fail_msg("%s grad, step %d: weights differ from the twin's",
+                         gd == OWL_DTYPE_F32 ? "f32" : gd == OWL_DTYPE_BF16
+                                                           ? "bf16"
+                                                           : "f16",
+                         step);
+            for (int which = 0; which < 2; which++) {
+                owl_tensor t0 = tensor(m0, OWL_DTYPE_F32, (int64_t)lr,
+                                       (int64_t)lc);
+                owl_tensor t1 = tensor(m1, OWL_DTYPE_F32, (int64_t)lr,
+                                       (int64_t)lc);
+                assert_owl_ok(ctx, owl_adamw_get_moment(a[0], which, &t0));
+                assert_owl_ok(ctx, owl_adamw_get_moment(a[1], which, &t1));
+                assert_memory_equal(m0, m1, lrn * sizeof *m0);
+            }
+        }
+        for (int t = 0; t < 2; t++) {
+            owl_galore_free(p[t]);
+            owl_adamw_free(a[t]);
+            free(w[t]);
+        }
+        free(w0);
+        free(g);
+        free(gt);
+        free(m0);
+        free(m1);
+    }
+    owl_context_free(ctx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2046,6 +2164,7 @@ int main(void)
         cmocka_unit_test(test_shared_scratch_isolation),
         cmocka_unit_test(test_many_projectors_one_context),
         cmocka_unit_test(test_full_rank_elementwise),
+        cmocka_unit_test(test_lowrank_nonfinite_anywhere),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
