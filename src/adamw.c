@@ -1,10 +1,11 @@
 /* AdamW: full-rank and fused GaLore low-rank steps.
  *
- * Both steps are one pass over the moments in chunks small enough for L1:
- * convert what is not f32, update m and v, form the normalised step N, and
- * (full rank) apply it to the weight in the same pass. The low-rank step
- * writes N over the projected gradient and fuses the weight update into the
- * back-projection GEMM. Every loop is split by rows across the context's
+ * Both steps are one pass over the moments: read m, v (f32 or bf16) and G,
+ * update m and v, form the normalised step N and (full rank) apply it to
+ * the weight, all in registers, converting what is not f32 on the way in
+ * and out (f16 or stochastically rounded weights go through L1-sized
+ * chunks instead). The low-rank step writes N over the projected gradient
+ * and fuses the weight update into the back-projection GEMM. Every loop is split by rows across the context's
  * threads, and nothing depends on the split: stochastic rounding draws its
  * bits from (seed, step, element index). */
 #include "galore_internal.h"
@@ -13,10 +14,54 @@
 #include <limits.h>
 #include <math.h>
 #include <string.h>
-#if defined(__SSE2__)
+#if defined(__x86_64__)
 #include <immintrin.h>
-#elif defined(__ARM_NEON) && defined(__aarch64__)
-#include <arm_neon.h>
+#endif
+
+/* The per-element kernels are portable C, written so compilers vectorise
+ * them for the baseline the build targets (SSE2 on x86-64). On x86-64 the
+ * range functions also exist in an AVX2 build, picked at run time when the
+ * CPU has AVX2, whose hottest loops are written with intrinsics (the bf16
+ * conversions, which compilers vectorise poorly). Every variant does the
+ * same f32 operations in the same order; nothing enables FMA and ISO C
+ * mode contracts nothing, so all variants round identically. */
+#define OWL_KERNEL static inline __attribute__((always_inline))
+#if defined(__GNUC__) && defined(__x86_64__)
+#define OWL_X86_AVX2 1
+#define OWL_AVX2_KERNEL                                                       \
+    static inline __attribute__((always_inline, target("avx2")))
+#endif
+
+#ifdef OWL_X86_AVX2
+/* A range function `name` from `name##_body`, plus its AVX2 twin; the
+ * body's last argument says which one it is compiled into. */
+#define OWL_RANGE_FN(name)                                                    \
+    static void name(void *arg, int64_t begin, int64_t end)                   \
+    {                                                                         \
+        name##_body(arg, begin, end, false);                                  \
+    }                                                                         \
+    __attribute__((target("avx2"))) static void name##_avx2(                  \
+        void *arg, int64_t begin, int64_t end)                                \
+    {                                                                         \
+        name##_body(arg, begin, end, true);                                   \
+    }
+#define OWL_PICK(name) (cpu_has_avx2() ? name##_avx2 : name)
+static bool cpu_has_avx2(void)
+{
+#ifdef __AVX2__
+    return true;
+#else
+    __builtin_cpu_init(); /* idempotent; cheap after the first call */
+    return __builtin_cpu_supports("avx2");
+#endif
+}
+#else
+#define OWL_RANGE_FN(name)                                                    \
+    static void name(void *arg, int64_t begin, int64_t end)                   \
+    {                                                                         \
+        name##_body(arg, begin, end, false);                                  \
+    }
+#define OWL_PICK(name) (name)
 #endif
 
 /* Elements per inner chunk: the stack buffers stay in L1. */
@@ -198,9 +243,15 @@ owl_status owl_adamw_get_moment(const owl_adamw *a, int32_t which,
 
 /* ---- the per-element arithmetic -------------------------------------- */
 
+/* How the first moment is updated: GALORE's EMA, or torch's lerp, whose
+ * formula depends on the weight (see moments_pass). */
+enum { FORM_GALORE, FORM_LERP_SMALL, FORM_LERP_LARGE };
+
 typedef struct {
     bool torch;
+    int form;
     float b1, b2, omb1, omb2, eps;
+    float keep1;    /* 1 - omb1, as f32 */
     float bc2_sqrt; /* TORCH: sqrt(1 - b2^t) divides sqrt(v) */
 } moment_coeffs;
 
@@ -225,7 +276,11 @@ static void set_coeffs(const owl_adamw *a, double lr, moment_coeffs *mc,
     mc->omb1 = (float)(1.0 - o->beta1);
     mc->omb2 = (float)(1.0 - o->beta2);
     mc->eps = (float)o->eps;
+    mc->keep1 = 1.0f - mc->omb1;
     mc->bc2_sqrt = (float)sqrt(bc2);
+    mc->form = !mc->torch ? FORM_GALORE
+               : mc->omb1 < 0.5f ? FORM_LERP_SMALL
+                                 : FORM_LERP_LARGE;
     if (mc->torch) {
         wc->pre = (float)(1.0 - lr * o->weight_decay);
         wc->step = (float)(-lr / bc1);
@@ -237,88 +292,118 @@ static void set_coeffs(const owl_adamw *a, double lr, moment_coeffs *mc,
     }
 }
 
-/* s[k] = sqrt(v[k]) for v >= 0. sqrtf() keeps an errno path for negative
- * inputs that stops compilers from vectorising any loop calling it; the
- * SIMD square roots are correctly rounded, so the results are the same. */
-static void sqrt_chunk(float *s, const float *v, int64_t count)
+/* owl_f32_to_bf16 without its branch, so loops storing bf16 vectorise:
+ * round to nearest even, and a NaN keeps its top bits with the quiet bit
+ * set ((u | 2^22) >> 16 == (u >> 16) | 0x40). The NaN test is a float
+ * compare and the choice a mask, which keeps compilers in 32-bit lanes. */
+OWL_KERNEL uint16_t bf16_nearest(float f)
 {
-    int64_t k = 0;
-#if defined(__SSE2__)
-    for (; k + 4 <= count; k += 4)
-        _mm_storeu_ps(s + k, _mm_sqrt_ps(_mm_loadu_ps(v + k)));
-#elif defined(__ARM_NEON) && defined(__aarch64__)
-    for (; k + 4 <= count; k += 4)
-        vst1q_f32(s + k, vsqrtq_f32(vld1q_f32(v + k)));
-#endif
-    for (; k < count; k++)
-        s[k] = sqrtf(v[k]);
+    uint32_t u = owl__f32_bits(f);
+    uint32_t rounded = u + 0x7fffu + ((u >> 16) & 1u);
+    uint32_t quiet = u | 0x00400000u;
+    uint32_t nan = 0u - (uint32_t)(f != f);
+    uint32_t r = (rounded & ~nan) | (quiet & nan);
+    return (uint16_t)(r >> 16);
 }
 
-/* Updates `count` (<= CHUNK) moments from g and writes the normalised step
- * to n (which may alias g). The TORCH first moment is torch's lerp, branch
- * for branch, so results match torch.optim.AdamW as closely as f32 allows.
- * Each loop is branch-free so it vectorises. */
-static void moments_chunk(const moment_coeffs *c, const float *g, float *m,
-                          float *v, float *n, int64_t count)
+/* Element k of an f32 array, or of a bf16 one when `half`, as f32. */
+OWL_KERNEL float elem_at(const void *base, int64_t k, bool half)
 {
-    float root[CHUNK];
-    const float b1 = c->b1, b2 = c->b2, omb1 = c->omb1, omb2 = c->omb2;
-    if (!c->torch)
-        for (int64_t k = 0; k < count; k++)
-            m[k] = b1 * m[k] + omb1 * g[k];
-    else if (omb1 < 0.5f)
-        for (int64_t k = 0; k < count; k++)
-            m[k] = m[k] + omb1 * (g[k] - m[k]);
+    return half ? owl_bf16_to_f32(((const uint16_t *)base)[k])
+                : ((const float *)base)[k];
+}
+
+/* Stores x there, rounded to nearest even for bf16. */
+OWL_KERNEL void elem_put(void *base, int64_t k, float x, bool half)
+{
+    if (half)
+        ((uint16_t *)base)[k] = bf16_nearest(x);
     else
-        for (int64_t k = 0; k < count; k++)
-            m[k] = g[k] - (g[k] - m[k]) * (1.0f - omb1);
-    for (int64_t k = 0; k < count; k++)
-        v[k] = b2 * v[k] + omb2 * (g[k] * g[k]);
-    sqrt_chunk(root, v, count);
-    const float eps = c->eps, bc2_sqrt = c->bc2_sqrt;
-    if (c->torch)
-        for (int64_t k = 0; k < count; k++)
-            n[k] = m[k] / (root[k] / bc2_sqrt + eps);
+        ((float *)base)[k] = x;
+}
+
+/* One element of the AdamW update: m and v from g, and the normalised
+ * step returned. The TORCH first moment is torch's lerp, branch for
+ * branch, so results match torch.optim.AdamW as closely as f32 allows. */
+OWL_KERNEL float adam_element(const moment_coeffs *c, float g, float *m,
+                              float *v, const int form)
+{
+    float mk = *m, vk = *v;
+    if (form == FORM_GALORE)
+        mk = c->b1 * mk + c->omb1 * g;
+    else if (form == FORM_LERP_SMALL)
+        mk = mk + c->omb1 * (g - mk);
     else
-        for (int64_t k = 0; k < count; k++)
-            n[k] = m[k] / (root[k] + eps);
+        mk = g - (g - mk) * c->keep1;
+    vk = c->b2 * vk + c->omb2 * (g * g);
+    float root = sqrtf(vk);
+    *m = mk;
+    *v = vk;
+    return form == FORM_GALORE ? mk / (root + c->eps)
+                               : mk / (root / c->bc2_sqrt + c->eps);
 }
 
-/* The moments of elements [off, off+count) as f32: in place for f32
- * moments, converted into the buffers for bf16 ones. */
-static void load_moments(const owl_adamw *a, size_t off, int64_t count,
-                         float *mb, float *vb, float **m, float **v)
+/* Updates `count` moments at m, v (f32, or bf16 when `half`) from g and
+ * writes the normalised step to n, or over g when n is NULL. One pass with
+ * everything in registers; `form` and `half` are constants at every call
+ * (see update_moments), so each combination is its own branch-free loop
+ * that vectorises (sqrtf too, under -fno-math-errno). */
+OWL_KERNEL void moments_pass(const moment_coeffs *c, void *m, void *v,
+                             const float *g, float *n, int64_t count,
+                             const int form, const bool half)
 {
-    if (a->opts.moment_dtype == OWL_DTYPE_F32) {
-        *m = (float *)a->m + off;
-        *v = (float *)a->v + off;
-        return;
-    }
-    const uint16_t *hm = (const uint16_t *)a->m + off;
-    const uint16_t *hv = (const uint16_t *)a->v + off;
+    const moment_coeffs cc = *c;
+    float *out = n != NULL ? n : (float *)g;
     for (int64_t k = 0; k < count; k++) {
-        mb[k] = owl_bf16_to_f32(hm[k]);
-        vb[k] = owl_bf16_to_f32(hv[k]);
+        float mk = elem_at(m, k, half), vk = elem_at(v, k, half);
+        out[k] = adam_element(&cc, g[k], &mk, &vk, form);
+        elem_put(m, k, mk, half);
+        elem_put(v, k, vk, half);
     }
-    *m = mb;
-    *v = vb;
 }
 
-static void store_moments(owl_adamw *a, size_t off, int64_t count,
-                          const float *m, const float *v)
+#define MOMENTS_FORMS(half, in_place)                                         \
+    switch (c->form) {                                                        \
+    case FORM_GALORE:                                                         \
+        moments_pass(c, m, v, g, in_place ? NULL : n, count, FORM_GALORE,     \
+                     half);                                                   \
+        break;                                                                \
+    case FORM_LERP_SMALL:                                                     \
+        moments_pass(c, m, v, g, in_place ? NULL : n, count,                  \
+                     FORM_LERP_SMALL, half);                                  \
+        break;                                                                \
+    default:                                                                  \
+        moments_pass(c, m, v, g, in_place ? NULL : n, count,                  \
+                     FORM_LERP_LARGE, half);                                  \
+        break;                                                                \
+    }
+
+/* Moments of elements [off, off+count): updated from g, with the step
+ * written to n, or over g when n == g (the low-rank step). */
+OWL_KERNEL void update_moments(const owl_adamw *a, const moment_coeffs *c,
+                               size_t off, const float *g, float *n,
+                               int64_t count)
 {
-    if (a->opts.moment_dtype == OWL_DTYPE_F32)
-        return; /* updated in place */
-    uint16_t *hm = (uint16_t *)a->m + off;
-    uint16_t *hv = (uint16_t *)a->v + off;
-    for (int64_t k = 0; k < count; k++) {
-        hm[k] = owl_f32_to_bf16(m[k]);
-        hv[k] = owl_f32_to_bf16(v[k]);
+    bool in_place = n == g;
+    if (a->opts.moment_dtype == OWL_DTYPE_BF16) {
+        uint16_t *m = (uint16_t *)a->m + off, *v = (uint16_t *)a->v + off;
+        if (in_place) {
+            MOMENTS_FORMS(true, true)
+        } else {
+            MOMENTS_FORMS(true, false)
+        }
+    } else {
+        float *m = (float *)a->m + off, *v = (float *)a->v + off;
+        if (in_place) {
+            MOMENTS_FORMS(false, true)
+        } else {
+            MOMENTS_FORMS(false, false)
+        }
     }
 }
 
 /* Element (i, j0..) of t as f32: the data itself for f32, else converted. */
-static const float *load_chunk(const owl_tensor *t, int64_t i, int64_t j0,
+OWL_KERNEL const float *load_chunk(const owl_tensor *t, int64_t i, int64_t j0,
                                int64_t count, float *buf)
 {
     const void *row = owl__row_ptr(t, i);
@@ -349,7 +434,7 @@ typedef struct {
  * rounding takes 16 random bits per element from one 64-bit hash per four
  * consecutive flat indices i*cols + j: a pure function of (seed, step,
  * index), so any thread split gives the same bits. */
-static void store_chunk(const owl_tensor *t, int64_t i, int64_t j0,
+OWL_KERNEL void store_chunk(const owl_tensor *t, int64_t i, int64_t j0,
                         int64_t count, const float *x, const rounding *rd)
 {
     void *row = owl__row_ptr(t, i);
@@ -413,10 +498,8 @@ static owl_status check_step_args(owl_adamw *a, owl_tensor *weight,
     return OWL_OK;
 }
 
-static owl_status check_grad_finite(owl_adamw *a, const owl_tensor *grad)
+static owl_status nonfinite_grad(owl_adamw *a, const owl_tensor *grad)
 {
-    if (owl__all_finite(a->ctx, grad))
-        return OWL_OK;
     return owl__fail(a->ctx, OWL_ERR_NONFINITE,
                      "grad (%lldx%lld) contains NaN or Inf; the step was "
                      "skipped and nothing changed",
@@ -434,22 +517,272 @@ typedef struct {
     rounding rd;
 } full_job;
 
-static void full_range(void *arg, int64_t begin, int64_t end)
+/* The whole update of `count` elements in one pass: G and W f32 or bf16
+ * (half_g, half_w; W rounded to nearest), moments f32 or bf16 (half_m).
+ * All flags are constants at each call (full_row), so every combination
+ * is its own vectorised loop. Per element this is exactly the arithmetic
+ * of the chunked path below, in the same order. */
+OWL_KERNEL void full_pass(const moment_coeffs *c, weight_coeffs wc,
+                          const void *g, void *w, void *m, void *v,
+                          int64_t count, const int form, const bool half_m,
+                          const bool half_g, const bool half_w)
+{
+    const moment_coeffs cc = *c;
+    for (int64_t k = 0; k < count; k++) {
+        float mk = elem_at(m, k, half_m), vk = elem_at(v, k, half_m);
+        float n = adam_element(&cc, elem_at(g, k, half_g), &mk, &vk, form);
+        elem_put(m, k, mk, half_m);
+        elem_put(v, k, vk, half_m);
+        float x = elem_at(w, k, half_w) * wc.pre;
+        x = x + wc.step * n;
+        elem_put(w, k, x + wc.post * x, half_w);
+    }
+}
+
+/* Calls pass(c, wc, g, w, m, v, count, form, half_m, half_g, half_w) with
+ * the form and the three dtype flags as constants. */
+#define FULL_PASS_W(pass, form, hm, hg)                                       \
+    if (half_w)                                                               \
+        pass(c, wc, g, w, m, v, count, form, hm, hg, true);                   \
+    else                                                                      \
+        pass(c, wc, g, w, m, v, count, form, hm, hg, false);
+#define FULL_PASS_G(pass, form, hm)                                           \
+    if (half_g) {                                                             \
+        FULL_PASS_W(pass, form, hm, true)                                     \
+    } else {                                                                  \
+        FULL_PASS_W(pass, form, hm, false)                                    \
+    }
+#define FULL_PASS_M(pass, form)                                               \
+    if (half_m) {                                                             \
+        FULL_PASS_G(pass, form, true)                                         \
+    } else {                                                                  \
+        FULL_PASS_G(pass, form, false)                                        \
+    }
+#define FULL_PASS_SWITCH(pass)                                                \
+    switch (c->form) {                                                        \
+    case FORM_GALORE:                                                         \
+        FULL_PASS_M(pass, FORM_GALORE)                                        \
+        break;                                                                \
+    case FORM_LERP_SMALL:                                                     \
+        FULL_PASS_M(pass, FORM_LERP_SMALL)                                    \
+        break;                                                                \
+    default:                                                                  \
+        FULL_PASS_M(pass, FORM_LERP_LARGE)                                    \
+        break;                                                                \
+    }
+
+/* full_pass over one row, with the dtypes and form made constants. */
+OWL_KERNEL void full_row(const moment_coeffs *c, weight_coeffs wc,
+                         const void *g, void *w, void *m, void *v,
+                         int64_t count, bool half_m, bool half_g, bool half_w)
+{
+    FULL_PASS_SWITCH(full_pass)
+}
+
+#ifdef OWL_X86_AVX2
+/* ---- AVX2: eight elements at a time ---------------------------------- */
+
+/* The coefficients broadcast to all lanes. */
+typedef struct {
+    __m256 b1, b2, omb1, omb2, keep1, eps, bc2_sqrt, pre, step, post;
+} coeffs8;
+
+OWL_AVX2_KERNEL coeffs8 broadcast_coeffs(const moment_coeffs *c,
+                                         weight_coeffs wc)
+{
+    coeffs8 v = {_mm256_set1_ps(c->b1),    _mm256_set1_ps(c->b2),
+                 _mm256_set1_ps(c->omb1),  _mm256_set1_ps(c->omb2),
+                 _mm256_set1_ps(c->keep1), _mm256_set1_ps(c->eps),
+                 _mm256_set1_ps(c->bc2_sqrt), _mm256_set1_ps(wc.pre),
+                 _mm256_set1_ps(wc.step),  _mm256_set1_ps(wc.post)};
+    return v;
+}
+
+/* adam_element on eight lanes, operation for operation. */
+OWL_AVX2_KERNEL __m256 adam8(const coeffs8 *c, __m256 g, __m256 *m,
+                             __m256 *v, const int form)
+{
+    __m256 mk = *m;
+    if (form == FORM_GALORE)
+        mk = _mm256_add_ps(_mm256_mul_ps(c->b1, mk), _mm256_mul_ps(c->omb1, g));
+    else if (form == FORM_LERP_SMALL)
+        mk = _mm256_add_ps(mk, _mm256_mul_ps(c->omb1, _mm256_sub_ps(g, mk)));
+    else
+        mk = _mm256_sub_ps(g, _mm256_mul_ps(_mm256_sub_ps(g, mk), c->keep1));
+    __m256 vk = _mm256_add_ps(_mm256_mul_ps(c->b2, *v),
+                              _mm256_mul_ps(c->omb2, _mm256_mul_ps(g, g)));
+    __m256 root = _mm256_sqrt_ps(vk);
+    *m = mk;
+    *v = vk;
+    if (form == FORM_GALORE)
+        return _mm256_div_ps(mk, _mm256_add_ps(root, c->eps));
+    return _mm256_div_ps(
+        mk, _mm256_add_ps(_mm256_div_ps(root, c->bc2_sqrt), c->eps));
+}
+
+OWL_AVX2_KERNEL const void *skip(const void *base, int64_t k, bool half)
+{
+    return (const char *)base + (size_t)k * (half ? 2u : 4u);
+}
+
+/* Sixteen elements as two vectors in "lane order": lo holds elements 0-3
+ * and 8-11, hi 4-7 and 12-15. That is the order in which AVX2 unpacks and
+ * packs 16-bit values within its 128-bit lanes, so a bf16 array loads with
+ * one unpack per vector and stores with one pack per two; f32 arrays are
+ * permuted into the same order. Lanes are independent, so the order does
+ * not matter as long as every array uses it. */
+OWL_AVX2_KERNEL void load16(const void *base, int64_t k, const bool half,
+                            __m256 *lo, __m256 *hi)
+{
+    if (half) {
+        __m256i x = _mm256_loadu_si256(
+            (const __m256i *)((const uint16_t *)base + k));
+        __m256i zero = _mm256_setzero_si256();
+        *lo = _mm256_castsi256_ps(_mm256_unpacklo_epi16(zero, x));
+        *hi = _mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, x));
+        return;
+    }
+    __m256 a = _mm256_loadu_ps((const float *)base + k);
+    __m256 b = _mm256_loadu_ps((const float *)base + k + 8);
+    *lo = _mm256_permute2f128_ps(a, b, 0x20);
+    *hi = _mm256_permute2f128_ps(a, b, 0x31);
+}
+
+/* bf16_nearest on eight lanes, left in the low 16 bits of each lane. */
+OWL_AVX2_KERNEL __m256i bf16_nearest_lanes(__m256 x)
+{
+    __m256i u = _mm256_castps_si256(x);
+    __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16),
+                                   _mm256_set1_epi32(1));
+    __m256i rounded = _mm256_add_epi32(
+        _mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), lsb);
+    __m256i quiet = _mm256_or_si256(u, _mm256_set1_epi32(0x00400000));
+    __m256 nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
+    __m256i r = _mm256_castps_si256(
+        _mm256_blendv_ps(_mm256_castsi256_ps(rounded),
+                         _mm256_castsi256_ps(quiet), nan));
+    return _mm256_srli_epi32(r, 16); /* 0..0xffff: a pack cannot saturate */
+}
+
+OWL_AVX2_KERNEL void store16(void *base, int64_t k, __m256 lo, __m256 hi,
+                             const bool half)
+{
+    if (half) {
+        __m256i h = _mm256_packus_epi32(bf16_nearest_lanes(lo),
+                                        bf16_nearest_lanes(hi));
+        _mm256_storeu_si256((__m256i *)((uint16_t *)base + k), h);
+        return;
+    }
+    _mm256_storeu_ps((float *)base + k, _mm256_permute2f128_ps(lo, hi, 0x20));
+    _mm256_storeu_ps((float *)base + k + 8,
+                     _mm256_permute2f128_ps(lo, hi, 0x31));
+}
+
+/* One vector of eight elements of full_pass, operation for operation. */
+OWL_AVX2_KERNEL __m256 full_step8(const coeffs8 *c, __m256 g, __m256 w,
+                                  __m256 *m, __m256 *v, const int form)
+{
+    __m256 n = adam8(c, g, m, v, form);
+    __m256 x = _mm256_mul_ps(w, c->pre);
+    x = _mm256_add_ps(x, _mm256_mul_ps(c->step, n));
+    return _mm256_add_ps(x, _mm256_mul_ps(c->post, x));
+}
+
+/* full_pass with AVX2: eight elements at a time when everything is f32,
+ * sixteen in lane order when anything is bf16; the tail by full_pass. */
+OWL_AVX2_KERNEL void full_pass8(const moment_coeffs *c, weight_coeffs wc,
+                                const void *g, void *w, void *m, void *v,
+                                int64_t count, const int form,
+                                const bool half_m, const bool half_g,
+                                const bool half_w)
+{
+    const coeffs8 c8 = broadcast_coeffs(c, wc);
+    int64_t k = 0;
+    if (half_m || half_g || half_w) {
+        for (; k + 16 <= count; k += 16) {
+            __m256 g0, g1, w0, w1, m0, m1, v0, v1;
+            load16(g, k, half_g, &g0, &g1);
+            load16(m, k, half_m, &m0, &m1);
+            load16(v, k, half_m, &v0, &v1);
+            load16(w, k, half_w, &w0, &w1);
+            w0 = full_step8(&c8, g0, w0, &m0, &v0, form);
+            w1 = full_step8(&c8, g1, w1, &m1, &v1, form);
+            store16(m, k, m0, m1, half_m);
+            store16(v, k, v0, v1, half_m);
+            store16(w, k, w0, w1, half_w);
+        }
+    } else {
+        for (; k + 8 <= count; k += 8) {
+            __m256 mk = _mm256_loadu_ps((const float *)m + k);
+            __m256 vk = _mm256_loadu_ps((const float *)v + k);
+            __m256 x = full_step8(&c8, _mm256_loadu_ps((const float *)g + k),
+                                  _mm256_loadu_ps((const float *)w + k), &mk,
+                                  &vk, form);
+            _mm256_storeu_ps((float *)m + k, mk);
+            _mm256_storeu_ps((float *)v + k, vk);
+            _mm256_storeu_ps((float *)w + k, x);
+        }
+    }
+    if (k < count)
+        full_pass(c, wc, skip(g, k, half_g), (void *)skip(w, k, half_w),
+                  (void *)skip(m, k, half_m), (void *)skip(v, k, half_m),
+                  count - k, form, half_m, half_g, half_w);
+}
+
+__attribute__((target("avx2"))) static void
+full_row_avx2(const moment_coeffs *c, weight_coeffs wc, const void *g,
+              void *w, void *m, void *v, int64_t count, bool half_m,
+              bool half_g, bool half_w)
+{
+    FULL_PASS_SWITCH(full_pass8)
+}
+#endif /* OWL_X86_AVX2 */
+
+/* One pass does it all when G is f32/bf16 and W f32/bf16 rounded to
+ * nearest; f16 or stochastically rounded weights go through L1-sized
+ * chunks converted on the way in and out. */
+static bool full_fusable(const full_job *job)
+{
+    owl_dtype gd = job->g->dtype, wd = job->w->dtype;
+    return (gd == OWL_DTYPE_F32 || gd == OWL_DTYPE_BF16) &&
+           (wd == OWL_DTYPE_F32 || wd == OWL_DTYPE_BF16) && !job->rd.stochastic;
+}
+
+OWL_KERNEL void full_range_body(void *arg, int64_t begin, int64_t end,
+                              const bool avx2)
 {
     const full_job *job = arg;
     const owl_tensor *wt = job->w;
     const int64_t cols = wt->cols;
     const weight_coeffs wc = job->wc;
-    float gb[CHUNK], wb[CHUNK], mb[CHUNK], vb[CHUNK], nb[CHUNK];
+    const bool half_m = job->a->opts.moment_dtype == OWL_DTYPE_BF16;
+    const size_t msize = half_m ? 2 : 4;
+    if (full_fusable(job)) {
+        const bool half_g = job->g->dtype == OWL_DTYPE_BF16;
+        const bool half_w = wt->dtype == OWL_DTYPE_BF16;
+        for (int64_t i = begin; i < end; i++) {
+            size_t off = (size_t)i * (size_t)cols * msize;
+            const void *g = owl__row_ptr(job->g, i);
+            void *w = owl__row_ptr(wt, i);
+            void *m = (char *)job->a->m + off, *v = (char *)job->a->v + off;
+#ifdef OWL_X86_AVX2
+            if (avx2) {
+                full_row_avx2(&job->mc, wc, g, w, m, v, cols, half_m, half_g,
+                              half_w);
+                continue;
+            }
+#endif
+            full_row(&job->mc, wc, g, w, m, v, cols, half_m, half_g, half_w);
+        }
+        return;
+    }
+    float gb[CHUNK], wb[CHUNK], nb[CHUNK];
     for (int64_t i = begin; i < end; i++) {
         for (int64_t j0 = 0; j0 < cols; j0 += CHUNK) {
             int64_t cnt = cols - j0 < CHUNK ? cols - j0 : CHUNK;
             size_t off = (size_t)i * (size_t)cols + (size_t)j0;
             const float *g = load_chunk(job->g, i, j0, cnt, gb);
-            float *m, *v;
-            load_moments(job->a, off, cnt, mb, vb, &m, &v);
-            moments_chunk(&job->mc, g, m, v, nb, cnt);
-            store_moments(job->a, off, cnt, m, v);
+            update_moments(job->a, &job->mc, off, g, nb, cnt);
             float *w = (float *)load_chunk(wt, i, j0, cnt, wb);
             for (int64_t k = 0; k < cnt; k++) {
                 float x = w[k] * wc.pre;
@@ -460,6 +793,7 @@ static void full_range(void *arg, int64_t begin, int64_t end)
         }
     }
 }
+OWL_RANGE_FN(full_range)
 
 static rounding rounding_for(const owl_adamw *a, const owl_tensor *weight,
                              uint64_t draw)
@@ -485,8 +819,8 @@ owl_status owl_adamw_full(owl_adamw *a, owl_tensor *weight,
                          "%lldx%lld",
                          (long long)weight->rows, (long long)weight->cols,
                          (long long)a->rows, (long long)a->cols);
-    if ((s = check_grad_finite(a, grad)) != OWL_OK)
-        return s;
+    if (!owl__all_finite(a->ctx, grad))
+        return nonfinite_grad(a, grad);
 
     uint64_t draw = a->step_count;
     a->step_count++;
@@ -495,7 +829,7 @@ owl_status owl_adamw_full(owl_adamw *a, owl_tensor *weight,
                     .rd = rounding_for(a, weight, draw)};
     set_coeffs(a, lr, &job.mc, &job.wc);
     owl__parallel_for(a->ctx, weight->rows, row_grain(weight->cols),
-                      full_range, &job);
+                      OWL_PICK(full_range), &job);
     return OWL_OK;
 }
 
@@ -507,23 +841,21 @@ typedef struct {
     moment_coeffs mc;
 } lowrank_job;
 
-static void lowrank_range(void *arg, int64_t begin, int64_t end)
+OWL_KERNEL void lowrank_range_body(void *arg, int64_t begin, int64_t end,
+                              const bool avx2)
 {
     const lowrank_job *job = arg;
     const int64_t cols = job->a->cols;
-    float mb[CHUNK], vb[CHUNK];
     for (int64_t i = begin; i < end; i++) {
         for (int64_t j0 = 0; j0 < cols; j0 += CHUNK) {
             int64_t cnt = cols - j0 < CHUNK ? cols - j0 : CHUNK;
             size_t off = (size_t)i * (size_t)cols + (size_t)j0;
             float *x = job->r + off;
-            float *m, *v;
-            load_moments(job->a, off, cnt, mb, vb, &m, &v);
-            moments_chunk(&job->mc, x, m, v, x, cnt);
-            store_moments(job->a, off, cnt, m, v);
+            update_moments(job->a, &job->mc, off, x, x, cnt);
         }
     }
 }
+OWL_RANGE_FN(lowrank_range)
 
 typedef struct {
     const owl_tensor *w;
@@ -533,27 +865,87 @@ typedef struct {
     rounding rd;
 } apply_job;
 
-static void apply_range(void *arg, int64_t begin, int64_t end)
+/* W = pre*W + s, then W += post*W, over `count` elements: W f32 or bf16
+ * rounded to nearest (half_w, a constant at each call). */
+OWL_KERNEL void apply_pass(weight_coeffs wc, void *w, const float *s,
+                           int64_t count, const bool half_w)
+{
+    for (int64_t k = 0; k < count; k++) {
+        float x = elem_at(w, k, half_w) * wc.pre;
+        x = x + s[k];
+        elem_put(w, k, x + wc.post * x, half_w);
+    }
+}
+
+#ifdef OWL_X86_AVX2
+/* apply_pass with AVX2, sixteen elements at a time in lane order. */
+__attribute__((target("avx2"))) static void
+apply_row_avx2(weight_coeffs wc, void *w, const float *s, int64_t count,
+               bool half_w)
+{
+    const __m256 pre = _mm256_set1_ps(wc.pre), post = _mm256_set1_ps(wc.post);
+    int64_t k = 0;
+    if (half_w) {
+        for (; k + 16 <= count; k += 16) {
+            __m256 w0, w1, s0, s1;
+            load16(w, k, true, &w0, &w1);
+            load16(s, k, false, &s0, &s1);
+            w0 = _mm256_add_ps(_mm256_mul_ps(w0, pre), s0);
+            w1 = _mm256_add_ps(_mm256_mul_ps(w1, pre), s1);
+            store16(w, k, _mm256_add_ps(w0, _mm256_mul_ps(post, w0)),
+                    _mm256_add_ps(w1, _mm256_mul_ps(post, w1)), true);
+        }
+        apply_pass(wc, (uint16_t *)w + k, s + k, count - k, true);
+    } else {
+        apply_pass(wc, w, s, count, false);
+    }
+}
+#endif
+
+OWL_KERNEL void apply_range_body(void *arg, int64_t begin, int64_t end,
+                                 const bool avx2)
 {
     const apply_job *job = arg;
-    const int64_t cols = job->w->cols;
+    const owl_tensor *wt = job->w;
+    const int64_t cols = wt->cols;
     const weight_coeffs wc = job->wc;
+    if ((wt->dtype == OWL_DTYPE_BF16 && !job->rd.stochastic) ||
+        wt->dtype == OWL_DTYPE_F32) {
+        /* one pass per row, in registers */
+        const bool half_w = wt->dtype == OWL_DTYPE_BF16;
+        for (int64_t i = begin; i < end; i++) {
+            void *w = owl__row_ptr(wt, job->row0 + i);
+            const float *s = job->s + i * cols;
+#ifdef OWL_X86_AVX2
+            if (avx2) {
+                apply_row_avx2(wc, w, s, cols, half_w);
+                continue;
+            }
+#endif
+            if (half_w)
+                apply_pass(wc, w, s, cols, true);
+            else
+                apply_pass(wc, w, s, cols, false);
+        }
+        return;
+    }
     float wb[CHUNK];
     for (int64_t i = begin; i < end; i++) {
         int64_t row = job->row0 + i;
         for (int64_t j0 = 0; j0 < cols; j0 += CHUNK) {
             int64_t cnt = cols - j0 < CHUNK ? cols - j0 : CHUNK;
             const float *s = job->s + i * cols + j0;
-            float *w = (float *)load_chunk(job->w, row, j0, cnt, wb);
+            float *w = (float *)load_chunk(wt, row, j0, cnt, wb);
             for (int64_t k = 0; k < cnt; k++) {
                 float x = w[k] * wc.pre;
                 x = x + s[k];
                 w[k] = x + wc.post * x;
             }
-            store_chunk(job->w, row, j0, cnt, w, &job->rd);
+            store_chunk(wt, row, j0, cnt, w, &job->rd);
         }
     }
 }
+OWL_RANGE_FN(apply_range)
 
 /* W = pre*W + step*alpha*back(N), then the GALORE decay. */
 static void apply_lowrank(owl_adamw *a, owl_galore *p, owl_tensor *weight,
@@ -573,14 +965,16 @@ static void apply_lowrank(owl_adamw *a, owl_galore *p, owl_tensor *weight,
     /* Half weights: a cache-sized block of rows at a time through the f32
      * scratch, then one fused read-modify-round-write of those rows. */
     float alpha = (float)((double)wc.step * (double)p->scale);
+    float *block = owl__galore_block(p);
     for (int64_t row0 = 0; row0 < p->m; row0 += p->block_rows) {
         int64_t rows = p->m - row0 < p->block_rows ? p->m - row0
                                                    : p->block_rows;
-        owl__galore_back_rows(p, n, ldn, row0, rows, alpha, 0.0f, p->block,
+        owl__galore_back_rows(p, n, ldn, row0, rows, alpha, 0.0f, block,
                               p->n);
-        apply_job job = {weight, p->block, row0, wc,
+        apply_job job = {weight, block, row0, wc,
                          rounding_for(a, weight, draw)};
-        owl__parallel_for(a->ctx, rows, row_grain(p->n), apply_range, &job);
+        owl__parallel_for(a->ctx, rows, row_grain(p->n), OWL_PICK(apply_range),
+                          &job);
     }
 }
 
@@ -614,15 +1008,16 @@ owl_status owl_adamw_lowrank(owl_adamw *a, owl_galore *p, owl_tensor *weight,
                          "weight is %lldx%lld, the projector is for %lldx%lld",
                          (long long)weight->rows, (long long)weight->cols,
                          (long long)p->m, (long long)p->n);
-    if ((s = check_grad_finite(a, grad)) != OWL_OK)
-        return s;
 
-    /* R = project(G), refreshing the subspace when due: the last thing that
+    /* R = project(G) into the projector's scratch, refreshing the subspace
+     * when due, with G checked for NaN/Inf on the way: the last thing that
      * can fail, and it changes nothing when it does. */
     uint64_t iter = a->step_count;
     bool refreshed = false;
     s = owl__galore_project_f32(p, iter, grad, p->lowrank, p->lr_cols,
                                 &refreshed);
+    if (s == OWL_ERR_NONFINITE)
+        return nonfinite_grad(a, grad);
     if (s != OWL_OK)
         return s;
     if (refreshed && a->opts.on_refresh == OWL_MOMENTS_RESET)
@@ -633,7 +1028,8 @@ owl_status owl_adamw_lowrank(owl_adamw *a, owl_galore *p, owl_tensor *weight,
     lowrank_job job = {.a = a, .r = p->lowrank};
     weight_coeffs wc;
     set_coeffs(a, lr, &job.mc, &wc);
-    owl__parallel_for(ctx, a->rows, row_grain(a->cols), lowrank_range, &job);
+    owl__parallel_for(ctx, a->rows, row_grain(a->cols),
+                      OWL_PICK(lowrank_range), &job);
     apply_lowrank(a, p, weight, wc, iter);
     return OWL_OK;
 }

@@ -1,4 +1,5 @@
-/* The context: backend choice, worker threads, stream and last error. */
+/* The context: backend choice, worker threads, stream, last error and the
+ * scratch its handles share. */
 #include "internal.h"
 
 #include <stdlib.h>
@@ -84,7 +85,30 @@ void owl_context_free(owl_context *ctx)
     if (ctx == NULL)
         return;
     owl__pool_free(ctx->pool);
+    free(ctx->scratch);
     free(ctx);
+}
+
+owl_status owl__context_reserve(owl_context *ctx, size_t bytes)
+{
+    if (bytes <= ctx->scratch_bytes)
+        return OWL_OK;
+    size_t rounded = (bytes + 63u) & ~(size_t)63u;
+    if (rounded < bytes)
+        return owl__fail(ctx, OWL_ERR_OUT_OF_MEMORY,
+                         "context scratch: %zu bytes overflows", bytes);
+    /* Not zeroed: every user writes before it reads, and untouched pages
+     * of a large workspace then cost no memory. The new block is taken
+     * before the old one goes, so a failure leaves the old one usable. */
+    void *p = aligned_alloc(64, rounded);
+    if (p == NULL)
+        return owl__fail(ctx, OWL_ERR_OUT_OF_MEMORY,
+                         "context scratch: cannot allocate %zu bytes",
+                         rounded);
+    free(ctx->scratch);
+    ctx->scratch = p;
+    ctx->scratch_bytes = rounded;
+    return OWL_OK;
 }
 
 owl_status owl_context_set_stream(owl_context *ctx, void *stream)

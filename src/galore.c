@@ -1,4 +1,7 @@
 /* The GaLore projector handle: subspace, refresh schedule, projections.
+ * The handle holds only the r-row bases and the low-rank scratch; the
+ * gradient copy, SVD workspace and output blocks are borrowed from the
+ * context's shared scratch for the duration of a call (galore_internal.h).
  *
  * The basis is kept as r rows of length d ("vectors as rows"): P^T (r x m)
  * for a left projection, Q (r x n) for a right one, so both sides share the
@@ -13,8 +16,12 @@
 /* At most this many power iterations: more never helps and a garbage
  * value would hang the first project. */
 #define OWL_MAX_POWER_ITERS 100
-/* Target size of the f32 scratch for blocked back-projection (floats). */
-#define OWL_BLOCK_FLOATS (1 << 18)
+/* Target size (floats) of a block of the blocked back-projection: 8 MiB,
+ * large enough to amortise what each GEMM call costs (repacking the basis,
+ * waking BLAS's threads) and small enough to stay in a last-level cache
+ * until the rows are stored. It lives in the context scratch, inside the
+ * gradient copy's room, so its size costs no memory. */
+#define OWL_BLOCK_FLOATS (1 << 21)
 
 static const owl_galore_options galore_defaults = {
     .struct_size = sizeof(owl_galore_options),
@@ -113,12 +120,9 @@ void owl_galore_free(owl_galore *p)
 {
     if (p == NULL)
         return;
-    owl__svd_release(&p->svd);
     owl__free(p->basis);
     owl__free(p->next_basis);
-    owl__free(p->g32);
     owl__free(p->lowrank);
-    owl__free(p->block);
     owl__free(p);
 }
 
@@ -159,26 +163,33 @@ owl_status owl_galore_create(owl_context *ctx, const owl_galore_options *opts,
     if (p->block_rows > p->m)
         p->block_rows = p->m;
 
-    size_t mn;
-    if (owl__mul_overflows((size_t)p->m, (size_t)p->n, &mn)) {
-        owl_galore_free(p);
-        return owl__fail(ctx, OWL_ERR_OUT_OF_MEMORY, "gradient copy: size "
-                                                     "overflows");
-    }
     p->basis = owl__alloc(ctx, (size_t)(p->r * p->d), sizeof(float), "basis");
     p->next_basis = owl__alloc(ctx, (size_t)(p->r * p->d), sizeof(float),
                                "basis");
-    p->g32 = owl__alloc(ctx, mn, sizeof(float), "gradient copy");
     p->lowrank = owl__alloc(ctx, (size_t)(p->lr_rows * p->lr_cols),
                             sizeof(float), "low-rank scratch");
-    p->block = owl__alloc(ctx, (size_t)(p->block_rows * p->n), sizeof(float),
-                          "back-projection scratch");
-    if (!p->basis || !p->next_basis || !p->g32 || !p->lowrank || !p->block) {
+    if (!p->basis || !p->next_basis || !p->lowrank) {
         owl_galore_free(p);
         return OWL_ERR_OUT_OF_MEMORY;
     }
     s = owl__svd_init(ctx, &p->svd, o.svd_method, p->m, p->n, p->r, p->left,
                       o.oversample, o.power_iters, o.seed);
+    /* The gradient copy (which the back-projection block fits inside, as
+     * block_rows <= m), then the SVD workspace at the next 64 bytes. */
+    size_t g32_bytes = 0, need = 0;
+    if (s == OWL_OK &&
+        (owl__mul_overflows((size_t)(p->m * p->n), sizeof(float),
+                            &g32_bytes) ||
+         __builtin_add_overflow((g32_bytes + 63u) & ~(size_t)63u,
+                                p->svd.bytes, &need)))
+        s = owl__fail(ctx, OWL_ERR_OUT_OF_MEMORY,
+                      "workspace for a %lldx%lld projector: size overflows",
+                      (long long)p->m, (long long)p->n);
+    if (s == OWL_OK) {
+        p->svd_offset = (g32_bytes + 63u) & ~(size_t)63u;
+        /* Last, so a failed create leaves the context as it was. */
+        s = owl__context_reserve(ctx, need);
+    }
     if (s != OWL_OK) {
         owl_galore_free(p);
         return s;
@@ -222,22 +233,51 @@ typedef struct {
     const owl_tensor *t;
     float *dst;
     int64_t ld;
+    bool check;
+    int bad; /* written only as 0 -> 1; read after the join */
 } convert_job;
+
+/* NaN or Inf among x[0..count): exponent all ones, branch-free. */
+static bool any_nonfinite(const float *x, int64_t count)
+{
+    const uint32_t *u = (const uint32_t *)(const void *)x;
+    uint32_t acc = 0;
+    for (int64_t j = 0; j < count; j++)
+        acc |= (u[j] & 0x7f800000u) == 0x7f800000u;
+    return acc != 0;
+}
 
 static void convert_range(void *arg, int64_t begin, int64_t end)
 {
-    const convert_job *job = arg;
-    for (int64_t i = begin; i < end; i++)
-        owl__load_row_f32(job->t, i, job->dst + i * job->ld);
+    convert_job *job = arg;
+    bool bad = false;
+    for (int64_t i = begin; i < end; i++) {
+        float *d = job->dst + i * job->ld;
+        owl__load_row_f32(job->t, i, d);
+        /* the row is still in L1/L2: checking it here saves a pass over G */
+        if (job->check)
+            bad |= any_nonfinite(d, job->t->cols);
+    }
+    if (bad)
+        __atomic_store_n(&job->bad, 1, __ATOMIC_RELAXED);
 }
 
-/* dst (rows x cols, stride ld) = t as f32, rows split across threads. */
+/* dst (rows x cols, stride ld) = t as f32, rows split across threads.
+ * With `check`, returns false when a value is NaN or Inf (every row is
+ * still converted); otherwise true. */
+static bool convert_to_f32(owl_context *ctx, const owl_tensor *t, float *dst,
+                           int64_t ld, bool check)
+{
+    convert_job job = {t, dst, ld, check, 0};
+    int64_t grain = t->cols >= 32768 ? 1 : 32768 / t->cols;
+    owl__parallel_for(ctx, t->rows, grain, convert_range, &job);
+    return __atomic_load_n(&job.bad, __ATOMIC_RELAXED) == 0;
+}
+
 static void copy_to_f32(owl_context *ctx, const owl_tensor *t, float *dst,
                         int64_t ld)
 {
-    convert_job job = {t, dst, ld};
-    int64_t grain = t->cols >= 32768 ? 1 : 32768 / t->cols;
-    owl__parallel_for(ctx, t->rows, grain, convert_range, &job);
+    convert_to_f32(ctx, t, dst, ld, false);
 }
 
 static bool all_finite_f32(const float *x, int64_t count)
@@ -248,30 +288,34 @@ static bool all_finite_f32(const float *x, int64_t count)
     return bad == 0;
 }
 
-/* Recomputes the subspace from G. Sets *g32_holds_grad when p->g32 is left
- * holding G as f32 (so the projection can reuse it). Only a success
- * changes the projector. */
+/* Recomputes the subspace from G. *g32_holds_grad says whether the
+ * scratch's gradient copy holds G as f32, on entry and on return (gesdd
+ * destroys it; a conversion made here fills it). Only a success changes
+ * the projector. */
 static owl_status compute_subspace(owl_galore *p, const owl_tensor *grad,
                                    bool *g32_holds_grad)
 {
     owl_status s;
-    *g32_holds_grad = false;
+    float *g32 = owl__galore_g32(p);
     if (p->opts.svd_method == OWL_SVD_EXACT) {
         /* gesdd destroys its input, so even an f32 G is copied. */
-        copy_to_f32(p->ctx, grad, p->g32, p->n);
-        s = owl__svd_exact(p->ctx, &p->svd, p->g32, p->next_basis);
+        if (!*g32_holds_grad)
+            copy_to_f32(p->ctx, grad, g32, p->n);
+        *g32_holds_grad = false;
+        s = owl__svd_exact(p->ctx, &p->svd, g32, p->next_basis,
+                           owl__galore_svd_scratch(p));
     } else {
-        const float *g = p->g32;
+        const float *g = g32;
         int64_t ldg = p->n;
         if (blas_readable(grad)) {
             g = grad->data;
             ldg = grad->row_stride;
-        } else {
-            copy_to_f32(p->ctx, grad, p->g32, p->n);
+        } else if (!*g32_holds_grad) {
+            copy_to_f32(p->ctx, grad, g32, p->n);
             *g32_holds_grad = true;
         }
         s = owl__svd_randomized(p->ctx, &p->svd, g, ldg, p->refresh_count,
-                                p->next_basis);
+                                p->next_basis, owl__galore_svd_scratch(p));
     }
     if (s != OWL_OK)
         return s;
@@ -307,18 +351,30 @@ owl_status owl__galore_project_f32(owl_galore *p, uint64_t iter,
                                    int64_t ldd, bool *refreshed)
 {
     bool due = !p->has_basis || p->stale || iter % p->opts.update_gap == 0;
-    bool held = false;
+    bool blas = blas_readable(grad);
+    float *g32 = owl__galore_g32(p);
+    bool held = false; /* g32 holds G */
+    if (blas) {
+        /* read in place by BLAS: only the scan */
+        if (!owl__all_finite(p->ctx, grad))
+            return OWL_ERR_NONFINITE;
+    } else {
+        /* one pass converts G to f32 and checks it */
+        if (!convert_to_f32(p->ctx, grad, g32, p->n, true))
+            return OWL_ERR_NONFINITE;
+        held = true;
+    }
     if (due) {
         owl_status s = compute_subspace(p, grad, &held);
         if (s != OWL_OK)
             return s;
     }
-    if (blas_readable(grad)) {
+    if (blas) {
         project_into(p, grad->data, grad->row_stride, dst, ldd);
     } else {
-        if (!held)
-            copy_to_f32(p->ctx, grad, p->g32, p->n);
-        project_into(p, p->g32, p->n, dst, ldd);
+        if (!held) /* an exact refresh consumed it */
+            copy_to_f32(p->ctx, grad, g32, p->n);
+        project_into(p, g32, p->n, dst, ldd);
     }
     *refreshed = due;
     return OWL_OK;
@@ -341,17 +397,20 @@ void owl__galore_back_rows(const owl_galore *p, const float *low, int64_t ldl,
 
 /* ---- public projections ---------------------------------------------- */
 
-static owl_status check_grad(owl_galore *p, const owl_tensor *grad)
+static owl_status check_grad_tensor(owl_galore *p, const owl_tensor *grad)
 {
     owl_status s = owl__check_tensor(p->ctx, grad, "grad", OWL_DT_FLOATS);
     if (s == OWL_OK)
         s = owl__check_shape(p->ctx, grad, "grad", p->m, p->n);
-    if (s == OWL_OK && !owl__all_finite(p->ctx, grad))
-        s = owl__fail(p->ctx, OWL_ERR_NONFINITE,
-                      "grad (%lldx%lld) contains NaN or Inf; nothing was "
-                      "changed",
-                      (long long)p->m, (long long)p->n);
     return s;
+}
+
+static owl_status nonfinite_grad(owl_galore *p)
+{
+    return owl__fail(p->ctx, OWL_ERR_NONFINITE,
+                     "grad (%lldx%lld) contains NaN or Inf; nothing was "
+                     "changed",
+                     (long long)p->m, (long long)p->n);
 }
 
 owl_status owl_galore_project(owl_galore *p, uint64_t iter,
@@ -371,11 +430,14 @@ owl_status owl_galore_project(owl_galore *p, uint64_t iter,
                       "out->row_stride %lld exceeds BLAS's int",
                       (long long)out->row_stride);
     if (s == OWL_OK)
-        s = check_grad(p, grad);
+        s = check_grad_tensor(p, grad);
     if (s != OWL_OK)
         return s;
     bool rf = false;
-    s = owl__galore_project_f32(p, iter, grad, out->data, out->row_stride, &rf);
+    s = owl__galore_project_f32(p, iter, grad, out->data, out->row_stride,
+                                &rf);
+    if (s == OWL_ERR_NONFINITE)
+        return nonfinite_grad(p);
     if (s == OWL_OK && refreshed != NULL)
         *refreshed = rf ? 1 : 0;
     return s;
@@ -431,11 +493,12 @@ owl_status owl_galore_project_back(owl_galore *p, const owl_tensor *lowrank,
     /* Half (or oddly strided) output: one cache-sized block of rows at a
      * time through the f32 scratch, stored with rounding to nearest. */
     int64_t grain = p->n >= 16384 ? 1 : 16384 / p->n;
+    float *block = owl__galore_block(p);
     for (int64_t row0 = 0; row0 < p->m; row0 += p->block_rows) {
         int64_t rows = p->m - row0 < p->block_rows ? p->m - row0 : p->block_rows;
-        owl__galore_back_rows(p, low, ldl, row0, rows, p->scale, 0.0f,
-                              p->block, p->n);
-        store_job job = {out, p->block, row0};
+        owl__galore_back_rows(p, low, ldl, row0, rows, p->scale, 0.0f, block,
+                              p->n);
+        store_job job = {out, block, row0};
         owl__parallel_for(p->ctx, rows, grain, store_range, &job);
     }
     return OWL_OK;
@@ -446,10 +509,12 @@ owl_status owl_galore_refresh(owl_galore *p, const owl_tensor *grad)
     if (p == NULL)
         return OWL_ERR_NULL_POINTER;
     owl__clear_error(p->ctx);
-    owl_status s = check_grad(p, grad);
+    owl_status s = check_grad_tensor(p, grad);
     if (s != OWL_OK)
         return s;
-    bool held;
+    if (!owl__all_finite(p->ctx, grad))
+        return nonfinite_grad(p);
+    bool held = false;
     return compute_subspace(p, grad, &held);
 }
 

@@ -22,12 +22,30 @@ struct owl_galore {
     float *basis;
     float *next_basis; /* a refresh writes here, swapped in on success */
 
-    float *g32;        /* m x n f32: converted gradient / gesdd input */
     float *lowrank;    /* lr_rows x lr_cols f32 scratch (dense) */
-    float *block;      /* block_rows x n f32 scratch for blocked outputs */
     int64_t block_rows;
-    owl_svd_work svd;
+    owl_svd_work svd;  /* the plan; its arrays live in the context scratch */
+    size_t svd_offset; /* where they start in it (after the gradient copy) */
 };
+
+/* A projector owns only O(r (m + n)) memory: basis, next_basis and the
+ * low-rank scratch. What a single call needs beyond that lives in the
+ * context's shared scratch, reserved at create and fetched at each use:
+ *   [0, 4 m n)            the f32 gradient copy (the gesdd input), or,
+ *                         when back-projecting, a block_rows x n f32 block;
+ *   [svd_offset, ...)     the SVD workspace (svd.bytes). */
+static inline float *owl__galore_g32(const owl_galore *p)
+{
+    return (float *)p->ctx->scratch;
+}
+static inline float *owl__galore_block(const owl_galore *p)
+{
+    return (float *)p->ctx->scratch;
+}
+static inline void *owl__galore_svd_scratch(const owl_galore *p)
+{
+    return (char *)p->ctx->scratch + p->svd_offset;
+}
 
 struct owl_adamw {
     owl_context *ctx;
@@ -41,8 +59,11 @@ struct owl_adamw {
 /* Brings the subspace up to date for the parameter's update `iter` (the
  * refresh rule of owl_galore_project) and writes R = project(G) as f32 into
  * dst (low-rank shape, row stride ldd). grad must already be validated
- * (m x n, a float dtype) and finite. On failure nothing observable changed.
- * *refreshed says whether the subspace was recomputed. */
+ * (m x n, a float dtype); this checks it for NaN/Inf, in the same pass as
+ * its conversion to f32 where there is one, before anything else is
+ * written. A non-finite G returns OWL_ERR_NONFINITE without a message (the
+ * caller words it). On any failure nothing observable changed. *refreshed
+ * says whether the subspace was recomputed. */
 owl_status owl__galore_project_f32(owl_galore *p, uint64_t iter,
                                    const owl_tensor *grad, float *dst,
                                    int64_t ldd, bool *refreshed);

@@ -20,8 +20,22 @@ struct owl_context {
     int32_t num_threads;
     void *stream;
     owl_pool *pool; /* NULL when num_threads == 1 */
+    /* Workspace shared by every handle of the context, for what is only
+     * needed during one call (a projector's f32 gradient copy, its SVD
+     * workspace, blocked outputs). Handles reserve their need at create, so
+     * no step allocates; they fetch the pointer at each use, never keep it,
+     * since a later create may move it. Sharing is safe because a context
+     * and its handles are used by one thread at a time. 64-byte aligned,
+     * contents undefined between calls. */
+    void *scratch;
+    size_t scratch_bytes;
     char error[OWL_ERROR_CAP];
 };
+
+/* Grows the context's scratch to at least `bytes` (never shrinks; freed
+ * with the context). The old contents are not kept. On failure the scratch
+ * is unchanged and an error is recorded. */
+owl_status owl__context_reserve(owl_context *ctx, size_t bytes);
 
 /* ---- errors ---------------------------------------------------------- */
 

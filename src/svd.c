@@ -1,5 +1,6 @@
 /* Thin SVD helpers for the projector: exact (LAPACK gesdd) and randomized
- * (range finder + small SVD), with canonical signs.
+ * (range finder + small SVD), with canonical signs. The workspace is
+ * planned here and provided by the caller.
  *
  * LAPACK is column-major and our matrices are row-major. A row-major m x n
  * matrix G is, byte for byte, the column-major n x m matrix G^T, so we hand
@@ -65,31 +66,17 @@ static owl_status qr_query(owl_context *ctx, int64_t rows, int64_t k,
     return OWL_OK;
 }
 
-void owl__svd_release(owl_svd_work *w)
+/* Appends an array of `count` elements of `elem` bytes at the next 64-byte
+ * boundary: its offset goes to *off, the end to *end. false on overflow. */
+static bool place(size_t *end, int64_t count, size_t elem, size_t *off)
 {
-    if (w == NULL)
-        return;
-    owl__free(w->s);
-    owl__free(w->u);
-    owl__free(w->vt);
-    owl__free(w->work);
-    owl__free(w->iwork);
-    owl__free(w->range);
-    owl__free(w->sketch);
-    owl__free(w->tau);
-    owl__free(w->qr_work);
-    memset(w, 0, sizeof *w);
-}
-
-static float *alloc_floats(owl_context *ctx, int64_t a, int64_t b,
-                           const char *what)
-{
-    size_t count;
-    if (owl__mul_overflows((size_t)a, (size_t)b, &count)) {
-        owl__fail(ctx, OWL_ERR_OUT_OF_MEMORY, "%s: size overflows", what);
-        return NULL;
-    }
-    return owl__alloc(ctx, count, sizeof(float), what);
+    size_t start = (*end + 63u) & ~(size_t)63u, bytes;
+    if (start < *end || count < 0 ||
+        owl__mul_overflows((size_t)count, elem, &bytes) ||
+        __builtin_add_overflow(start, bytes, end))
+        return false;
+    *off = start;
+    return true;
 }
 
 owl_status owl__svd_init(owl_context *ctx, owl_svd_work *w,
@@ -127,13 +114,15 @@ owl_status owl__svd_init(owl_context *ctx, owl_svd_work *w,
 
     owl_status s;
     int64_t lw = 0;
+    size_t end = 0;
+    bool ok = true;
     if (method == OWL_SVD_EXACT) {
         /* LAPACK sees the n x m matrix G^T. */
         s = gesdd_query(ctx, n, m, &lw);
         if (s != OWL_OK)
             return s;
-        w->u = alloc_floats(ctx, n, k, "SVD U");
-        w->vt = alloc_floats(ctx, k, m, "SVD V^T");
+        ok = place(&end, n * k, sizeof(float), &w->off_u) &&
+             place(&end, k * m, sizeof(float), &w->off_vt);
     } else {
         /* LAPACK sees B^T, e x k, where B = range^T A is k x e. */
         s = gesdd_query(ctx, e, k, &lw);
@@ -152,34 +141,51 @@ owl_status owl__svd_init(owl_context *ctx, owl_svd_work *w,
                              "LAPACK's 32-bit sizes",
                              (long long)d, (long long)k);
         w->qr_lwork = (lapack_int)q;
-        w->u = alloc_floats(ctx, e, k, "small SVD U");
-        w->vt = alloc_floats(ctx, k, k, "small SVD V^T");
-        w->range = alloc_floats(ctx, k, d, "sketch range");
-        w->sketch = alloc_floats(ctx, k, e, "sketch");
-        w->tau = alloc_floats(ctx, k, 1, "QR tau");
-        w->qr_work = alloc_floats(ctx, q, 1, "QR workspace");
-        if (!w->range || !w->sketch || !w->tau || !w->qr_work) {
-            owl__svd_release(w);
-            return OWL_ERR_OUT_OF_MEMORY;
-        }
+        ok = place(&end, e * k, sizeof(float), &w->off_u) &&
+             place(&end, k * k, sizeof(float), &w->off_vt) &&
+             place(&end, k * d, sizeof(float), &w->off_range) &&
+             place(&end, k * e, sizeof(float), &w->off_sketch) &&
+             place(&end, k, sizeof(float), &w->off_tau) &&
+             place(&end, q, sizeof(float), &w->off_qr_work);
     }
-    if (!fits_lapack_int(lw)) {
-        owl__svd_release(w);
+    if (!fits_lapack_int(lw))
         return owl__fail(ctx, OWL_ERR_UNSUPPORTED,
                          "SVD workspace for %lldx%lld exceeds LAPACK's 32-bit "
                          "sizes",
                          (long long)m, (long long)n);
-    }
     w->lwork = (lapack_int)lw;
-    w->s = alloc_floats(ctx, k, 1, "singular values");
-    w->work = alloc_floats(ctx, lw, 1, "SVD workspace");
-    w->iwork = owl__alloc(ctx, (size_t)(8 * k), sizeof(lapack_int),
-                          "SVD integer workspace");
-    if (!w->u || !w->vt || !w->s || !w->work || !w->iwork) {
-        owl__svd_release(w);
-        return OWL_ERR_OUT_OF_MEMORY;
-    }
+    ok = ok && place(&end, k, sizeof(float), &w->off_s) &&
+         place(&end, lw, sizeof(float), &w->off_work) &&
+         place(&end, 8 * k, sizeof(lapack_int), &w->off_iwork);
+    if (!ok)
+        return owl__fail(ctx, OWL_ERR_OUT_OF_MEMORY,
+                         "SVD workspace for %lldx%lld: size overflows",
+                         (long long)m, (long long)n);
+    w->bytes = end;
     return OWL_OK;
+}
+
+/* The workspace arrays of one compute call. */
+typedef struct {
+    float *s, *u, *vt, *work;
+    lapack_int *iwork;
+    float *range, *sketch, *tau, *qr_work;
+} svd_arrays;
+
+static svd_arrays arrays_in(const owl_svd_work *w, void *scratch)
+{
+    char *base = scratch;
+    svd_arrays a = {
+        (float *)(base + w->off_s), (float *)(base + w->off_u),
+        (float *)(base + w->off_vt), (float *)(base + w->off_work),
+        (lapack_int *)(base + w->off_iwork), NULL, NULL, NULL, NULL};
+    if (w->method == OWL_SVD_RANDOMIZED) {
+        a.range = (float *)(base + w->off_range);
+        a.sketch = (float *)(base + w->off_sketch);
+        a.tau = (float *)(base + w->off_tau);
+        a.qr_work = (float *)(base + w->off_qr_work);
+    }
+    return a;
 }
 
 void owl__canonical_signs(float *rows, int64_t count, int64_t len)
@@ -213,27 +219,28 @@ static owl_status svd_failed(owl_context *ctx, const owl_svd_work *w,
                      "sgesdd rejected argument %d", (int)-info);
 }
 
-owl_status owl__svd_exact(owl_context *ctx, owl_svd_work *w, float *a,
-                          float *basis)
+owl_status owl__svd_exact(owl_context *ctx, const owl_svd_work *w, float *a,
+                          float *basis, void *scratch)
 {
     const int64_t m = w->m, n = w->n, k = w->k, r = w->r;
+    svd_arrays x = arrays_in(w, scratch);
     /* G^T (n x m, column-major) = U' S V'^T with U' = V (n x k) and
      * V'^T = U^T (k x m). */
     lapack_int info = LAPACKE_sgesdd_work(
         LAPACK_COL_MAJOR, 'S', (lapack_int)n, (lapack_int)m, a, (lapack_int)n,
-        w->s, w->u, (lapack_int)n, w->vt, (lapack_int)k, w->work, w->lwork,
-        w->iwork);
+        x.s, x.u, (lapack_int)n, x.vt, (lapack_int)k, x.work, w->lwork,
+        x.iwork);
     if (info != 0)
         return svd_failed(ctx, w, info);
     if (w->left) {
         /* U[i][j] sits at vt[j + i*k]: gather column j of U into row j. */
         for (int64_t j = 0; j < r; j++)
             for (int64_t i = 0; i < m; i++)
-                basis[j * m + i] = w->vt[j + i * k];
+                basis[j * m + i] = x.vt[j + i * k];
         owl__canonical_signs(basis, r, m);
     } else {
         /* Right vector j is column j of U': n contiguous floats. */
-        memcpy(basis, w->u, (size_t)(r * n) * sizeof(float));
+        memcpy(basis, x.u, (size_t)(r * n) * sizeof(float));
         owl__canonical_signs(basis, r, n);
     }
     return OWL_OK;
@@ -263,16 +270,16 @@ static void gaussian_range(void *arg, int64_t begin, int64_t end)
 
 /* Orthonormalises the k vectors (rows of length len) in x in place:
  * column-major len x k for LAPACK. */
-static owl_status orthonormalise(owl_context *ctx, owl_svd_work *w, float *x,
-                                 int64_t len)
+static owl_status orthonormalise(owl_context *ctx, const owl_svd_work *w,
+                                 const svd_arrays *a, float *x, int64_t len)
 {
     lapack_int k = (lapack_int)w->k;
     lapack_int info = LAPACKE_sgeqrf_work(LAPACK_COL_MAJOR, (lapack_int)len, k,
-                                          x, (lapack_int)len, w->tau,
-                                          w->qr_work, w->qr_lwork);
+                                          x, (lapack_int)len, a->tau,
+                                          a->qr_work, w->qr_lwork);
     if (info == 0)
         info = LAPACKE_sorgqr_work(LAPACK_COL_MAJOR, (lapack_int)len, k, k, x,
-                                   (lapack_int)len, w->tau, w->qr_work,
+                                   (lapack_int)len, a->tau, a->qr_work,
                                    w->qr_lwork);
     if (info != 0)
         return owl__fail(ctx, OWL_ERR_INTERNAL,
@@ -308,42 +315,43 @@ static void to_sketch(const owl_svd_work *w, const float *g, int64_t ldg,
                     range, n, g, (int)ldg, 0.0f, out, m);
 }
 
-owl_status owl__svd_randomized(owl_context *ctx, owl_svd_work *w,
+owl_status owl__svd_randomized(owl_context *ctx, const owl_svd_work *w,
                                const float *g, int64_t ldg, uint64_t draw,
-                               float *basis)
+                               float *basis, void *scratch)
 {
+    svd_arrays x = arrays_in(w, scratch);
     const int64_t k = w->k, r = w->r;
     const int64_t d = w->left ? w->m : w->n;
     const int64_t e = w->left ? w->n : w->m;
     owl_status s;
 
-    gaussian_job job = {w->sketch, w->seed, draw};
+    gaussian_job job = {x.sketch, w->seed, draw};
     owl__parallel_for(ctx, k * e, 16384, gaussian_range, &job);
-    to_range(w, g, ldg, w->sketch, w->range);
-    if ((s = orthonormalise(ctx, w, w->range, d)) != OWL_OK)
+    to_range(w, g, ldg, x.sketch, x.range);
+    if ((s = orthonormalise(ctx, w, &x, x.range, d)) != OWL_OK)
         return s;
     /* Power iterations sharpen a slowly decaying spectrum; each product is
      * re-orthonormalised so small directions are not lost to rounding. */
     for (uint64_t it = 0; it < w->power_iters; it++) {
-        to_sketch(w, g, ldg, w->range, w->sketch);
-        if ((s = orthonormalise(ctx, w, w->sketch, e)) != OWL_OK)
+        to_sketch(w, g, ldg, x.range, x.sketch);
+        if ((s = orthonormalise(ctx, w, &x, x.sketch, e)) != OWL_OK)
             return s;
-        to_range(w, g, ldg, w->sketch, w->range);
-        if ((s = orthonormalise(ctx, w, w->range, d)) != OWL_OK)
+        to_range(w, g, ldg, x.sketch, x.range);
+        if ((s = orthonormalise(ctx, w, &x, x.range, d)) != OWL_OK)
             return s;
     }
     /* B = Q^T A (k x e); LAPACK sees B^T (e x k) = V_B S U_B^T, so its V^T
      * output is U_B, stored row-major k x k. */
-    to_sketch(w, g, ldg, w->range, w->sketch);
+    to_sketch(w, g, ldg, x.range, x.sketch);
     lapack_int info = LAPACKE_sgesdd_work(
-        LAPACK_COL_MAJOR, 'S', (lapack_int)e, (lapack_int)k, w->sketch,
-        (lapack_int)e, w->s, w->u, (lapack_int)e, w->vt, (lapack_int)k,
-        w->work, w->lwork, w->iwork);
+        LAPACK_COL_MAJOR, 'S', (lapack_int)e, (lapack_int)k, x.sketch,
+        (lapack_int)e, x.s, x.u, (lapack_int)e, x.vt, (lapack_int)k,
+        x.work, w->lwork, x.iwork);
     if (info != 0)
         return svd_failed(ctx, w, info);
     /* Vector j = sum_i U_B[i][j] q_i: basis (r x d) = U_B[:, :r]^T range. */
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)r, (int)d,
-                (int)k, 1.0f, w->vt, (int)k, w->range, (int)d, 0.0f, basis,
+                (int)k, 1.0f, x.vt, (int)k, x.range, (int)d, 0.0f, basis,
                 (int)d);
     owl__canonical_signs(basis, r, d);
     return OWL_OK;

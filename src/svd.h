@@ -1,7 +1,9 @@
 /* Top-r singular vectors of one side of an m x n f32 matrix, for the GaLore
  * projector: exact (LAPACK gesdd) or randomized (Halko range finder with
- * power iterations, then a small SVD). All workspace is sized and allocated
- * by owl__svd_init; the compute calls never allocate.
+ * power iterations, then a small SVD). owl__svd_init only plans: it sizes
+ * every array and lays them out in one workspace of `bytes` bytes, which
+ * the caller provides to each compute call (the projector passes a part of
+ * its context's shared scratch). The compute calls never allocate.
  *
  * A basis is returned as r rows of length d ("vectors as rows"): d = m for
  * left singular vectors (the columns of U), d = n for right ones (the rows
@@ -22,42 +24,40 @@ typedef struct owl_svd_work {
     bool left;        /* left (U) or right (V^T) vectors */
     uint64_t power_iters;
     uint64_t seed;
+    lapack_int lwork;    /* gesdd */
+    lapack_int qr_lwork; /* RANDOMIZED: geqrf / orgqr */
 
-    /* The small or full SVD: sgesdd on a column-major view. */
-    float *s;         /* k singular values */
-    float *u;         /* column-major U of the SVD LAPACK sees */
-    float *vt;        /* column-major V^T of the SVD LAPACK sees */
-    float *work;
-    lapack_int *iwork; /* 8k entries */
-    lapack_int lwork;
-
-    /* RANDOMIZED only: k x d range basis and k x e sketch / projected
-     * matrix (e is the other side), both stored vectors-as-rows. */
-    float *range;
-    float *sketch;
-    float *tau;
-    float *qr_work;
-    lapack_int qr_lwork;
+    /* Byte offsets into the workspace, each 64-byte aligned:
+     * the small or full SVD (sgesdd on a column-major view): s (k singular
+     * values), u and vt (U and V^T of the SVD LAPACK sees), work, iwork
+     * (8k lapack_int); RANDOMIZED only: range (k x d range basis), sketch
+     * (k x e sketch / projected matrix, e the other side), both stored
+     * vectors-as-rows, tau and qr_work. */
+    size_t off_s, off_u, off_vt, off_work, off_iwork;
+    size_t off_range, off_sketch, off_tau, off_qr_work;
+    size_t bytes; /* the whole workspace */
 } owl_svd_work;
 
-/* Sizes and allocates the workspace. method/left/r/k must be valid (the
- * projector validated them). Fails with OUT_OF_MEMORY, or UNSUPPORTED when
- * a size does not fit LAPACK's 32-bit integers. */
+/* Plans the workspace. method/left/r/k must be valid (the projector
+ * validated them). Fails with UNSUPPORTED when a size does not fit
+ * LAPACK's 32-bit integers, OUT_OF_MEMORY when the total overflows. */
 owl_status owl__svd_init(owl_context *ctx, owl_svd_work *w,
                          owl_svd_method method, int64_t m, int64_t n,
                          int64_t r, bool left, uint64_t oversample,
                          uint64_t power_iters, uint64_t seed);
-void owl__svd_release(owl_svd_work *w);
+
+/* In both compute calls `scratch` is 64-byte aligned and holds at least
+ * w->bytes bytes; its contents are undefined afterwards. */
 
 /* EXACT: basis of `a`, a dense m x n f32 matrix that is destroyed. */
-owl_status owl__svd_exact(owl_context *ctx, owl_svd_work *w, float *a,
-                          float *basis);
+owl_status owl__svd_exact(owl_context *ctx, const owl_svd_work *w, float *a,
+                          float *basis, void *scratch);
 
 /* RANDOMIZED: basis of g (m x n, row stride ldg; not modified). `draw`
  * numbers the sketch so each refresh draws a fresh, reproducible one. */
-owl_status owl__svd_randomized(owl_context *ctx, owl_svd_work *w,
+owl_status owl__svd_randomized(owl_context *ctx, const owl_svd_work *w,
                                const float *g, int64_t ldg, uint64_t draw,
-                               float *basis);
+                               float *basis, void *scratch);
 
 /* Flips each of `count` rows of length `len` so its largest-magnitude
  * entry (first on ties) is positive. */

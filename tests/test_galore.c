@@ -1640,6 +1640,505 @@ static void test_step_validation(void **state)
     owl_context_free(other);
 }
 
+/* ---- the context's shared scratch -------------------------------------- */
+
+/* Everything one projector's calls produce, in order. */
+typedef struct {
+    unsigned char *bytes;
+    size_t len, cap;
+} trace;
+
+static void trace_add(trace *t, const void *p, size_t n)
+{
+    if (t->len + n > t->cap) {
+        t->cap = 2 * (t->len + n);
+        t->bytes = realloc(t->bytes, t->cap);
+        assert_non_null(t->bytes);
+    }
+    memcpy(t->bytes + t->len, p, n);
+    t->len += n;
+}
+
+typedef struct {
+    int m, n, r;
+    uint64_t gap;
+    owl_proj_type type;
+    owl_svd_method method;
+    owl_dtype grad_dt, weight_dt, moment_dt;
+    int grad_pad; /* extra elements per gradient row */
+} actor_cfg;
+
+/* A projector, its optimizer and weight, driven by a fixed script. */
+typedef struct {
+    actor_cfg c;
+    owl_context *ctx;
+    owl_galore *p;
+    owl_adamw *a;
+    void *w, *g, *back;
+    float *g32, *low;
+    uint64_t lr_rows, lr_cols;
+    int steps;
+    trace tr;
+} actor;
+
+static size_t elem_bytes(owl_dtype dt)
+{
+    return dt == OWL_DTYPE_F32 ? 4 : 2;
+}
+
+static void actor_create(actor *x, owl_context *ctx, const actor_cfg *c,
+                         uint64_t seed)
+{
+    memset(x, 0, sizeof *x);
+    x->c = *c;
+    x->ctx = ctx;
+    x->p = make_proj(ctx, c->m, c->n, c->r, c->gap, 0.5, c->type, c->method);
+    assert_owl_ok(ctx, owl_galore_lowrank_shape(x->p, &x->lr_rows,
+                                                &x->lr_cols));
+    owl_adamw_options o = adam_opts();
+    o.moment_dtype = c->moment_dt;
+    o.weight_decay = 0.1;
+    x->a = make_adam(ctx, &o, x->lr_rows, x->lr_cols);
+    size_t mn = (size_t)c->m * (size_t)c->n;
+    float *w0 = xcalloc(mn, sizeof *w0);
+    test_fill_uniform(w0, mn, seed);
+    x->w = xcalloc(mn, elem_bytes(c->weight_dt));
+    for (size_t i = 0; i < mn; i++) {
+        if (c->weight_dt == OWL_DTYPE_F32)
+            ((float *)x->w)[i] = w0[i];
+        else if (c->weight_dt == OWL_DTYPE_BF16)
+            ((uint16_t *)x->w)[i] = ref_bf16(w0[i]);
+        else /* f16: a multiple of 2^-10 in [-1, 1) is exact */
+            ((uint16_t *)x->w)[i] =
+                f16_exact(roundf(w0[i] * 1024.0f) / 1024.0f);
+    }
+    free(w0);
+    x->g32 = xcalloc(mn, sizeof *x->g32);
+    x->g = xcalloc((size_t)c->m * (size_t)(c->n + c->grad_pad),
+                   elem_bytes(c->grad_dt));
+    x->back = xcalloc(mn, sizeof(uint16_t));
+    x->low = xcalloc((size_t)(x->lr_rows * x->lr_cols), sizeof *x->low);
+}
+
+static void actor_free(actor *x)
+{
+    owl_adamw_free(x->a);
+    owl_galore_free(x->p);
+    free(x->w);
+    free(x->g);
+    free(x->g32);
+    free(x->back);
+    free(x->low);
+    free(x->tr.bytes);
+}
+
+/* Step `x->steps` of actor `id`'s script: gradient from (id, step); then a
+ * low-rank AdamW step, or a projection and a bf16 back-projection, or a
+ * forced refresh and a step; every output goes to the trace. */
+static void actor_step(actor *x, int id)
+{
+    const actor_cfg *c = &x->c;
+    owl_context *ctx = x->ctx;
+    int step = x->steps++;
+    int ld = c->n + c->grad_pad;
+    size_t mn = (size_t)c->m * (size_t)c->n;
+    test_fill_normal(x->g32, mn, 7000 + 100 * (uint64_t)id + (uint64_t)step);
+    for (int i = 0; i < c->m; i++)
+        for (int j = 0; j < c->n; j++) {
+            float v = x->g32[i * c->n + j];
+            if (c->grad_dt == OWL_DTYPE_F32)
+                ((float *)x->g)[i * ld + j] = v;
+            else
+                ((uint16_t *)x->g)[i * ld + j] = ref_bf16(v);
+        }
+    owl_tensor tg = tensor(x->g, c->grad_dt, c->m, c->n);
+    tg.row_stride = ld;
+    owl_tensor tw = tensor(x->w, c->weight_dt, c->m, c->n);
+    switch (step % 4) {
+    case 2: {
+        owl_tensor tl = tensor(x->low, OWL_DTYPE_F32, (int64_t)x->lr_rows,
+                               (int64_t)x->lr_cols);
+        owl_tensor tb = tensor(x->back, OWL_DTYPE_BF16, c->m, c->n);
+        int32_t refreshed = -1;
+        assert_owl_ok(ctx, owl_galore_project(x->p, (uint64_t)step, &tg, &tl,
+                                              &refreshed));
+        trace_add(&x->tr, &refreshed, sizeof refreshed);
+        trace_add(&x->tr, x->low, (size_t)(x->lr_rows * x->lr_cols) * 4);
+        assert_owl_ok(ctx, owl_galore_project_back(x->p, &tl, &tb));
+        trace_add(&x->tr, x->back, mn * sizeof(uint16_t));
+        break;
+    }
+    case 3: {
+        assert_owl_ok(ctx, owl_galore_refresh(x->p, &tg));
+        int left = owl_galore_is_left(x->p);
+        float *basis = xcalloc((size_t)c->r * (size_t)(left ? c->m : c->n),
+                               sizeof *basis);
+        owl_tensor tq = tensor(basis, OWL_DTYPE_F32, left ? c->m : c->r,
+                               left ? c->r : c->n);
+        assert_owl_ok(ctx, owl_galore_get_basis(x->p, &tq));
+        trace_add(&x->tr, basis,
+                  (size_t)c->r * (size_t)(left ? c->m : c->n) * 4);
+        free(basis);
+        break;
+    }
+    default:
+        break;
+    }
+    if (step % 4 != 2) {
+        assert_owl_ok(ctx, owl_adamw_lowrank(x->a, x->p, &tw, &tg, 0.01));
+        trace_add(&x->tr, x->w, mn * elem_bytes(c->weight_dt));
+    }
+}
+
+static const actor_cfg scratch_actors[] = {
+    {40, 24, 4, 3, OWL_PROJ_STD, OWL_SVD_EXACT, OWL_DTYPE_F32,
+     OWL_DTYPE_BF16, OWL_DTYPE_F32, 0},
+    {36, 90, 5, 2, OWL_PROJ_STD, OWL_SVD_RANDOMIZED, OWL_DTYPE_BF16,
+     OWL_DTYPE_F32, OWL_DTYPE_BF16, 0},
+    {120, 100, 6, 4, OWL_PROJ_LEFT, OWL_SVD_EXACT, OWL_DTYPE_BF16,
+     OWL_DTYPE_BF16, OWL_DTYPE_F32, 0},
+    {70, 150, 7, 5, OWL_PROJ_RIGHT, OWL_SVD_RANDOMIZED, OWL_DTYPE_F32,
+     OWL_DTYPE_F16, OWL_DTYPE_F32, 3},
+};
+#define N_ACTORS 4
+
+/* Projectors of different shapes, methods and dtypes share one context,
+ * created one after another (each bigger, so the shared scratch moves
+ * while earlier handles are in use) and driven in interleaved orders; a
+ * larger projector is created and freed in the middle and a failing step
+ * is thrown in. Each one's outputs must equal, bit for bit, those of the
+ * same script run alone on a context of its own. */
+static void test_shared_scratch_isolation(void **state)
+{
+    (void)state;
+    owl_context *ctx = test_cpu_context(2);
+    actor xs[N_ACTORS];
+    int created = 0;
+    for (int round = 0; round < 14; round++) {
+        if (round % 2 == 0 && created < N_ACTORS) {
+            actor_create(&xs[created], ctx, &scratch_actors[created],
+                         500 + (uint64_t)created);
+            created++;
+        }
+        if (round == 7) { /* grows the scratch once more, then goes */
+            owl_galore *big = make_proj(ctx, 300, 260, 3, 10, 1.0,
+                                        OWL_PROJ_STD, OWL_SVD_EXACT);
+            owl_galore_free(big);
+        }
+        if (round == 9) { /* a rejected step changes nothing */
+            actor *x = &xs[1];
+            float *nan_g = xcalloc((size_t)(x->c.m * x->c.n), sizeof *nan_g);
+            nan_g[5] = NAN;
+            owl_tensor tg = tensor(nan_g, OWL_DTYPE_F32, x->c.m, x->c.n);
+            owl_tensor tw = tensor(x->w, x->c.weight_dt, x->c.m, x->c.n);
+            assert_owl_status(ctx, owl_adamw_lowrank(x->a, x->p, &tw, &tg,
+                                                     0.01),
+                              OWL_ERR_NONFINITE);
+            free(nan_g);
+        }
+        for (int k = 0; k < created; k++) {
+            int id = round % 2 ? created - 1 - k : k; /* alternate order */
+            actor_step(&xs[id], id);
+            if (round % 3 == 0 && id == 0)
+                actor_step(&xs[id], id); /* uneven interleaving */
+        }
+    }
+    assert_int_equal(created, N_ACTORS);
+
+    for (int id = 0; id < N_ACTORS; id++) {
+        owl_context *own = test_cpu_context(2);
+        actor solo;
+        actor_create(&solo, own, &scratch_actors[id], 500 + (uint64_t)id);
+        while (solo.steps < xs[id].steps)
+            actor_step(&solo, id);
+        assert_true(solo.tr.len > 0);
+        assert_int_equal(solo.tr.len, xs[id].tr.len);
+        if (memcmp(solo.tr.bytes, xs[id].tr.bytes, solo.tr.len) != 0)
+            fail_msg("projector %d (%dx%d) on a shared context differs from "
+                     "its run alone",
+                     id, scratch_actors[id].m, scratch_actors[id].n);
+        actor_free(&solo);
+        owl_context_free(own);
+    }
+    for (int k = 0; k < N_ACTORS; k++)
+        actor_free(&xs[k]);
+    owl_context_free(ctx);
+}
+
+/* A trainer's worth of projectors on one context (7 per layer x 32 layers
+ * at a reduced width): all are created, and each projects its own gradient
+ * exactly as a lone projector on its own context does. */
+static void test_many_projectors_one_context(void **state)
+{
+    (void)state;
+    enum { LAYERS = 32, KINDS = 7, D = 64, F = 172, R = 8 };
+    /* q, k, v, o: D x D; gate, up: F x D; down: D x F */
+    const int rows[KINDS] = {D, D, D, D, F, F, D};
+    const int cols[KINDS] = {D, D, D, D, D, D, F};
+    owl_context *ctx = test_cpu_context(2);
+    owl_galore **ps = xcalloc(LAYERS * KINDS, sizeof *ps);
+    for (int i = 0; i < LAYERS * KINDS; i++)
+        ps[i] = make_proj(ctx, rows[i % KINDS], cols[i % KINDS], R, 200, 1.0,
+                          OWL_PROJ_STD, i % 2 ? OWL_SVD_EXACT
+                                              : OWL_SVD_RANDOMIZED);
+    float *g = xcalloc((size_t)F * D, sizeof *g);
+    float *out = xcalloc((size_t)F * D, sizeof *out);
+    float *want = xcalloc((size_t)F * D, sizeof *want);
+    owl_context *own = test_cpu_context(2);
+    for (int i = 0; i < LAYERS * KINDS; i++) {
+        int m = rows[i % KINDS], n = cols[i % KINDS];
+        uint64_t lr, lc;
+        assert_owl_ok(ctx, owl_galore_lowrank_shape(ps[i], &lr, &lc));
+        test_fill_normal(g, (size_t)(m * n), 9000 + (uint64_t)i);
+        owl_tensor tg = tensor(g, OWL_DTYPE_F32, m, n);
+        owl_tensor to = tensor(out, OWL_DTYPE_F32, (int64_t)lr, (int64_t)lc);
+        owl_tensor tw = tensor(want, OWL_DTYPE_F32, (int64_t)lr, (int64_t)lc);
+        assert_owl_ok(ctx, owl_galore_project(ps[i], 0, &tg, &to, NULL));
+        owl_galore *alone = make_proj(own, m, n, R, 200, 1.0, OWL_PROJ_STD,
+                                      i % 2 ? OWL_SVD_EXACT
+                                            : OWL_SVD_RANDOMIZED);
+        assert_owl_ok(own, owl_galore_project(alone, 0, &tg, &tw, NULL));
+        owl_galore_free(alone);
+        if (memcmp(out, want, (size_t)(lr * lc) * sizeof *out) != 0)
+            fail_msg("projector %d (%dx%d) differs from a lone one", i, m, n);
+    }
+    for (int i = 0; i < LAYERS * KINDS; i++)
+        owl_galore_free(ps[i]);
+    free(ps);
+    free(g);
+    free(out);
+    free(want);
+    owl_context_free(own);
+    owl_context_free(ctx);
+}
+
+/* ---- full rank: elementwise, wherever an element sits ----------------- */
+
+static uint32_t value_bits(const void *base, owl_dtype dt, size_t i)
+{
+    if (dt == OWL_DTYPE_F32) {
+        uint32_t u;
+        memcpy(&u, (const float *)base + i, sizeof u);
+        return u;
+    }
+    return ((const uint16_t *)base)[i];
+}
+
+static void set_value(void *base, owl_dtype dt, size_t i, float f)
+{
+    if (dt == OWL_DTYPE_F32)
+        ((float *)base)[i] = f;
+    else
+        ((uint16_t *)base)[i] = ref_bf16(f);
+}
+
+/* AdamW is elementwise: an element's new weight and moments depend only
+ * on its own weight, gradient and moments. So the same (w, g) pairs laid
+ * out as one long strided row and, permuted, as a 7 x 29 block must give
+ * the same results bit for bit, for every dtype mix and first-moment
+ * form. This holds whatever the vector width, lane order or tail handling
+ * of the kernels; weights include NaN, infinities and subnormals, and one
+ * gradient overflows v. */
+static void test_full_rank_elementwise(void **state)
+{
+    (void)state;
+    enum { COUNT = 203, ROWS = 7, COLS = 29, PAD = 5 };
+    owl_context *ctx = test_cpu_context(2);
+    int perm[COUNT];
+    for (int k = 0; k < COUNT; k++)
+        perm[k] = (k * 64 + 11) % COUNT; /* 64 is invertible mod 203 */
+    float *w0 = xcalloc(COUNT, sizeof *w0), *g = xcalloc(COUNT, sizeof *g);
+    float *ma = xcalloc(COUNT, sizeof *ma), *mb = xcalloc(COUNT, sizeof *mb);
+    void *wa = xcalloc(COUNT + PAD, 4), *wb = xcalloc(ROWS * (COLS + PAD), 4);
+    void *ga = xcalloc(COUNT + PAD, 4), *gb = xcalloc(ROWS * (COLS + PAD), 4);
+    test_fill_uniform(w0, COUNT, 71);
+    w0[3] = NAN;
+    w0[40] = INFINITY;
+    w0[77] = -INFINITY;
+    w0[100] = 1e-40f;
+    for (owl_dtype wd = OWL_DTYPE_F32; wd <= OWL_DTYPE_BF16; wd++)
+    for (owl_dtype gd = OWL_DTYPE_F32; gd <= OWL_DTYPE_BF16; gd++)
+    for (owl_dtype md = OWL_DTYPE_F32; md <= OWL_DTYPE_BF16; md++)
+    for (int form = 0; form < 3; form++) {
+        owl_adamw_options o = adam_opts();
+        o.moment_dtype = md;
+        o.weight_decay = 0.1;
+        o.semantics = form == 0 ? OWL_ADAMW_GALORE : OWL_ADAMW_TORCH;
+        o.beta1 = form == 2 ? 0.3 : 0.9; /* torch's two lerp formulas */
+        owl_adamw *aa = make_adam(ctx, &o, 1, COUNT);
+        owl_adamw *ab = make_adam(ctx, &o, ROWS, COLS);
+        owl_tensor twa = tensor(wa, wd, 1, COUNT);
+        owl_tensor tga = tensor(ga, gd, 1, COUNT);
+        owl_tensor twb = tensor(wb, wd, ROWS, COLS);
+        owl_tensor tgb = tensor(gb, gd, ROWS, COLS);
+        twb.row_stride = tgb.row_stride = COLS + PAD;
+#define AT_B(k) ((size_t)(perm[k] / COLS) * (COLS + PAD) + (size_t)(perm[k] % COLS))
+        for (int k = 0; k < COUNT; k++) {
+            set_value(wa, wd, (size_t)k, w0[k]);
+            set_value(wb, wd, AT_B(k), w0[k]);
+        }
+        for (int step = 0; step < 3; step++) {
+            test_fill_normal(g, COUNT, 80 + (uint64_t)step);
+            if (step == 1)
+                g[150] = 3e30f; /* g*g overflows: v = inf */
+            for (int k = 0; k < COUNT; k++) {
+                set_value(ga, gd, (size_t)k, g[k]);
+                set_value(gb, gd, AT_B(k), g[k]);
+            }
+            assert_owl_ok(ctx, owl_adamw_full(aa, &twa, &tga, 0.01));
+            assert_owl_ok(ctx, owl_adamw_full(ab, &twb, &tgb, 0.01));
+            for (int k = 0; k < COUNT; k++)
+                if (value_bits(wa, wd, (size_t)k) !=
+                    value_bits(wb, wd, AT_B(k)))
+                    fail_msg("W[%d] differs with its position (w %s, g %s, "
+                             "moments %s, form %d, step %d)",
+                             k, wd ? "bf16" : "f32", gd ? "bf16" : "f32",
+                             md ? "bf16" : "f32", form, step);
+            for (int which = 0; which < 2; which++) {
+                owl_tensor tma = tensor(ma, OWL_DTYPE_F32, 1, COUNT);
+                owl_tensor tmb = tensor(mb, OWL_DTYPE_F32, ROWS, COLS);
+                assert_owl_ok(ctx, owl_adamw_get_moment(aa, which, &tma));
+                assert_owl_ok(ctx, owl_adamw_get_moment(ab, which, &tmb));
+                for (int k = 0; k < COUNT; k++)
+                    if (value_bits(ma, OWL_DTYPE_F32, (size_t)k) !=
+                        value_bits(mb, OWL_DTYPE_F32, (size_t)perm[k]))
+                        fail_msg("moment %d[%d] differs with its position",
+                                 which, k);
+            }
+        }
+#undef AT_B
+        owl_adamw_free(aa);
+        owl_adamw_free(ab);
+    }
+    free(w0);
+    free(g);
+    free(ma);
+    free(mb);
+    free(wa);
+    free(wb);
+    free(ga);
+    free(gb);
+    owl_context_free(ctx);
+}
+
+/* ---- low rank: a NaN/Inf anywhere in G changes nothing ------------------ */
+
+/* Twin projectors and optimizers: one also receives gradients with a NaN
+ * or an infinity somewhere (first, middle or last element; f32 strided,
+ * bf16 or f16), which must fail with OWL_ERR_NONFINITE, on refresh steps
+ * and between them. Every clean step must then leave both twins with the
+ * same weights and moments, bit for bit: the rejected calls changed
+ * nothing, counters included. */
+static void test_lowrank_nonfinite_anywhere(void **state)
+{
+    (void)state;
+    enum { M = 96, N = 130, R = 6, LD = N + 3 };
+    owl_context *ctx = test_cpu_context(2);
+    for (owl_dtype gd = OWL_DTYPE_F32; gd <= OWL_DTYPE_F16; gd++) {
+        owl_galore *p[2];
+        owl_adamw *a[2];
+        uint16_t *w[2];
+        uint64_t lr = 0, lc = 0;
+        for (int t = 0; t < 2; t++) {
+            /* left for f32 G, right for the others */
+            p[t] = make_proj(ctx, M, N, R, 3, 0.5,
+                             gd == OWL_DTYPE_F32 ? OWL_PROJ_LEFT
+                                                 : OWL_PROJ_RIGHT,
+                             OWL_SVD_RANDOMIZED);
+            owl_adamw_options o = adam_opts();
+            o.moment_dtype = OWL_DTYPE_BF16;
+            o.weight_decay = 0.1;
+            assert_owl_ok(ctx, owl_galore_lowrank_shape(p[t], &lr, &lc));
+            a[t] = make_adam(ctx, &o, lr, lc);
+            w[t] = xcalloc(M * N, sizeof *w[t]);
+        }
+        float *w0 = xcalloc(M * N, sizeof *w0), *g = xcalloc(M * N, sizeof *g);
+        void *gt = xcalloc(M * LD, 4);
+        size_t lrn = (size_t)(lr * lc);
+        float *m0 = xcalloc(lrn, sizeof *m0), *m1 = xcalloc(lrn, sizeof *m1);
+        test_fill_uniform(w0, M * N, 5);
+        for (int i = 0; i < M * N; i++)
+            w[0][i] = w[1][i] = ref_bf16(w0[i]);
+        owl_tensor tg = tensor(gt, gd, M, N);
+        tg.row_stride = LD;
+        const size_t spots[3] = {0, (M / 2) * LD + 17, (M - 1) * LD + N - 1};
+        const float poison[3] = {NAN, INFINITY, -INFINITY};
+        for (int step = 0; step < 7; step++) {
+            test_fill_normal(g, M * N, 400 + (uint64_t)step);
+            for (int i = 0; i < M; i++)
+                for (int j = 0; j < N; j++) {
+                    float v = g[i * N + j];
+                    size_t k = (size_t)i * LD + (size_t)j;
+                    if (gd == OWL_DTYPE_F32)
+                        ((float *)gt)[k] = v;
+                    else if (gd == OWL_DTYPE_BF16)
+                        ((uint16_t *)gt)[k] = ref_bf16(v);
+                    else /* |v| < 8: exact as a multiple of 2^-7 */
+                        ((uint16_t *)gt)[k] =
+                            f16_exact(roundf(v * 128.0f) / 128.0f);
+                }
+            for (int s = 0; s < 3; s++) {
+                size_t k = spots[(step + s) % 3];
+                float keep = 0;
+                uint16_t keeph = 0;
+                if (gd == OWL_DTYPE_F32) {
+                    keep = ((float *)gt)[k];
+                    ((float *)gt)[k] = poison[s];
+                } else {
+                    keeph = ((uint16_t *)gt)[k];
+                    ((uint16_t *)gt)[k] =
+                        gd == OWL_DTYPE_BF16
+                            ? ref_bf16(poison[s])
+                            : (uint16_t)(s == 0 ? 0x7e00 : s == 1 ? 0x7c00
+                                                                  : 0xfc00);
+                }
+                owl_tensor tw = tensor(w[0], OWL_DTYPE_BF16, M, N);
+                EXPECT_FAIL(ctx, owl_adamw_lowrank(a[0], p[0], &tw, &tg, 0.01),
+                            OWL_ERR_NONFINITE);
+                if (gd == OWL_DTYPE_F32)
+                    ((float *)gt)[k] = keep;
+                else
+                    ((uint16_t *)gt)[k] = keeph;
+            }
+            for (int t = 0; t < 2; t++) {
+                owl_tensor tw = tensor(w[t], OWL_DTYPE_BF16, M, N);
+                assert_owl_ok(ctx, owl_adamw_lowrank(a[t], p[t], &tw, &tg,
+                                                     0.01));
+            }
+            assert_int_equal(owl_adamw_step_count(a[0]),
+                             owl_adamw_step_count(a[1]));
+            assert_int_equal(owl_galore_refresh_count(p[0]),
+                             owl_galore_refresh_count(p[1]));
+            if (memcmp(w[0], w[1], M * N * sizeof *w[0]) != 0)
+                fail_msg("%s grad, step %d: weights differ from the twin's",
+                         gd == OWL_DTYPE_F32 ? "f32" : gd == OWL_DTYPE_BF16
+                                                           ? "bf16"
+                                                           : "f16",
+                         step);
+            for (int which = 0; which < 2; which++) {
+                owl_tensor t0 = tensor(m0, OWL_DTYPE_F32, (int64_t)lr,
+                                       (int64_t)lc);
+                owl_tensor t1 = tensor(m1, OWL_DTYPE_F32, (int64_t)lr,
+                                       (int64_t)lc);
+                assert_owl_ok(ctx, owl_adamw_get_moment(a[0], which, &t0));
+                assert_owl_ok(ctx, owl_adamw_get_moment(a[1], which, &t1));
+                assert_memory_equal(m0, m1, lrn * sizeof *m0);
+            }
+        }
+        for (int t = 0; t < 2; t++) {
+            owl_galore_free(p[t]);
+            owl_adamw_free(a[t]);
+            free(w[t]);
+        }
+        free(w0);
+        free(g);
+        free(gt);
+        free(m0);
+        free(m1);
+    }
+    owl_context_free(ctx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1662,6 +2161,10 @@ int main(void)
         cmocka_unit_test(test_stochastic_rounding),
         cmocka_unit_test(test_nonfinite_grad_changes_nothing),
         cmocka_unit_test(test_step_validation),
+        cmocka_unit_test(test_shared_scratch_isolation),
+        cmocka_unit_test(test_many_projectors_one_context),
+        cmocka_unit_test(test_full_rank_elementwise),
+        cmocka_unit_test(test_lowrank_nonfinite_anywhere),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
