@@ -89,49 +89,73 @@ owl_status bench_measure(bench_fn fn, void *arg, int warmup, int min_reps,
                               budget_s, out, NULL);
 }
 
-typedef struct copy_piece {
+/* One thread's share of a streaming kernel: `kind` 0 copies src to dst,
+ * 1 updates dst in place as dst = 0.5 * dst + src (a STREAM-style triad
+ * that reads two arrays and writes one of them back, the access pattern of
+ * an in-place optimizer update). */
+typedef struct stream_piece {
+    int kind;
     char *dst;
     const char *src;
     size_t bytes;
-} copy_piece;
+} stream_piece;
 
-static void *copy_piece_main(void *vp)
+static void *stream_piece_main(void *vp)
 {
-    copy_piece *p = vp;
-    memcpy(p->dst, p->src, p->bytes);
+    stream_piece *p = vp;
+    if (p->kind == 0) {
+        memcpy(p->dst, p->src, p->bytes);
+    } else {
+        float *x = (float *)(void *)p->dst;
+        const float *y = (const float *)(const void *)p->src;
+        size_t n = p->bytes / sizeof(float);
+        for (size_t i = 0; i < n; i++)
+            x[i] = 0.5f * x[i] + y[i];
+    }
     return NULL;
 }
 
 #define BENCH_MAX_COPY_THREADS 256
 
-int bench_parallel_copy(void *dst, const void *src, size_t bytes,
-                        int num_threads)
+static int parallel_stream(int kind, void *dst, const void *src, size_t bytes,
+                           int num_threads)
 {
     if (num_threads < 1)
         num_threads = 1;
     if (num_threads > BENCH_MAX_COPY_THREADS)
         num_threads = BENCH_MAX_COPY_THREADS;
-    copy_piece pieces[BENCH_MAX_COPY_THREADS];
+    stream_piece pieces[BENCH_MAX_COPY_THREADS];
     pthread_t threads[BENCH_MAX_COPY_THREADS];
     /* Pieces of whole cache lines so no two threads share one. */
     size_t per = (bytes / (size_t)num_threads + 63) & ~(size_t)63;
     for (int i = 0; i < num_threads; i++) {
         size_t begin = per * (size_t)i < bytes ? per * (size_t)i : bytes;
         size_t end = begin + per < bytes ? begin + per : bytes;
-        pieces[i] = (copy_piece){(char *)dst + begin,
-                                 (const char *)src + begin, end - begin};
+        pieces[i] = (stream_piece){kind, (char *)dst + begin,
+                                   (const char *)src + begin, end - begin};
     }
     int started = 1, rc = 0;
     for (; started < num_threads; started++)
-        if (pthread_create(&threads[started], NULL, copy_piece_main,
+        if (pthread_create(&threads[started], NULL, stream_piece_main,
                            &pieces[started]) != 0) {
             rc = -1;
             break;
         }
-    copy_piece_main(&pieces[0]);
+    stream_piece_main(&pieces[0]);
     for (int i = 1; i < started; i++)
         pthread_join(threads[i], NULL);
     return rc;
+}
+
+int bench_parallel_copy(void *dst, const void *src, size_t bytes,
+                        int num_threads)
+{
+    return parallel_stream(0, dst, src, bytes, num_threads);
+}
+
+int bench_parallel_triad(float *x, const float *y, size_t n, int num_threads)
+{
+    return parallel_stream(1, x, y, n * sizeof(float), num_threads);
 }
 
 void bench_cpu_model(char *buf, size_t size)

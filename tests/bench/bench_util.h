@@ -42,6 +42,10 @@ owl_status bench_measure_pair(bench_fn fn_a, void *arg_a, bench_fn fn_b,
 int bench_parallel_copy(void *dst, const void *src, size_t bytes,
                         int num_threads);
 
+/* x[i] = 0.5 x[i] + y[i] over n floats, split like bench_parallel_copy:
+ * reads two streams and writes one back in place, as an optimizer does. */
+int bench_parallel_triad(float *x, const float *y, size_t n, int num_threads);
+
 /* Model name of the first CPU in /proc/cpuinfo, or "unknown". */
 void bench_cpu_model(char *buf, size_t size);
 
