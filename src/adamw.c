@@ -152,13 +152,8 @@ owl_status owl_adamw_create(owl_context *ctx, const owl_adamw_options *opts,
 {
     if (out != NULL)
         *out = NULL; /* also when ctx is NULL: no stale handle escapes */
-    if (ctx == NULL)
-        return OWL_ERR_NULL_POINTER;
-    owl__clear_error(ctx);
-    OWL_REQUIRE_PTR(ctx, out);
-    OWL_REQUIRE_PTR(ctx, opts);
     owl_adamw_options o = adamw_defaults;
-    owl_status s = owl__read_options(ctx, &o, sizeof o, opts,
+    owl_status s = owl__create_begin(ctx, out != NULL, opts, &o, sizeof o,
                                      "owl_adamw_options");
     if (s != OWL_OK)
         return s;

@@ -66,3 +66,16 @@ owl_status owl__init_options(void *opts, uint64_t struct_size,
     memcpy(opts, &struct_size, sizeof struct_size);
     return OWL_OK;
 }
+
+owl_status owl__create_begin(owl_context *ctx, bool have_out, const void *opts,
+                             void *dst, size_t dst_size, const char *what)
+{
+    if (ctx == NULL)
+        return OWL_ERR_NULL_POINTER;
+    owl__clear_error(ctx);
+    if (!have_out)
+        return owl__fail(ctx, OWL_ERR_NULL_POINTER, "out is NULL");
+    if (opts == NULL)
+        return owl__fail(ctx, OWL_ERR_NULL_POINTER, "opts is NULL");
+    return owl__read_options(ctx, dst, dst_size, opts, what);
+}

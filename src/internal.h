@@ -93,6 +93,12 @@ bool owl__all_finite(owl_context *ctx, const owl_tensor *t);
  * larger one (newer header) is accepted only if the extra bytes are 0. */
 owl_status owl__read_options(owl_context *ctx, void *dst, size_t dst_size,
                              const void *src, const char *what);
+/* The common start of every *_create: ctx non-NULL (else
+ * OWL_ERR_NULL_POINTER without a message), its error cleared, the out
+ * pointer and opts present, and the caller's options read over `dst`
+ * (which holds the defaults). The caller clears *out first. */
+owl_status owl__create_begin(owl_context *ctx, bool have_out, const void *opts,
+                             void *dst, size_t dst_size, const char *what);
 /* Common body of the *_options_init functions: checks struct_size, writes
  * defaults (first min(size, ours) bytes), zeroes the rest, sets the size. */
 owl_status owl__init_options(void *opts, uint64_t struct_size,

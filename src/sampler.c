@@ -261,16 +261,10 @@ owl_status owl_sampler_create(owl_context *ctx, const owl_sampler_options *opts,
                               owl_sampler **out)
 {
     if (out != NULL)
-        *out = NULL;
-    if (ctx == NULL)
-        return OWL_ERR_NULL_POINTER;
-    owl__clear_error(ctx);
-    OWL_REQUIRE_PTR(ctx, out);
-    OWL_REQUIRE_PTR(ctx, opts);
-
+        *out = NULL; /* also when ctx is NULL: no stale handle escapes */
     owl_sampler_options o = sampler_defaults;
-    owl_status st = owl__read_options(ctx, &o, sizeof o, opts,
-                                      "owl_sampler_options");
+    owl_status st = owl__create_begin(ctx, out != NULL, opts, &o, sizeof o,
+                                     "owl_sampler_options");
     if (st != OWL_OK)
         return st;
     st = check_options(ctx, &o);
