@@ -26,7 +26,7 @@
  * same f32 operations in the same order; nothing enables FMA and ISO C
  * mode contracts nothing, so all variants round identically. */
 #define OWL_KERNEL static inline __attribute__((always_inline))
-#if defined(__GNUC__) && defined(__x86_64__)
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(OWL_PORTABLE_ONLY)
 #define OWL_X86_AVX2 1
 #define OWL_AVX2_KERNEL                                                       \
     static inline __attribute__((always_inline, target("avx2")))
