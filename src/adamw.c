@@ -401,23 +401,10 @@ OWL_KERNEL void update_moments(const owl_adamw *a, const moment_coeffs *c,
 OWL_KERNEL const float *load_chunk(const owl_tensor *t, int64_t i, int64_t j0,
                                int64_t count, float *buf)
 {
-    const void *row = owl__row_ptr(t, i);
-    switch (t->dtype) {
-    case OWL_DTYPE_F32:
-        return (const float *)row + j0;
-    case OWL_DTYPE_BF16: {
-        const uint16_t *h = (const uint16_t *)row + j0;
-        for (int64_t k = 0; k < count; k++)
-            buf[k] = owl_bf16_to_f32(h[k]);
-        return buf;
-    }
-    default: {
-        const uint16_t *h = (const uint16_t *)row + j0;
-        for (int64_t k = 0; k < count; k++)
-            buf[k] = owl_f16_to_f32(h[k]);
-        return buf;
-    }
-    }
+    if (t->dtype == OWL_DTYPE_F32)
+        return (const float *)owl__row_ptr(t, i) + j0;
+    owl__load_span_f32(t, i, j0, count, buf);
+    return buf;
 }
 
 typedef struct {

@@ -232,16 +232,6 @@ typedef struct {
     int bad; /* written only as 0 -> 1; read after the join */
 } convert_job;
 
-/* NaN or Inf among x[0..count): exponent all ones, branch-free. */
-static bool any_nonfinite(const float *x, int64_t count)
-{
-    const uint32_t *u = (const uint32_t *)(const void *)x;
-    uint32_t acc = 0;
-    for (int64_t j = 0; j < count; j++)
-        acc |= (u[j] & 0x7f800000u) == 0x7f800000u;
-    return acc != 0;
-}
-
 static void convert_range(void *arg, int64_t begin, int64_t end)
 {
     convert_job *job = arg;
@@ -251,7 +241,7 @@ static void convert_range(void *arg, int64_t begin, int64_t end)
         owl__load_row_f32(job->t, i, d);
         /* the row is still in L1/L2: checking it here saves a pass over G */
         if (job->check)
-            bad |= any_nonfinite(d, job->t->cols);
+            bad |= owl__f32_has_nonfinite(d, job->t->cols);
     }
     if (bad)
         __atomic_store_n(&job->bad, 1, __ATOMIC_RELAXED);
@@ -273,14 +263,6 @@ static void copy_to_f32(owl_context *ctx, const owl_tensor *t, float *dst,
                         int64_t ld)
 {
     convert_to_f32(ctx, t, dst, ld, false);
-}
-
-static bool all_finite_f32(const float *x, int64_t count)
-{
-    uint32_t bad = 0;
-    for (int64_t i = 0; i < count; i++)
-        bad |= !isfinite(x[i]);
-    return bad == 0;
 }
 
 /* Recomputes the subspace from G. *g32_holds_grad says whether the
@@ -314,7 +296,7 @@ static owl_status compute_subspace(owl_galore *p, const owl_tensor *grad,
     }
     if (s != OWL_OK)
         return s;
-    if (!all_finite_f32(p->next_basis, p->r * p->d))
+    if (owl__f32_has_nonfinite(p->next_basis, p->r * p->d))
         return owl__fail(p->ctx, OWL_ERR_NUMERICAL,
                          "the SVD of the %lldx%lld gradient produced "
                          "non-finite vectors",

@@ -80,6 +80,12 @@ static inline void *owl__row_ptr(const owl_tensor *t, int64_t row)
 
 /* Row conversions between a tensor row (any float dtype) and f32. */
 void owl__load_row_f32(const owl_tensor *t, int64_t row, float *dst);
+/* Elements [j0, j0 + len) of a row as f32. */
+void owl__load_span_f32(const owl_tensor *t, int64_t row, int64_t j0,
+                        int64_t len, float *dst);
+/* true when x[0..n) holds a NaN or Inf (exponent bits all ones; branch-free
+ * so compilers vectorise it). */
+bool owl__f32_has_nonfinite(const float *x, int64_t n);
 void owl__store_row_f32(const owl_tensor *t, int64_t row, const float *src);
 
 /* true when every element of t is finite (uses the context's threads). */

@@ -7,7 +7,6 @@
  * the calling thread. owl__parallel_for only decides who computes which
  * block. */
 #include "internal.h"
-#include "dtype.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -27,35 +26,6 @@
 /* Elements per LOD task: small enough to balance threads, large enough
  * that the per-task bookkeeping is noise. */
 #define LOD_TASK_ELEMS 16384
-
-/* x[row, j0 : j0 + len) as f32 (len <= SPAN). */
-static void load_span(const owl_tensor *t, int64_t row, int64_t j0, int64_t len,
-                      float *dst)
-{
-    const char *base = owl__row_ptr(t, row);
-    switch (t->dtype) {
-    case OWL_DTYPE_F32:
-        memcpy(dst, (const float *)(const void *)base + j0,
-               (size_t)len * sizeof(float));
-        break;
-    case OWL_DTYPE_BF16: {
-        const uint16_t *h = (const uint16_t *)(const void *)base + j0;
-        for (int64_t j = 0; j < len; j++)
-            dst[j] = owl_bf16_to_f32(h[j]);
-        break;
-    }
-    case OWL_DTYPE_F16: {
-        const uint16_t *h = (const uint16_t *)(const void *)base + j0;
-        for (int64_t j = 0; j < len; j++)
-            dst[j] = owl_f16_to_f32(h[j]);
-        break;
-    }
-    default: /* f64 is not accepted by the callers in this file */
-        for (int64_t j = 0; j < len; j++)
-            dst[j] = 0.0f;
-        break;
-    }
-}
 
 /* Start of part `i` of `parts` near-equal parts of [0, n). */
 static int64_t split_point(int64_t n, int64_t parts, int64_t i)
@@ -89,7 +59,7 @@ static void act_task(void *arg, int64_t begin, int64_t end)
         for (int64_t j = 0; j < len; j++)
             acc[j] = 0.0;
         for (int64_t t = r0; t < r1; t++) {
-            load_span(x, t, j0, len, row);
+            owl__load_span_f32(x, t, j0, len, row);
             for (int64_t j = 0; j < len; j++)
                 acc[j] += (double)row[j] * (double)row[j];
         }
@@ -230,7 +200,7 @@ static void lod_sum_task(void *arg, int64_t begin, int64_t end)
             double row_sum = 0.0;
             for (int64_t j0 = 0; j0 < w->cols; j0 += SPAN) {
                 int64_t len = w->cols - j0 < SPAN ? w->cols - j0 : SPAN;
-                load_span(w, i, j0, len, span);
+                owl__load_span_f32(w, i, j0, len, span);
                 for (int64_t j = 0; j < len; j++)
                     row_sum += fabs((double)span[j]) * c[j0 + j];
             }
@@ -255,7 +225,7 @@ static void lod_count_task(void *arg, int64_t begin, int64_t end)
         for (int64_t i = task->r0; i < task->r1; i++) {
             for (int64_t j0 = 0; j0 < w->cols; j0 += SPAN) {
                 int64_t len = w->cols - j0 < SPAN ? w->cols - j0 : SPAN;
-                load_span(w, i, j0, len, span);
+                owl__load_span_f32(w, i, j0, len, span);
                 for (int64_t j = 0; j < len; j++)
                     count += fabs((double)span[j]) * c[j0 + j] > thr;
             }

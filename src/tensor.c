@@ -120,33 +120,48 @@ owl_status owl__check_dense(owl_context *ctx, const owl_tensor *t,
     return OWL_OK;
 }
 
-void owl__load_row_f32(const owl_tensor *t, int64_t row, float *dst)
+void owl__load_span_f32(const owl_tensor *t, int64_t row, int64_t j0,
+                        int64_t len, float *dst)
 {
-    const void *src = owl__row_ptr(t, row);
-    int64_t n = t->cols;
+    const char *base = owl__row_ptr(t, row);
     switch (t->dtype) {
     case OWL_DTYPE_F32:
-        memcpy(dst, src, (size_t)n * sizeof(float));
+        memcpy(dst, (const float *)(const void *)base + j0,
+               (size_t)len * sizeof(float));
         break;
     case OWL_DTYPE_BF16: {
-        const uint16_t *h = src;
-        for (int64_t j = 0; j < n; j++)
+        const uint16_t *h = (const uint16_t *)(const void *)base + j0;
+        for (int64_t j = 0; j < len; j++)
             dst[j] = owl_bf16_to_f32(h[j]);
         break;
     }
     case OWL_DTYPE_F16: {
-        const uint16_t *h = src;
-        for (int64_t j = 0; j < n; j++)
+        const uint16_t *h = (const uint16_t *)(const void *)base + j0;
+        for (int64_t j = 0; j < len; j++)
             dst[j] = owl_f16_to_f32(h[j]);
         break;
     }
     case OWL_DTYPE_F64: {
-        const double *d = src;
-        for (int64_t j = 0; j < n; j++)
+        const double *d = (const double *)(const void *)base + j0;
+        for (int64_t j = 0; j < len; j++)
             dst[j] = (float)d[j];
         break;
     }
     }
+}
+
+void owl__load_row_f32(const owl_tensor *t, int64_t row, float *dst)
+{
+    owl__load_span_f32(t, row, 0, t->cols, dst);
+}
+
+bool owl__f32_has_nonfinite(const float *x, int64_t n)
+{
+    const uint32_t *u = (const uint32_t *)(const void *)x;
+    uint32_t acc = 0;
+    for (int64_t j = 0; j < n; j++)
+        acc |= ((u[j] & 0x7f800000u) == 0x7f800000u);
+    return acc != 0;
 }
 
 void owl__store_row_f32(const owl_tensor *t, int64_t row, const float *src)
@@ -191,12 +206,9 @@ static bool rows_finite(const owl_tensor *t, int64_t r0, int64_t r1)
         const void *row = owl__row_ptr(t, i);
         uint32_t acc = 0;
         switch (t->dtype) {
-        case OWL_DTYPE_F32: {
-            const uint32_t *u = row;
-            for (int64_t j = 0; j < n; j++)
-                acc |= ((u[j] & 0x7f800000u) == 0x7f800000u);
+        case OWL_DTYPE_F32:
+            acc = owl__f32_has_nonfinite(row, n);
             break;
-        }
         case OWL_DTYPE_BF16: {
             const uint16_t *u = row;
             for (int64_t j = 0; j < n; j++)
