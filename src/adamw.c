@@ -482,6 +482,7 @@ static owl_status check_step_args(owl_adamw *a, owl_tensor *weight,
 
 static owl_status nonfinite_grad(owl_adamw *a, const owl_tensor *grad)
 {
+    a->ctx->nonfinite_skips++;
     return owl__fail(a->ctx, OWL_ERR_NONFINITE,
                      "grad (%lldx%lld) contains NaN or Inf; the step was "
                      "skipped and nothing changed",

@@ -1,6 +1,9 @@
 /* The context: backend choice, worker threads, stream, last error and the
  * scratch its handles share. */
 #include "internal.h"
+#ifdef OWL_HAVE_CUDA
+#include "cuda_internal.h"
+#endif
 
 #include <stdlib.h>
 #include <unistd.h>
@@ -76,6 +79,16 @@ owl_status owl_context_create(owl_context **out, const owl_context_options *opts
             return OWL_ERR_OUT_OF_MEMORY;
         }
     }
+#ifdef OWL_HAVE_CUDA
+    if (ctx->backend == OWL_BACKEND_CUDA) {
+        owl_status s = owl__cuda_context_create(ctx);
+        if (s != OWL_OK) {
+            owl__pool_free(ctx->pool);
+            free(ctx);
+            return s;
+        }
+    }
+#endif
     *out = ctx;
     return OWL_OK;
 }
@@ -84,6 +97,9 @@ void owl_context_free(owl_context *ctx)
 {
     if (ctx == NULL)
         return;
+#ifdef OWL_HAVE_CUDA
+    owl__cuda_context_free(ctx);
+#endif
     owl__pool_free(ctx->pool);
     free(ctx->scratch);
     free(ctx);
@@ -119,7 +135,37 @@ owl_status owl_context_set_stream(owl_context *ctx, void *stream)
     if (ctx->backend == OWL_BACKEND_CPU && stream != NULL)
         return owl__fail(ctx, OWL_ERR_UNSUPPORTED,
                          "a CPU context has no stream; pass NULL");
+#ifdef OWL_HAVE_CUDA
+    if (ctx->backend == OWL_BACKEND_CUDA)
+        return owl__cuda_set_stream(ctx, stream);
+#endif
     ctx->stream = stream;
+    return OWL_OK;
+}
+
+owl_status owl_context_synchronize(owl_context *ctx)
+{
+    if (ctx == NULL)
+        return OWL_ERR_NULL_POINTER;
+    owl__clear_error(ctx);
+#ifdef OWL_HAVE_CUDA
+    if (ctx->backend == OWL_BACKEND_CUDA)
+        return owl__cuda_synchronize(ctx);
+#endif
+    return OWL_OK;
+}
+
+owl_status owl_context_nonfinite_skips(owl_context *ctx, uint64_t *count)
+{
+    if (ctx == NULL)
+        return OWL_ERR_NULL_POINTER;
+    owl__clear_error(ctx);
+    OWL_REQUIRE_PTR(ctx, count);
+#ifdef OWL_HAVE_CUDA
+    if (ctx->backend == OWL_BACKEND_CUDA)
+        return owl__cuda_nonfinite_skips(ctx, count);
+#endif
+    *count = ctx->nonfinite_skips;
     return OWL_OK;
 }
 

@@ -29,6 +29,10 @@ struct owl_context {
      * contents undefined between calls. */
     void *scratch;
     size_t scratch_bytes;
+    /* CUDA contexts: handles, device scratch, step flag (src/cuda_internal.h);
+     * NULL for CPU contexts. */
+    struct owl_cuda *cuda;
+    uint64_t nonfinite_skips; /* CPU: steps refused for NaN/Inf gradients */
     char error[OWL_ERROR_CAP];
 };
 

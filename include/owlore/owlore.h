@@ -156,6 +156,19 @@ OWL_API int32_t owl_context_num_threads(const owl_context *ctx);
 /* The message of the last failing call on this context ("" if none). The
  * pointer stays valid until the next call on the context. */
 OWL_API const char *owl_context_last_error(const owl_context *ctx);
+/* CUDA: waits until the context's stream has finished all work enqueued so
+ * far, and reports a failure of that work. CPU: returns OWL_OK at once. */
+OWL_API owl_status owl_context_synchronize(owl_context *ctx);
+/*
+ * Optimizer steps skipped because their gradient held a NaN or Inf, since
+ * the context was created. On the CPU backend such a step returns
+ * OWL_ERR_NONFINITE at once. On CUDA the check runs on the device so that a
+ * step never waits for the GPU: the step returns OWL_OK, leaves weights,
+ * moments, the bias-correction counter and the projector's basis as they
+ * were, and is counted here. This call waits for the stream on CUDA.
+ */
+OWL_API owl_status owl_context_nonfinite_skips(owl_context *ctx,
+                                               uint64_t *count);
 
 /* ------------------------------------------------------------------ */
 /* Activation statistics and LOD (spec section 1)                      */
@@ -180,6 +193,14 @@ OWL_API owl_status owl_act_norm_accumulate(owl_context *ctx,
 OWL_API owl_status owl_lod_compute(owl_context *ctx, const owl_tensor *weights,
                                    const owl_tensor *input_sumsq,
                                    uint64_t count, double M, double *ratio);
+/* The same ratio written to `ratio`, a 1 x 1 tensor where the backend
+ * computes (f32; f64 too on CPU), without waiting: on CUDA it is enqueued on
+ * the context's stream like every other operation. */
+OWL_API owl_status owl_lod_compute_async(owl_context *ctx,
+                                         const owl_tensor *weights,
+                                         const owl_tensor *input_sumsq,
+                                         uint64_t count, double M,
+                                         owl_tensor *ratio);
 
 typedef int32_t owl_xmin_method;
 enum {
@@ -206,7 +227,8 @@ OWL_API owl_status owl_esd_result_init(owl_esd_result *res,
  * logarithm with eigenvalues, as the reference code does); when no
  * eigenvalue qualifies, the cutoff is the KS argmin over all of them. Zero
  * eigenvalues are left out. A spectrum flat above the chosen cutoff
- * returns OWL_ERR_NUMERICAL. */
+ * returns OWL_ERR_NUMERICAL. The result is a host value: on CUDA the call
+ * waits for the stream. */
 OWL_API owl_status owl_esd_alpha_hill(owl_context *ctx,
                                       const owl_tensor *weight,
                                       owl_xmin_method method,
@@ -408,6 +430,241 @@ OWL_API owl_status owl_adamw_reset(owl_adamw *adam);
 /* Copy a moment out as f32: which = 0 for m, 1 for v. */
 OWL_API owl_status owl_adamw_get_moment(const owl_adamw *adam, int32_t which,
                                         owl_tensor *out);
+
+/* ------------------------------------------------------------------ */
+/* State persistence (spec section 6)                                  */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Every stateful handle saves its state to a caller's buffer or a file and
+ * loads it back into a handle created with the same shape (a blob from a
+ * different shape or configuration returns OWL_ERR_MISMATCH). A blob
+ * carries a magic number, a format version, the handle kind, its sizes and
+ * dtypes, and a CRC-32C of everything; a truncated, corrupted or
+ * wrong-version blob returns OWL_ERR_CORRUPT or OWL_ERR_VERSION, and a
+ * failed load leaves the handle exactly as it was. Files are written
+ * atomically: to a temporary file in the same directory, flushed with
+ * fsync, then renamed over `path`. On CUDA, saving waits for the stream.
+ *
+ * *_state_size: bytes a save needs now. *_save: writes the blob into buf
+ * (capacity bytes; OWL_ERR_INVALID_ARGUMENT when too small) and sets
+ * *written. The sampler's state is its configuration (weights, gamma,
+ * period, seed, law): loading it replaces the configuration of a sampler
+ * over the same number of layers.
+ */
+OWL_API owl_status owl_sampler_state_size(const owl_sampler *sampler,
+                                          uint64_t *bytes);
+OWL_API owl_status owl_sampler_save(const owl_sampler *sampler, void *buf,
+                                    uint64_t capacity, uint64_t *written);
+OWL_API owl_status owl_sampler_load(owl_sampler *sampler, const void *buf,
+                                    uint64_t size);
+OWL_API owl_status owl_sampler_save_file(const owl_sampler *sampler,
+                                         const char *path);
+OWL_API owl_status owl_sampler_load_file(owl_sampler *sampler,
+                                         const char *path);
+
+/* Projector: options, basis, staleness and refresh count. */
+OWL_API owl_status owl_galore_state_size(const owl_galore *proj,
+                                         uint64_t *bytes);
+OWL_API owl_status owl_galore_save(const owl_galore *proj, void *buf,
+                                   uint64_t capacity, uint64_t *written);
+OWL_API owl_status owl_galore_load(owl_galore *proj, const void *buf,
+                                   uint64_t size);
+OWL_API owl_status owl_galore_save_file(const owl_galore *proj,
+                                        const char *path);
+OWL_API owl_status owl_galore_load_file(owl_galore *proj, const char *path);
+
+/* AdamW: options, moments (in their dtype) and both counters. */
+OWL_API owl_status owl_adamw_state_size(const owl_adamw *adam,
+                                        uint64_t *bytes);
+OWL_API owl_status owl_adamw_save(const owl_adamw *adam, void *buf,
+                                  uint64_t capacity, uint64_t *written);
+OWL_API owl_status owl_adamw_load(owl_adamw *adam, const void *buf,
+                                  uint64_t size);
+OWL_API owl_status owl_adamw_save_file(const owl_adamw *adam,
+                                       const char *path);
+OWL_API owl_status owl_adamw_load_file(owl_adamw *adam, const char *path);
+
+/* ------------------------------------------------------------------ */
+/* Optimizer: a whole OwLore step behind one handle                    */
+/* ------------------------------------------------------------------ */
+
+typedef struct owl_optimizer owl_optimizer;
+
+typedef int32_t owl_method;
+enum {
+    OWL_METHOD_OWLORE = 0,      /* sampled layers, low-rank where asked (default) */
+    OWL_METHOD_OWLORE_FULL = 1, /* sampled layers, full-rank AdamW */
+    OWL_METHOD_LISA = 2,        /* uniformly sampled layers, full rank */
+    OWL_METHOD_GALORE = 3,      /* every layer, low-rank where asked */
+    OWL_METHOD_FULL = 4         /* every layer, full-rank AdamW */
+};
+
+/* What happens to a layer's optimizer state while it is frozen. */
+typedef int32_t owl_frozen_policy;
+enum {
+    OWL_FROZEN_KEEP = 0,    /* kept where it is; resumes on activation (default) */
+    OWL_FROZEN_RESET = 1,   /* kept allocated, zeroed on re-activation */
+    OWL_FROZEN_OFFLOAD = 2, /* CUDA: pinned host memory while frozen; CPU: as KEEP */
+    OWL_FROZEN_FREE = 3     /* released on freezing; fresh state on activation */
+};
+
+/* A parameter's layer: a decoder layer index in [0, num_layers), or this
+ * value for parameters trained at every step (embeddings, final norm, LM
+ * head), always in full rank. */
+#define OWL_LAYER_ALWAYS UINT64_MAX
+
+typedef struct owl_optimizer_options {
+    uint64_t struct_size;
+    owl_method method;               /* default OWL_METHOD_OWLORE */
+    owl_frozen_policy frozen_policy; /* default OWL_FROZEN_KEEP */
+    uint64_t num_layers;             /* decoder layers L >= 1 */
+    /* Layer sampling (gamma, period K, seed, weight mode, weights, law);
+     * its num_layers is ignored (num_layers above is used). NULL: the
+     * sampler's defaults. OWLORE methods default to OWL_WEIGHTS_OWLORE,
+     * which needs the weights (the layers' LOD ratios); LISA always draws
+     * uniformly; GALORE and FULL do not sample. */
+    const owl_sampler_options *sampler;
+    /* Rank, update gap T, scale alpha, projection type, SVD method for
+     * every low-rank parameter; rows and cols are ignored. NULL: defaults. */
+    const owl_galore_options *galore;
+    const owl_adamw_options *adamw; /* NULL: defaults */
+    /* > 0: scale the step's gradients in place so that their global L2
+     * norm is at most this (as torch.nn.utils.clip_grad_norm_); 0: off. */
+    double max_grad_norm;
+    /* 1: refresh a projector's subspace when its layer is re-activated
+     * after a frozen period (spec section 3's option); default 0. */
+    int32_t refresh_on_activation;
+    int32_t reserved;
+} owl_optimizer_options;
+
+OWL_API owl_status owl_optimizer_options_init(owl_optimizer_options *opts,
+                                              uint64_t struct_size);
+/* The options (and the structs they point to) are copied. */
+OWL_API owl_status owl_optimizer_create(owl_context *ctx,
+                                        const owl_optimizer_options *opts,
+                                        owl_optimizer **out);
+OWL_API void owl_optimizer_free(owl_optimizer *opt);
+
+/*
+ * Registers a parameter: its weight and gradient (same shape; tensors where
+ * the backend computes; the descriptors are copied, the memory stays the
+ * caller's), its layer (or OWL_LAYER_ALWAYS), and whether it takes the
+ * low-rank path (honoured by OWLORE and GALORE for a layer's matrices;
+ * otherwise full rank). grad may be NULL and bound later. *index (may be
+ * NULL) receives the parameter's number, counting from 0. Register every
+ * parameter before the first step; state is allocated lazily, when the
+ * parameter's layer is first active.
+ */
+OWL_API owl_status owl_optimizer_add_param(owl_optimizer *opt, uint64_t layer,
+                                           const owl_tensor *weight,
+                                           const owl_tensor *grad,
+                                           int32_t lowrank, uint64_t *index);
+/* Rebinds a parameter's gradient (a framework that reallocates it). */
+OWL_API owl_status owl_optimizer_set_grad(owl_optimizer *opt, uint64_t index,
+                                          const owl_tensor *grad);
+
+/*
+ * The decoder layers that train at the current step: mask[l] = 1 when
+ * layer l needs gradients (num_layers bytes, host memory). The host turns
+ * gradients on for exactly these layers (and the OWL_LAYER_ALWAYS
+ * parameters) before its backward pass. Calling it again in the same step
+ * returns the same mask. *resampled (may be NULL) is 1 on a period's first
+ * step.
+ */
+OWL_API owl_status owl_optimizer_active_layers(owl_optimizer *opt,
+                                               uint8_t *mask,
+                                               uint64_t num_layers,
+                                               int32_t *resampled);
+/*
+ * Updates every parameter of the active layers and every OWL_LAYER_ALWAYS
+ * parameter from its bound gradient with learning rate lr (the host owns
+ * the schedule), applying the frozen-state policy to layers that just
+ * became frozen or active, then advances to the next step. A non-finite
+ * gradient (CPU) returns OWL_ERR_NONFINITE with nothing updated and the
+ * step not advanced.
+ */
+OWL_API owl_status owl_optimizer_step(owl_optimizer *opt, double lr);
+/* Steps taken so far (the index of the next step). */
+OWL_API uint64_t owl_optimizer_step_index(const owl_optimizer *opt);
+OWL_API uint64_t owl_optimizer_num_params(const owl_optimizer *opt);
+/* Global gradient L2 norm of the last step, before clipping (CUDA: waits
+ * for the stream). */
+OWL_API owl_status owl_optimizer_last_grad_norm(const owl_optimizer *opt,
+                                                double *norm);
+
+/* Bytes the optimizer holds now, by category and memory kind. */
+typedef struct owl_memory_usage {
+    uint64_t struct_size;
+    uint64_t device_moments;     /* AdamW m and v on the GPU */
+    uint64_t device_projectors;  /* GaLore bases on the GPU */
+    uint64_t device_workspace;   /* the context's GPU scratch */
+    uint64_t host_moments;       /* CPU backend moments, or offloaded ones */
+    uint64_t host_projectors;
+    uint64_t host_workspace;     /* the context's host scratch */
+} owl_memory_usage;
+
+OWL_API owl_status owl_memory_usage_init(owl_memory_usage *usage,
+                                         uint64_t struct_size);
+OWL_API owl_status owl_optimizer_memory(const owl_optimizer *opt,
+                                        owl_memory_usage *usage);
+
+/* Optimizer state: step index, sampler configuration, and every allocated
+ * parameter's projector and moments. Loading needs an optimizer with the
+ * same options and the same parameters registered in the same order. */
+OWL_API owl_status owl_optimizer_state_size(const owl_optimizer *opt,
+                                            uint64_t *bytes);
+OWL_API owl_status owl_optimizer_save(const owl_optimizer *opt, void *buf,
+                                      uint64_t capacity, uint64_t *written);
+OWL_API owl_status owl_optimizer_load(owl_optimizer *opt, const void *buf,
+                                      uint64_t size);
+OWL_API owl_status owl_optimizer_save_file(const owl_optimizer *opt,
+                                           const char *path);
+OWL_API owl_status owl_optimizer_load_file(owl_optimizer *opt,
+                                           const char *path);
+
+/* ------------------------------------------------------------------ */
+/* Memory planner                                                      */
+/* ------------------------------------------------------------------ */
+
+/* A LLaMa-style decoder: q, k, v, o, gate, up, down per layer, two RMSNorms
+ * per layer, embeddings, a final norm and an LM head. */
+typedef struct owl_model_shape {
+    uint64_t struct_size;
+    uint64_t num_layers;
+    uint64_t hidden;
+    uint64_t intermediate;
+    uint64_t heads;
+    uint64_t kv_heads;
+    uint64_t vocab;
+    owl_dtype weight_dtype; /* default BF16 */
+    owl_dtype grad_dtype;   /* default BF16 */
+    int32_t tied_embeddings; /* 1: the LM head shares the embedding */
+    int32_t reserved;
+} owl_model_shape;
+
+/* Peak bytes of one training step, by category. */
+typedef struct owl_memory_plan {
+    uint64_t struct_size;
+    uint64_t weights;
+    uint64_t gradients;       /* of the trainable parameters at peak */
+    uint64_t optimizer_state; /* AdamW moments */
+    uint64_t projectors;      /* GaLore bases */
+    uint64_t workspace;       /* the library's scratch at peak */
+    uint64_t total;
+} owl_memory_plan;
+
+OWL_API owl_status owl_model_shape_init(owl_model_shape *shape,
+                                        uint64_t struct_size);
+OWL_API owl_status owl_memory_plan_init(owl_memory_plan *plan,
+                                        uint64_t struct_size);
+/* Plans the memory of training `shape` with `opts` (its method, gamma,
+ * rank, moment dtype, frozen policy): a pure calculation on the host; ctx
+ * (any backend) receives the error message. */
+OWL_API owl_status owl_memory_plan_compute(owl_context *ctx,
+                                           const owl_model_shape *shape,
+                                           const owl_optimizer_options *opts,
+                                           owl_memory_plan *plan);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,96 @@
+// Device-side helpers shared by the kernels: 16-bit storage conversions
+// that match src/dtype.h bit for bit, the counter-based random numbers of
+// src/internal.h, and grid sizing.
+#ifndef OWLORE_KERNELS_COMMON_CUH
+#define OWLORE_KERNELS_COMMON_CUH
+
+#include <cstdint>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+namespace owl {
+
+// owl_dtype values (include/owlore/owlore.h).
+enum : int32_t { DT_F32 = 0, DT_BF16 = 1, DT_F16 = 2 };
+
+__device__ __forceinline__ float bf16_to_f32(uint16_t h)
+{
+    return __uint_as_float((uint32_t)h << 16);
+}
+
+// Round to nearest even; NaN stays a quiet NaN (as owl_f32_to_bf16).
+__device__ __forceinline__ uint16_t f32_to_bf16(float f)
+{
+    uint32_t u = __float_as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((u >> 16) | 0x0040u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+// Stochastic rounding with 16 random bits (as owl_f32_to_bf16_stochastic).
+__device__ __forceinline__ uint16_t f32_to_bf16_stochastic(float f,
+                                                           uint32_t rnd16)
+{
+    uint32_t u = __float_as_uint(f);
+    if ((u & 0x7f800000u) == 0x7f800000u)
+        return f32_to_bf16(f);
+    uint32_t r = u + (rnd16 & 0xffffu);
+    if ((r & 0x7f800000u) == 0x7f800000u)
+        return (uint16_t)(u >> 16);
+    return (uint16_t)(r >> 16);
+}
+
+// IEEE half <-> f32 through the hardware conversions (round to nearest
+// even, subnormals and overflow to Inf, as owl_f32_to_f16).
+__device__ __forceinline__ float f16_to_f32(uint16_t h)
+{
+    return __half2float(__ushort_as_half(h));
+}
+__device__ __forceinline__ uint16_t f32_to_f16(float f)
+{
+    return __half_as_ushort(__float2half_rn(f));
+}
+
+__device__ __forceinline__ float load_f32(const void *base, int32_t dtype,
+                                          int64_t i)
+{
+    if (dtype == DT_F32)
+        return static_cast<const float *>(base)[i];
+    uint16_t h = static_cast<const uint16_t *>(base)[i];
+    return dtype == DT_BF16 ? bf16_to_f32(h) : f16_to_f32(h);
+}
+
+__device__ __forceinline__ bool is_nonfinite(float x)
+{
+    return (__float_as_uint(x) & 0x7f800000u) == 0x7f800000u;
+}
+
+// SplitMix64 finaliser and the three-word hash of src/internal.h, so a
+// random value is the same function of (seed, stream, index) on both
+// backends.
+__device__ __forceinline__ uint64_t mix64(uint64_t x)
+{
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+__device__ __forceinline__ uint64_t hash3(uint64_t a, uint64_t b, uint64_t c)
+{
+    return mix64(mix64(mix64(a) ^ b) ^ c);
+}
+
+// Blocks for a grid-stride loop over n items: enough to fill the device,
+// never more than the items need.
+inline unsigned grid_for(int64_t n, unsigned threads, unsigned max_blocks = 4096)
+{
+    int64_t b = (n + threads - 1) / threads;
+    if (b < 1)
+        b = 1;
+    return b > (int64_t)max_blocks ? max_blocks : (unsigned)b;
+}
+
+} // namespace owl
+
+#endif // OWLORE_KERNELS_COMMON_CUH
