@@ -54,6 +54,12 @@ struct owl_adamw {
     void *m, *v;            /* dense rows x cols, f32 or bf16 (uint16) */
     uint64_t step_count;    /* every update; never reset */
     uint64_t bias_step;     /* t of the bias correction */
+    /* CUDA: m and v above are device memory, and this device counter holds
+     * the steps skipped for a non-finite gradient since the last reset.
+     * step_count and bias_step count every call (the host cannot know of a
+     * skip without waiting), so a step's kernels use
+     * t = bias_step - *dev_skipped, read on the device. */
+    unsigned long long *dev_skipped;
 };
 
 /* Brings the subspace up to date for the parameter's update `iter` (the
