@@ -10,6 +10,9 @@
  * bits from (seed, step, element index). */
 #include "galore_internal.h"
 #include "dtype.h"
+#ifdef OWL_HAVE_CUDA
+#include "cuda_galore.h"
+#endif
 
 #include <limits.h>
 #include <math.h>
@@ -991,6 +994,11 @@ owl_status owl_adamw_lowrank(owl_adamw *a, owl_galore *p, owl_tensor *weight,
                          "weight is %lldx%lld, the projector is for %lldx%lld",
                          (long long)weight->rows, (long long)weight->cols,
                          (long long)p->m, (long long)p->n);
+#ifdef OWL_HAVE_CUDA
+    /* Device step; a non-finite G is skipped on the device (OWL_OK). */
+    if (ctx->backend == OWL_BACKEND_CUDA)
+        return owl__cuda_adamw_lowrank(a, p, weight, grad, lr);
+#endif
 
     /* R = project(G) into the projector's scratch, refreshing the subspace
      * when due, with G checked for NaN/Inf on the way: the last thing that

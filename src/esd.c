@@ -14,6 +14,9 @@
  * default, which makes its alpha NaN; dropping them is the only usable
  * reading. */
 #include "internal.h"
+#ifdef OWL_HAVE_CUDA
+#include "cuda_galore.h"
+#endif
 
 #include <inttypes.h>
 #include <lapacke.h>
@@ -302,10 +305,6 @@ owl_status owl_esd_alpha_hill(owl_context *ctx, const owl_tensor *weight,
     if (ctx == NULL)
         return OWL_ERR_NULL_POINTER;
     owl__clear_error(ctx);
-    if (ctx->backend != OWL_BACKEND_CPU)
-        return owl__fail(ctx, OWL_ERR_UNSUPPORTED,
-                         "owl_esd_alpha_hill: this build has no CUDA "
-                         "implementation");
     owl_status s = owl__check_tensor(ctx, weight, "weight",
                                      OWL_DT_FLOATS | OWL_DT_BIT(OWL_DTYPE_F64));
     if (s != OWL_OK)
@@ -328,6 +327,15 @@ owl_status owl_esd_alpha_hill(owl_context *ctx, const owl_tensor *weight,
                          "weight is %" PRId64 "x%" PRId64 "; the fit needs at "
                          "least 2 singular values",
                          m, n);
+    if (ctx->backend != OWL_BACKEND_CPU) {
+#ifdef OWL_HAVE_CUDA
+        /* Singular values on the device, the fit on the host. */
+        return owl__cuda_esd_alpha_hill(ctx, weight, method, result);
+#else
+        return owl__fail(ctx, OWL_ERR_UNSUPPORTED,
+                         "owl_esd_alpha_hill: this build has no CUDA backend");
+#endif
+    }
     if (!owl__all_finite(ctx, weight))
         return owl__fail(ctx, OWL_ERR_NONFINITE, "weight contains NaN or Inf");
 

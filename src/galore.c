@@ -7,6 +7,9 @@
  * for a left projection, Q (r x n) for a right one, so both sides share the
  * SVD code and every product below is a single sgemm on row-major data. */
 #include "galore_internal.h"
+#ifdef OWL_HAVE_CUDA
+#include "cuda_galore.h"
+#endif
 
 #include <cblas.h>
 #include <limits.h>
@@ -120,6 +123,13 @@ void owl_galore_free(owl_galore *p)
 {
     if (p == NULL)
         return;
+#ifdef OWL_HAVE_CUDA
+    if (p->ctx->backend == OWL_BACKEND_CUDA) {
+        owl__cuda_galore_free(p);
+        owl__free(p);
+        return;
+    }
+#endif
     owl__free(p->basis);
     owl__free(p->next_basis);
     owl__free(p->lowrank);
@@ -158,6 +168,18 @@ owl_status owl_galore_create(owl_context *ctx, const owl_galore_options *opts,
     if (p->block_rows > p->m)
         p->block_rows = p->m;
 
+#ifdef OWL_HAVE_CUDA
+    if (ctx->backend == OWL_BACKEND_CUDA) {
+        /* Device basis, low-rank buffer and SVD plan (src/cuda_galore.c). */
+        s = owl__cuda_galore_create(p);
+        if (s != OWL_OK) {
+            owl_galore_free(p);
+            return s;
+        }
+        *out = p;
+        return OWL_OK;
+    }
+#endif
     p->basis = owl__alloc(ctx, (size_t)(p->r * p->d), sizeof(float), "basis");
     p->next_basis = owl__alloc(ctx, (size_t)(p->r * p->d), sizeof(float),
                                "basis");
@@ -410,6 +432,12 @@ owl_status owl_galore_project(owl_galore *p, uint64_t iter,
         s = check_grad_tensor(p, grad);
     if (s != OWL_OK)
         return s;
+#ifdef OWL_HAVE_CUDA
+    /* A non-finite G is caught on the device: OWL_OK, nothing written
+     * (src/cuda_galore.c, docs/cuda.md). */
+    if (p->ctx->backend == OWL_BACKEND_CUDA)
+        return owl__cuda_galore_project(p, iter, grad, out, refreshed);
+#endif
     bool rf = false;
     s = owl__galore_project_f32(p, iter, grad, out->data, out->row_stride,
                                 &rf);
@@ -453,6 +481,10 @@ owl_status owl_galore_project_back(owl_galore *p, const owl_tensor *lowrank,
         return owl__fail(p->ctx, OWL_ERR_STATE,
                          "the projector has no subspace yet: call "
                          "owl_galore_project or owl_galore_refresh first");
+#ifdef OWL_HAVE_CUDA
+    if (p->ctx->backend == OWL_BACKEND_CUDA)
+        return owl__cuda_galore_project_back(p, lowrank, out);
+#endif
 
     const float *low = p->lowrank;
     int64_t ldl = p->lr_cols;
@@ -489,6 +521,11 @@ owl_status owl_galore_refresh(owl_galore *p, const owl_tensor *grad)
     owl_status s = check_grad_tensor(p, grad);
     if (s != OWL_OK)
         return s;
+#ifdef OWL_HAVE_CUDA
+    /* A non-finite G keeps the basis, checked on the device. */
+    if (p->ctx->backend == OWL_BACKEND_CUDA)
+        return owl__cuda_galore_refresh(p, grad);
+#endif
     if (!owl__all_finite(p->ctx, grad))
         return nonfinite_grad(p);
     bool held = false;
@@ -525,6 +562,10 @@ owl_status owl_galore_get_basis(const owl_galore *p, owl_tensor *out)
                          "subspace yet",
                          proj_type_name(p->opts.proj_type), (long long)p->m,
                          (long long)p->n, (long long)p->r);
+#ifdef OWL_HAVE_CUDA
+    if (p->ctx->backend == OWL_BACKEND_CUDA)
+        return owl__cuda_galore_get_basis(p, out);
+#endif
     for (int64_t i = 0; i < rows; i++) {
         float *dst = (float *)owl__row_ptr(out, i);
         if (p->left)

@@ -26,6 +26,11 @@ struct owl_galore {
     int64_t block_rows;
     owl_svd_work svd;  /* the plan; its arrays live in the context scratch */
     size_t svd_offset; /* where they start in it (after the gradient copy) */
+
+    /* CUDA contexts: the device plan and state (src/cuda_galore.h); basis,
+     * next_basis and lowrank above are then device memory, and svd,
+     * svd_offset and block_rows are unused. NULL on the CPU. */
+    struct owl_galore_cuda *cuda;
 };
 
 /* A projector owns only O(r (m + n)) memory: basis, next_basis and the
