@@ -65,9 +65,11 @@ __global__ void store_f32(const float *src, int64_t rows, int64_t cols,
 constexpr int kTile = 32;
 
 __global__ void transpose_f32(const float *src, int64_t rows, int64_t cols,
-                              int64_t lds, float *dst, int64_t ldd)
+                              int64_t lds, float *dst, int64_t ldd,
+                              const int32_t *zero_if)
 {
     __shared__ float tile[kTile][kTile + 1];
+    const bool zero = zero_if != nullptr && *zero_if != 0;
     const int64_t tiles_y = (rows + kTile - 1) / kTile;
     const int64_t j0 = (int64_t)blockIdx.x * kTile;
     for (int64_t ty = blockIdx.y; ty < tiles_y; ty += gridDim.y) {
@@ -75,7 +77,7 @@ __global__ void transpose_f32(const float *src, int64_t rows, int64_t cols,
         for (int k = threadIdx.y; k < kTile; k += blockDim.y) {
             int64_t i = i0 + k, j = j0 + threadIdx.x;
             if (i < rows && j < cols)
-                tile[k][threadIdx.x] = src[i * lds + j];
+                tile[k][threadIdx.x] = zero ? 0.0f : src[i * lds + j];
         }
         __syncthreads();
         // dst row j0 + k holds source column j0 + k.
@@ -86,6 +88,19 @@ __global__ void transpose_f32(const float *src, int64_t rows, int64_t cols,
         }
         __syncthreads();
     }
+}
+
+__global__ void copy_or_zero(const int32_t *zero_if, const float *src,
+                             int64_t lds, float *dst, int64_t ldd,
+                             int64_t rows, int64_t cols)
+{
+    const bool zero = *zero_if != 0;
+    if (!zero && src == dst && lds == ldd)
+        return;
+    for (int64_t i = blockIdx.y; i < rows; i += gridDim.y)
+        for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+             j < cols; j += (int64_t)gridDim.x * blockDim.x)
+            dst[i * ldd + j] = zero ? 0.0f : src[i * lds + j];
 }
 
 __global__ void gaussian(float *x, int64_t count, uint64_t seed,
@@ -216,6 +231,8 @@ __global__ void lowrank_coeffs(owl_lowrank_hparams hp, const int32_t *flag,
         c.gemm_alpha = (float)((double)c.step * hp.scale *
                                (1.0 + (double)c.post));
     } else {
+        // the GEMM's alpha of the CPU's blocked path, applied by
+        // lowrank_apply to the unscaled product
         c.gemm_alpha = (float)((double)c.step * hp.scale);
         c.gemm_beta = 0.0f;
     }
@@ -284,13 +301,13 @@ __global__ void lowrank_apply(const owl_lowrank_coeffs *cp,
 {
     if (*flag)
         return;
-    const float pre = cp->pre, post = cp->post;
+    const float pre = cp->pre, post = cp->post, alpha = cp->gemm_alpha;
     for (int64_t i = blockIdx.y; i < rows; i += gridDim.y)
         for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
              j < cols; j += (int64_t)gridDim.x * blockDim.x) {
             int64_t k = i * ldw + j;
             float x = __fmul_rn(owl::load_f32(w, dtype, k), pre);
-            x = __fadd_rn(x, s[i * cols + j]);
+            x = __fadd_rn(x, __fmul_rn(alpha, s[i * cols + j]));
             x = __fadd_rn(x, __fmul_rn(post, x));
             if (stochastic && dtype == owl::DT_BF16) {
                 // store_chunk's bits: 16 per element from one hash per
@@ -331,12 +348,23 @@ extern "C" int owl__k_to_f32(void *stream, const void *src, int32_t dtype,
 
 extern "C" int owl__k_transpose_f32(void *stream, const float *src,
                                     int64_t rows, int64_t cols, int64_t lds,
-                                    float *dst, int64_t ldd)
+                                    float *dst, int64_t ldd,
+                                    const int32_t *zero_if)
 {
     int64_t tx = (cols + kTile - 1) / kTile, ty = (rows + kTile - 1) / kTile;
     dim3 grid((unsigned)tx, (unsigned)(ty < 65535 ? ty : 65535));
     transpose_f32<<<grid, dim3(kTile, 8), 0, (cudaStream_t)stream>>>(
-        src, rows, cols, lds, dst, ldd);
+        src, rows, cols, lds, dst, ldd, zero_if);
+    return (int)cudaGetLastError();
+}
+
+extern "C" int owl__k_copy_or_zero(void *stream, const int32_t *zero_if,
+                                   const float *src, int64_t lds, float *dst,
+                                   int64_t ldd, int64_t rows, int64_t cols)
+{
+    copy_or_zero<<<grid_rows(rows, cols, kThreads * 4), kThreads, 0,
+                   (cudaStream_t)stream>>>(zero_if, src, lds, dst, ldd, rows,
+                                           cols);
     return (int)cudaGetLastError();
 }
 

@@ -43,9 +43,19 @@ int owl__k_to_f32(void *stream, const void *src, int32_t dtype, int64_t rows,
                   int64_t cols, int64_t lds, float *dst, int64_t ldd,
                   int32_t *flag);
 
-/* dst (cols x rows, stride ldd) = src^T (src rows x cols, stride lds). */
+/* dst (cols x rows, stride ldd) = src^T (src rows x cols, stride lds), or
+ * zeros when zero_if is not NULL and *zero_if is set. */
 int owl__k_transpose_f32(void *stream, const float *src, int64_t rows,
-                         int64_t cols, int64_t lds, float *dst, int64_t ldd);
+                         int64_t cols, int64_t lds, float *dst, int64_t ldd,
+                         const int32_t *zero_if);
+
+/* dst = src (rows x cols f32), or zeros when *zero_if is set; src == dst
+ * (same stride) zeroes in place or does nothing. Keeps a NaN/Inf
+ * gradient, which the step flag already rejects, away from cuSOLVER,
+ * whose iterations need not end on one. */
+int owl__k_copy_or_zero(void *stream, const int32_t *zero_if,
+                        const float *src, int64_t lds, float *dst,
+                        int64_t ldd, int64_t rows, int64_t cols);
 
 /* dst (rows x cols of dtype, stride ldd) = src (f32) rounded to nearest. */
 int owl__k_store_f32(void *stream, const float *src, int64_t rows,
@@ -88,8 +98,9 @@ int owl__k_lowrank_moments(void *stream, const owl_lowrank_coeffs *c,
                            int32_t moment_dtype, int64_t count,
                            int32_t reset);
 
-/* W = pre*W + s; W += post*W over rows x cols (s f32 dense with stride
- * cols), stored as dtype with nearest rounding, or stochastic bf16
+/* W = pre*W + gemm_alpha*s; W += post*W over rows x cols (s = back(N),
+ * f32 dense with stride cols: the CPU's GEMM output alpha*s formed here,
+ * one rounding as there), stored as dtype with nearest rounding, or stochastic bf16
  * rounding from hash3(seed, draw, flat >> 2) as src/adamw.c. Nothing when
  * *flag is set. */
 int owl__k_lowrank_apply(void *stream, const owl_lowrank_coeffs *c,

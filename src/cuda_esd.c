@@ -81,7 +81,8 @@ static owl_status singular_values(owl_context *ctx, const owl_tensor *w,
         return s;
     if (bad)
         return owl__fail(ctx, OWL_ERR_NONFINITE, "weight contains NaN or Inf");
-    if (!gt && (e = owl__k_transpose_f32(st, b->copy, m, n, n, b->a, m)) != 0)
+    if (!gt &&
+        (e = owl__k_transpose_f32(st, b->copy, m, n, n, b->a, m, NULL)) != 0)
         return owl__cuda_fail(ctx, e, "transpose of weight");
 
     size_t dev_bytes = 0, host_bytes = 0;

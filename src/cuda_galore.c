@@ -318,23 +318,25 @@ static owl_status exact_into_next(owl_galore *p, const float *g, int64_t ldg)
     const int64_t m = p->m, n = p->n, r = p->r;
     const int64_t R = c->svd_rows, C = c->svd_cols;
     float *a = scratch_f32(p, c->off_a);
+    int32_t *flag = owl__cuda_flag(p->ctx);
+    /* Zeros instead of a gradient the step flag rejected (see
+     * owl__k_copy_or_zero). */
     owl_status s;
     if (R == n) {
         /* G^T, column-major n x m with ld n, is G row-major and dense. */
-        cudaError_t e = cudaMemcpy2DAsync(
-            a, (size_t)n * sizeof(float), g, (size_t)ldg * sizeof(float),
-            (size_t)n * sizeof(float), (size_t)m, cudaMemcpyDeviceToDevice,
-            stream_of(p));
-        if (e != cudaSuccess)
-            return owl__cuda_fail(p->ctx, e, "copy of grad for the SVD");
+        s = kernel_ok(p->ctx,
+                      owl__k_copy_or_zero(stream_of(p), flag, g, ldg, a, n, m,
+                                          n),
+                      "copy of grad for the SVD");
     } else {
         /* G, column-major m x n with ld m, is G^T row-major. */
         s = kernel_ok(p->ctx,
-                      owl__k_transpose_f32(stream_of(p), g, m, n, ldg, a, m),
+                      owl__k_transpose_f32(stream_of(p), g, m, n, ldg, a, m,
+                                           flag),
                       "transpose of grad for the SVD");
-        if (s != OWL_OK)
-            return s;
     }
+    if (s != OWL_OK)
+        return s;
     float *sv = scratch_f32(p, c->off_s);
     float *u = c->need_u ? scratch_f32(p, c->off_u) : NULL;
     float *vt = c->need_u ? NULL : scratch_f32(p, c->off_vt);
@@ -360,7 +362,7 @@ static owl_status exact_into_next(owl_galore *p, const float *g, int64_t ldg)
      * columns. */
     return kernel_ok(p->ctx,
                      owl__k_transpose_f32(stream_of(p), vt, C, r, C,
-                                          p->next_basis, C),
+                                          p->next_basis, C, NULL),
                      "basis transpose");
 }
 
@@ -417,10 +419,22 @@ static owl_status randomized_into_next(owl_galore *p, const float *g,
     const int64_t e = p->left ? p->n : p->m;
     float *range = scratch_f32(p, c->off_range);
     float *sketch = scratch_f32(p, c->off_sketch);
+    /* The range finder reads G from the scratch copy, zeroed when the step
+     * flag rejected it (see owl__k_copy_or_zero); G read in place by the
+     * projection is copied there first (one pass, per refresh only). */
+    float *g32 = scratch_f32(p, c->off_g32);
     owl_status s = kernel_ok(p->ctx,
-                             owl__k_gaussian(stream_of(p), sketch, k * e,
-                                             p->opts.seed, p->refresh_count),
-                             "Gaussian sketch");
+                             owl__k_copy_or_zero(stream_of(p),
+                                                 owl__cuda_flag(p->ctx), g,
+                                                 ldg, g32, p->n, p->m, p->n),
+                             "copy of grad for the SVD");
+    g = g32;
+    ldg = p->n;
+    if (s == OWL_OK)
+        s = kernel_ok(p->ctx,
+                      owl__k_gaussian(stream_of(p), sketch, k * e,
+                                      p->opts.seed, p->refresh_count),
+                      "Gaussian sketch");
     if (s == OWL_OK)
         s = to_range(p, g, ldg, sketch, range);
     if (s == OWL_OK)
@@ -462,8 +476,9 @@ static owl_status randomized_into_next(owl_galore *p, const float *g,
  * the outcome without waiting, so it counts the refresh as made; a
  * skipped one leaves the previous basis in place (and, before the first
  * success, none: OWL_GSTATE_BASIS_OK stays 0 and every step is skipped
- * until a later refresh succeeds). A non-finite G still reaches cuSOLVER
- * (the host cannot know); its result is discarded. */
+ * until a later refresh succeeds). A non-finite G is replaced by zeros
+ * before cuSOLVER sees it (the factorisation still runs, since the host
+ * cannot know; its result is discarded). */
 static owl_status compute_subspace(owl_galore *p, const float *g, int64_t ldg)
 {
     owl_galore_cuda *c = p->cuda;
@@ -659,7 +674,8 @@ owl_status owl__cuda_galore_get_basis(const owl_galore *p, owl_tensor *out)
         /* P (m x r) is the transpose of the stored P^T (r x m). */
         s = kernel_ok(ctx,
                       owl__k_transpose_f32(stream_of(p), p->basis, p->r, p->m,
-                                           p->m, out->data, out->row_stride),
+                                           p->m, out->data, out->row_stride,
+                                           NULL),
                       "basis transpose");
     } else {
         cudaError_t e = cudaMemcpy2DAsync(
@@ -680,26 +696,26 @@ owl_status owl__cuda_galore_get_basis(const owl_galore *p, owl_tensor *out)
  * device's skip counter); a kernel updates m, v and writes N over R; then
  * W is updated from back(N): f32 weights by one GEMM with beta = keep
  * (device scalars, (0, 1) with N = 0 on a skipped step), other weights
- * through an f32 block in the scratch and an apply kernel with the CPU's
- * rounding. A skipped step leaves W, m, v and the basis as they were, and
- * keeps t by counting the skip in a->dev_skipped. The host counters
- * advance on every call (struct owl_adamw). Caveat of the one-GEMM path
- * on a skipped step: W' = 1 W + 0 is W bit for bit except that a -0.0
- * weight may come back as +0.0. */
+ * through an f32 block in the scratch (back(N) unscaled) and an apply
+ * kernel that scales it and rounds as the CPU does. A skipped step leaves
+ * W, m, v and the basis as they were, and keeps t by counting the skip in
+ * a->dev_skipped. The host counters advance on every call (struct
+ * owl_adamw). Caveat of the one-GEMM path on a skipped step: W' = 1 W + 0
+ * is W bit for bit except that a -0.0 weight may come back as +0.0. */
 owl_status owl__cuda_adamw_lowrank(owl_adamw *a, owl_galore *p,
                                    owl_tensor *weight, const owl_tensor *grad,
                                    double lr)
 {
     owl_context *ctx = a->ctx;
-    if (a->dev_skipped == NULL)
-        return owl__fail(ctx, OWL_ERR_UNSUPPORTED,
-                         "this optimizer has no device state (created "
-                         "without CUDA support for AdamW)");
     owl_status s = owl__cuda_check_tensor(ctx, weight, "weight");
     if (s == OWL_OK)
         s = owl__cuda_check_tensor(ctx, grad, "grad");
     if (s != OWL_OK)
         return s;
+    if (a->dev_skipped == NULL)
+        return owl__fail(ctx, OWL_ERR_UNSUPPORTED,
+                         "this optimizer has no device state (a build "
+                         "without CUDA AdamW)");
     owl_cuda_guard g;
     if ((s = owl__cuda_enter(ctx, &g)) != OWL_OK)
         return s;
@@ -744,9 +760,12 @@ owl_status owl__cuda_adamw_lowrank(owl_adamw *a, owl_galore *p,
                       &c->coeffs->gemm_beta, weight->data, weight->row_stride,
                       true);
     } else if (s == OWL_OK) {
+        /* Host scalars (1, 0): cuBLAS then never reads the block's old
+         * contents (which may be anything, NaN included); the apply kernel
+         * scales by the device's alpha. */
         float *block = scratch_f32(p, c->off_g32);
-        s = back_into(p, p->lowrank, p->lr_cols, &c->coeffs->gemm_alpha,
-                      &c->coeffs->gemm_beta, block, p->n, true);
+        s = back_into(p, p->lowrank, p->lr_cols, &one_f, &zero_f, block,
+                      p->n, false);
         bool stochastic = a->opts.rounding == OWL_ROUND_STOCHASTIC &&
                           weight->dtype == OWL_DTYPE_BF16;
         if (s == OWL_OK)

@@ -18,9 +18,9 @@
  *                                      (same sketch) within 1e-4
  *   low-rank AdamW, f32 weights        relative L2 of the change 2e-3
  *   low-rank AdamW, 16-bit weights     4 ulps of the weight per entry
- *   PL_Alpha_Hill                      relative 1e-3 (MEDIAN, FIX_FINGER),
- *                                      2e-2 (KS_SCAN, whose argmin may
- *                                      move to a neighbour) */
+ *   PL_Alpha_Hill                      relative 1e-3 (MEDIAN); 2e-2
+ *                                      (FIX_FINGER, KS_SCAN, whose cutoff
+ *                                      may move to a neighbour) */
 #include "../common/testutil.h"
 #include "gpu_util.h"
 
@@ -971,7 +971,7 @@ static void test_esd_matches_cpu(void **state)
     const owl_dtype dts[3] = {OWL_DTYPE_F32, OWL_DTYPE_F32, OWL_DTYPE_BF16};
     const owl_xmin_method methods[3] = {OWL_XMIN_MEDIAN, OWL_XMIN_FIX_FINGER,
                                         OWL_XMIN_KS_SCAN};
-    const double tol[3] = {1e-3, 1e-3, 2e-2};
+    const double tol[3] = {1e-3, 2e-2, 2e-2};
     for (int c = 0; c < 3; c++) {
         int m = dims[c][0], n = dims[c][1], mn = m < n ? m : n;
         double *s = xmalloc((size_t)mn * sizeof(double));
