@@ -540,6 +540,7 @@ typedef struct {
     owl_refresh_moments on_refresh;
     owl_svd_method svd;
     double wd;
+    owl_rounding rounding;
 } step_case;
 
 /* Gradient of step t: a fixed well-separated part plus a small varying
@@ -570,6 +571,8 @@ static owl_adamw_options aopts(const step_case *c)
     o.moment_dtype = c->mdt;
     o.on_refresh = c->on_refresh;
     o.weight_decay = c->wd;
+    o.rounding = c->rounding;
+    o.seed = 42;
     return o;
 }
 
@@ -657,15 +660,21 @@ static void test_lowrank_steps_match_cpu(void **state)
     (void)state;
     const step_case cases[] = {
         {48, 80, OWL_DTYPE_F32, OWL_DTYPE_F32, OWL_DTYPE_F32, OWL_ADAMW_GALORE,
-         OWL_MOMENTS_KEEP, OWL_SVD_EXACT, 0.0},
+         OWL_MOMENTS_KEEP, OWL_SVD_EXACT, 0.0, OWL_ROUND_NEAREST},
         {80, 48, OWL_DTYPE_F32, OWL_DTYPE_BF16, OWL_DTYPE_F32, OWL_ADAMW_TORCH,
-         OWL_MOMENTS_RESET, OWL_SVD_EXACT, 0.1},
+         OWL_MOMENTS_RESET, OWL_SVD_EXACT, 0.1, OWL_ROUND_NEAREST},
         {48, 80, OWL_DTYPE_BF16, OWL_DTYPE_BF16, OWL_DTYPE_BF16,
-         OWL_ADAMW_GALORE, OWL_MOMENTS_KEEP, OWL_SVD_EXACT, 0.01},
+         OWL_ADAMW_GALORE, OWL_MOMENTS_KEEP, OWL_SVD_EXACT, 0.01,
+         OWL_ROUND_NEAREST},
         {80, 48, OWL_DTYPE_BF16, OWL_DTYPE_F32, OWL_DTYPE_F32, OWL_ADAMW_TORCH,
-         OWL_MOMENTS_RESET, OWL_SVD_RANDOMIZED, 0.0},
+         OWL_MOMENTS_RESET, OWL_SVD_RANDOMIZED, 0.0, OWL_ROUND_NEAREST},
         {48, 80, OWL_DTYPE_F16, OWL_DTYPE_F16, OWL_DTYPE_BF16,
-         OWL_ADAMW_GALORE, OWL_MOMENTS_RESET, OWL_SVD_RANDOMIZED, 0.0},
+         OWL_ADAMW_GALORE, OWL_MOMENTS_RESET, OWL_SVD_RANDOMIZED, 0.0,
+         OWL_ROUND_NEAREST},
+        /* the same random bits on both backends */
+        {48, 80, OWL_DTYPE_BF16, OWL_DTYPE_F32, OWL_DTYPE_F32,
+         OWL_ADAMW_GALORE, OWL_MOMENTS_KEEP, OWL_SVD_EXACT, 0.0,
+         OWL_ROUND_STOCHASTIC},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         run_steps_case(&cases[i]);
