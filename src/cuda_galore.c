@@ -689,6 +689,23 @@ owl_status owl__cuda_galore_get_basis(const owl_galore *p, owl_tensor *out)
     return s;
 }
 
+owl_status owl__cuda_galore_read_basis(const owl_galore *p, float *host)
+{
+    return owl__cuda_download(p->ctx, host, p->basis,
+                              (size_t)(p->r * p->d) * sizeof(float));
+}
+
+owl_status owl__cuda_galore_write_basis(owl_galore *p, const float *host)
+{
+    static const int32_t valid = 1;
+    owl_status s = owl__cuda_upload(p->ctx, p->basis, host,
+                                    (size_t)(p->r * p->d) * sizeof(float));
+    if (s == OWL_OK)
+        s = owl__cuda_upload(p->ctx, p->cuda->state + OWL_GSTATE_BASIS_OK,
+                             &valid, sizeof valid);
+    return s;
+}
+
 /* ---- the fused low-rank AdamW step -------------------------------------- */
 
 /* R = project(G) in the projector's low-rank buffer; a kernel forms this
