@@ -204,6 +204,20 @@ owl_status owl__reader_expect_end(owl_reader *r, const char *what);
 owl_status owl__frame_open(owl_context *ctx, const void *blob, uint64_t size,
                            owl_state_kind kind, owl_reader *payload);
 
+/* A whole load of a standalone handle: frame_open, then check (which must
+ * consume the whole payload), then apply from a copy of the reader taken
+ * before the check. Nothing changes unless everything passed. */
+typedef owl_status (*owl_state_check_fn)(const void *handle, owl_reader *r);
+typedef owl_status (*owl_state_apply_fn)(void *handle, owl_reader *r);
+owl_status owl__state_load(owl_context *ctx, owl_state_kind kind,
+                           owl_state_check_fn check, owl_state_apply_fn apply,
+                           void *handle, const void *buf, uint64_t size);
+/* The same from a file of at most max_bytes (owl__state_read_file). */
+owl_status owl__state_load_file(owl_context *ctx, owl_state_kind kind,
+                                owl_state_check_fn check,
+                                owl_state_apply_fn apply, void *handle,
+                                const char *path, uint64_t max_bytes);
+
 /* ---- files -------------------------------------------------------------- */
 
 /* Writes size bytes to path atomically: a temporary file next to it
