@@ -275,7 +275,8 @@ int main(int argc, char **argv)
            "(LLaMa2-7B 'Mem.' column)\n");
     /* The paper's 'G' is not defined; its slopes are printed in its unit
      * beside the plan's in both GB and GiB. */
-    printf("\nPer extra sampled layer, gamma 1 -> 8 (the constant offsets "
+    if (status == 0)
+        printf("\nPer extra sampled layer, gamma 1 -> 8 (the constant offsets "
            "cancel):\n"
            "  LISA:   plan %.2f GB = %.2f GiB, paper (32-23)/7 = %.2f G\n"
            "  OwLore: plan %.2f GB = %.2f GiB, paper (25-21)/7 = %.2f G\n",
