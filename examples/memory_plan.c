@@ -276,12 +276,12 @@ int main(int argc, char **argv)
     /* The paper's 'G' is not defined; its slopes are printed in its unit
      * beside the plan's in both GB and GiB. */
     if (status == 0)
-        printf("\nPer extra sampled layer, gamma 1 -> 8 (the constant offsets "
-           "cancel):\n"
-           "  LISA:   plan %.2f GB = %.2f GiB, paper (32-23)/7 = %.2f G\n"
-           "  OwLore: plan %.2f GB = %.2f GiB, paper (25-21)/7 = %.2f G\n",
-           (lisa8 - lisa1) / 7 / 1e9, (lisa8 - lisa1) / 7 / GIB, 9.0 / 7,
-           (owl8 - owl1) / 7 / 1e9, (owl8 - owl1) / 7 / GIB, 4.0 / 7);
+        printf("\nPer extra sampled layer, gamma 1 -> 8 (the constant "
+               "offsets cancel):\n"
+               "  LISA:   plan %.2f GB = %.2f GiB, paper (32-23)/7 = %.2f G\n"
+               "  OwLore: plan %.2f GB = %.2f GiB, paper (25-21)/7 = %.2f G\n",
+               (lisa8 - lisa1) / 7 / 1e9, (lisa8 - lisa1) / 7 / GIB, 9.0 / 7,
+               (owl8 - owl1) / 7 / 1e9, (owl8 - owl1) / 7 / GIB, 4.0 / 7);
     print_explanations(&st);
     owl_context_free(ctx);
     return status;
