@@ -544,11 +544,13 @@ owl_status owl__file_write_atomic(owl_context *ctx, const char *path,
         st = io_fail(ctx, "creating a temporary file next to", path, errno);
         goto done;
     }
-    /* mkstemp creates 0600; a state file is as readable as any file the
-     * process creates (the umask decides). */
-    mode_t mask = umask(0);
-    umask(mask);
-    (void)fchmod(fd, 0666 & ~mask);
+    /* mkstemp creates the file 0600 (owner only), which new state files
+     * keep; a replaced file keeps its permissions. (Reading the umask
+     * would mean setting it, a process-wide change other threads could
+     * observe.) */
+    struct stat old;
+    if (stat(path, &old) == 0 && S_ISREG(old.st_mode))
+        (void)fchmod(fd, old.st_mode & 07777);
 
     const uint8_t *p = data;
     uint64_t left = size;

@@ -222,9 +222,10 @@ owl_status owl__state_load_file(owl_context *ctx, owl_state_kind kind,
 
 /* Writes size bytes to path atomically: a temporary file next to it
  * (mkstemp on "<path>.XXXXXX"), every byte written, fsync, rename over
- * path, fsync of the directory. On any failure the temporary file is
- * removed and an existing file at path is left as it was; the error is
- * OWL_ERR_IO with the failing step, the path and strerror(errno). */
+ * path, fsync of the directory. New files are 0600; a replaced file keeps
+ * its mode. On any failure the temporary file is removed and an existing
+ * file at path is left as it was; the error is OWL_ERR_IO with the failing
+ * step, the path and strerror(errno). */
 owl_status owl__file_write_atomic(owl_context *ctx, const char *path,
                                   const void *data, uint64_t size);
 /* Reads a whole state file of at most max_bytes into a new buffer

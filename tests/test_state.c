@@ -882,6 +882,15 @@ static void test_file_round_trip(void **state)
     free(b.data);
     assert_int_equal(count_entries(dir), 3); /* no temporary left over */
 
+    /* A new file is private to its owner; a replaced one keeps its mode. */
+    struct stat sb;
+    assert_int_equal(stat(path, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0600);
+    assert_int_equal(chmod(path, 0640), 0);
+    assert_owl_ok(ctx, owl_adamw_save_file(h.a2, path));
+    assert_int_equal(stat(path, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0640);
+
     /* A larger AdamW state in the file: a mismatch, not read whole. */
     owl_adamw_options ao = adam_opts(OWL_DTYPE_F32);
     owl_adamw *big = make_adam(ctx, &ao, 40, 40);
