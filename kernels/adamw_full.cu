@@ -317,38 +317,69 @@ __global__ void full_dense(owl_k_adamw_step s, void *w, const void *g,
         update_one(c, s, w, WD, tail, g, GD, tail, m, v, MB, tail);
 }
 
+const unsigned kThreads = 256;
+
+// Blocks for a grid-stride kernel over `items` (one per thread at most):
+// no more than the device holds at once, so the grid is a single wave and
+// no partial last wave leaves multiprocessors idle at the end.
+template <typename Kernel>
+unsigned resident_grid(Kernel kernel, int32_t sm_count, int64_t items)
+{
+    unsigned blocks = owl::grid_for(items, kThreads, 1u << 30);
+    int per_sm = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel,
+                                                      (int)kThreads, 0) !=
+            cudaSuccess ||
+        per_sm < 1 || sm_count < 1) {
+        (void)cudaGetLastError();
+        return owl::grid_for(items, kThreads);
+    }
+    int64_t wave = (int64_t)per_sm * sm_count;
+    return (int64_t)blocks < wave ? blocks : (unsigned)wave;
+}
+
+template <int WD, int GD, bool MB>
+int launch_dense(cudaStream_t st, int32_t sm_count, const owl_k_adamw_step &s,
+                 void *w, const void *g, void *m, void *v, int64_t n,
+                 const int32_t *flag, unsigned long long *skipped)
+{
+    // One thread per chunk of eight at most, and at least enough threads
+    // for the tail's n % 8 elements.
+    unsigned blocks = resident_grid(full_dense<WD, GD, MB>, sm_count,
+                                    n / 8 > 8 ? n / 8 : 8);
+    full_dense<WD, GD, MB><<<blocks, kThreads, 0, st>>>(s, w, g, m, v, n,
+                                                        flag, skipped);
+    return (int)cudaGetLastError();
+}
+
 template <int WD, int GD>
-int launch_dense_m(cudaStream_t st, unsigned blocks, unsigned threads,
+int launch_dense_m(cudaStream_t st, int32_t sm_count,
                    const owl_k_adamw_step &s, void *w, const void *g, void *m,
                    void *v, bool mb, int64_t n, const int32_t *flag,
                    unsigned long long *skipped)
 {
-    if (mb)
-        full_dense<WD, GD, true><<<blocks, threads, 0, st>>>(s, w, g, m, v, n,
-                                                             flag, skipped);
-    else
-        full_dense<WD, GD, false><<<blocks, threads, 0, st>>>(s, w, g, m, v,
-                                                              n, flag,
-                                                              skipped);
-    return (int)cudaGetLastError();
+    return mb ? launch_dense<WD, GD, true>(st, sm_count, s, w, g, m, v, n,
+                                           flag, skipped)
+              : launch_dense<WD, GD, false>(st, sm_count, s, w, g, m, v, n,
+                                            flag, skipped);
 }
 
 template <int WD>
-int launch_dense_g(cudaStream_t st, unsigned blocks, unsigned threads,
+int launch_dense_g(cudaStream_t st, int32_t sm_count,
                    const owl_k_adamw_step &s, void *w, const void *g,
                    int32_t gd, void *m, void *v, bool mb, int64_t n,
                    const int32_t *flag, unsigned long long *skipped)
 {
     switch (gd) {
     case owl::DT_F32:
-        return launch_dense_m<WD, owl::DT_F32>(st, blocks, threads, s, w, g,
-                                               m, v, mb, n, flag, skipped);
+        return launch_dense_m<WD, owl::DT_F32>(st, sm_count, s, w, g, m, v,
+                                               mb, n, flag, skipped);
     case owl::DT_BF16:
-        return launch_dense_m<WD, owl::DT_BF16>(st, blocks, threads, s, w, g,
-                                                m, v, mb, n, flag, skipped);
+        return launch_dense_m<WD, owl::DT_BF16>(st, sm_count, s, w, g, m, v,
+                                                mb, n, flag, skipped);
     default:
-        return launch_dense_m<WD, owl::DT_F16>(st, blocks, threads, s, w, g,
-                                               m, v, mb, n, flag, skipped);
+        return launch_dense_m<WD, owl::DT_F16>(st, sm_count, s, w, g, m, v,
+                                               mb, n, flag, skipped);
     }
 }
 
@@ -404,11 +435,10 @@ __global__ void moment_f32(const void *moment, bool mb, int64_t rows,
     }
 }
 
-const unsigned kThreads = 256;
-
 } // namespace
 
-extern "C" int owl__k_adamw_full(void *stream, const owl_k_adamw_step *step,
+extern "C" int owl__k_adamw_full(void *stream, int32_t sm_count,
+                                 const owl_k_adamw_step *step,
                                  void *w, int32_t w_dtype, int64_t ldw,
                                  const void *g, int32_t g_dtype, int64_t ldg,
                                  void *m, void *v, int32_t moments_bf16,
@@ -423,22 +453,17 @@ extern "C" int owl__k_adamw_full(void *stream, const owl_k_adamw_step *step,
     const bool dense = (ldw == cols && ldg == cols) || rows == 1;
     if (dense && aligned16(w) && aligned16(g) && aligned16(m) &&
         aligned16(v)) {
-        // One thread per chunk of eight at most, and at least enough
-        // threads for the tail's n % 8 elements.
-        unsigned blocks = owl::grid_for(n / 8 > 8 ? n / 8 : 8, kThreads);
         switch (w_dtype) {
         case owl::DT_F32:
-            return launch_dense_g<owl::DT_F32>(st, blocks, kThreads, s, w, g,
-                                               g_dtype, m, v, mb, n, flag,
-                                               skipped);
+            return launch_dense_g<owl::DT_F32>(st, sm_count, s, w, g, g_dtype,
+                                               m, v, mb, n, flag, skipped);
         case owl::DT_BF16:
-            return launch_dense_g<owl::DT_BF16>(st, blocks, kThreads, s, w, g,
+            return launch_dense_g<owl::DT_BF16>(st, sm_count, s, w, g,
                                                 g_dtype, m, v, mb, n, flag,
                                                 skipped);
         default:
-            return launch_dense_g<owl::DT_F16>(st, blocks, kThreads, s, w, g,
-                                               g_dtype, m, v, mb, n, flag,
-                                               skipped);
+            return launch_dense_g<owl::DT_F16>(st, sm_count, s, w, g, g_dtype,
+                                               m, v, mb, n, flag, skipped);
         }
     }
     full_strided<<<owl::grid_for(n, kThreads), kThreads, 0, st>>>(
@@ -447,8 +472,8 @@ extern "C" int owl__k_adamw_full(void *stream, const owl_k_adamw_step *step,
     return (int)cudaGetLastError();
 }
 
-extern "C" int owl__k_adamw_flag_grad(void *stream, const void *g,
-                                      int32_t g_dtype, int64_t rows,
+extern "C" int owl__k_adamw_flag_grad(void *stream, int32_t sm_count,
+                                      const void *g, int32_t g_dtype, int64_t rows,
                                       int64_t cols, int64_t ldg,
                                       int32_t *flag)
 {
@@ -460,19 +485,22 @@ extern "C" int owl__k_adamw_flag_grad(void *stream, const void *g,
     const int64_t per = g_dtype == owl::DT_F32 ? 4 : 8;
     const int64_t chunks = n / per, tail = n - chunks * per;
     // Enough threads for the chunks, and at least `per` for the tail.
-    unsigned blocks = owl::grid_for(chunks > per ? chunks : per, kThreads);
+    const int64_t items = chunks > per ? chunks : per;
     switch (g_dtype) {
     case owl::DT_F32:
-        flag_dense<owl::DT_F32><<<blocks, kThreads, 0, st>>>(g, chunks, tail,
-                                                             flag);
+        flag_dense<owl::DT_F32>
+            <<<resident_grid(flag_dense<owl::DT_F32>, sm_count, items),
+               kThreads, 0, st>>>(g, chunks, tail, flag);
         break;
     case owl::DT_BF16:
-        flag_dense<owl::DT_BF16><<<blocks, kThreads, 0, st>>>(g, chunks,
-                                                              tail, flag);
+        flag_dense<owl::DT_BF16>
+            <<<resident_grid(flag_dense<owl::DT_BF16>, sm_count, items),
+               kThreads, 0, st>>>(g, chunks, tail, flag);
         break;
     default:
-        flag_dense<owl::DT_F16><<<blocks, kThreads, 0, st>>>(g, chunks, tail,
-                                                             flag);
+        flag_dense<owl::DT_F16>
+            <<<resident_grid(flag_dense<owl::DT_F16>, sm_count, items),
+               kThreads, 0, st>>>(g, chunks, tail, flag);
         break;
     }
     return (int)cudaGetLastError();

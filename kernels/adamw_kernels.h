@@ -39,8 +39,10 @@ typedef struct owl_k_adamw_step {
  * strides ldw and ldg elements; m and v: dense rows x cols, bf16 when
  * moments_bf16, else f32. When *flag is set (a non-finite gradient) the
  * kernel writes nothing and adds one to *skipped; otherwise it uses
- * t = bias_step - *skipped. */
-int owl__k_adamw_full(void *stream, const owl_k_adamw_step *step,
+ * t = bias_step - *skipped. sm_count (the device's multiprocessors) sizes
+ * the grid to one resident wave. */
+int owl__k_adamw_full(void *stream, int32_t sm_count,
+                      const owl_k_adamw_step *step,
                       void *w, int32_t w_dtype, int64_t ldw,
                       const void *g, int32_t g_dtype, int64_t ldg,
                       void *m, void *v, int32_t moments_bf16,
@@ -50,7 +52,8 @@ int owl__k_adamw_full(void *stream, const owl_k_adamw_step *step,
 /* *flag = 1 when the rows x cols gradient holds a NaN or Inf: the same
  * result as owl__k_flag_nonfinite, with wide loads and no per-element
  * division when g is dense and 16-byte aligned (else it calls that). */
-int owl__k_adamw_flag_grad(void *stream, const void *g, int32_t g_dtype,
+int owl__k_adamw_flag_grad(void *stream, int32_t sm_count, const void *g,
+                           int32_t g_dtype,
                            int64_t rows, int64_t cols, int64_t ldg,
                            int32_t *flag);
 

@@ -141,14 +141,16 @@ owl_status owl__cuda_adamw_full(owl_adamw *a, owl_tensor *weight,
     int32_t *flag = owl__cuda_flag(ctx);
     s = owl__cuda_step_begin(ctx);
     if (s == OWL_OK) {
-        int e = owl__k_adamw_flag_grad(stream, grad->data, grad->dtype,
+        int e = owl__k_adamw_flag_grad(stream, ctx->cuda->sm_count,
+                                       grad->data, grad->dtype,
                                        grad->rows, grad->cols,
                                        grad->row_stride, flag);
         if (e != 0)
             s = owl__cuda_fail(ctx, e, "non-finite check kernel");
     }
     if (s == OWL_OK) {
-        int e = owl__k_adamw_full(stream, &k, weight->data, weight->dtype,
+        int e = owl__k_adamw_full(stream, ctx->cuda->sm_count, &k,
+                                  weight->data, weight->dtype,
                                   weight->row_stride, grad->data, grad->dtype,
                                   grad->row_stride, a->m, a->v,
                                   a->opts.moment_dtype == OWL_DTYPE_BF16,
