@@ -7,7 +7,11 @@
 
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
+/* cusolverDn.h declares a function with () rather than (void). */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wstrict-prototypes"
 #include <cusolverDn.h>
+#pragma GCC diagnostic pop
 #include <stdlib.h>
 
 /* Pinned staging for values read back to the host (LOD ratios, counters). */
@@ -272,8 +276,13 @@ owl_status owl__cuda_alloc(owl_context *ctx, size_t bytes, void **p,
     if (s != OWL_OK)
         return s;
     cudaError_t e = cudaMalloc(p, bytes ? bytes : 1);
+    /* Zeroed and waited for: the caller may switch to another stream
+     * before the first step, which must not race this memset. Allocation
+     * happens at create time only, where waiting is allowed. */
     if (e == cudaSuccess)
         e = cudaMemsetAsync(*p, 0, bytes, (cudaStream_t)ctx->stream);
+    if (e == cudaSuccess)
+        e = cudaStreamSynchronize((cudaStream_t)ctx->stream);
     owl__cuda_leave(&g);
     if (e != cudaSuccess) {
         cudaFree(*p);
