@@ -173,9 +173,9 @@ log "GPU: $gpu_name, driver $driver (CUDA $driver_cuda); nvcc $nvcc_version; cud
 # ---- configure, build, test ----------------------------------------------
 python=$(command -v python3 || command -v python || echo /usr/bin/python3)
 configure_ok=false
-wipe=()
-[ -d "$build/meson-private" ] && wipe=(--wipe)
-if stage configure 120 meson setup "${wipe[@]}" "$build" \
+# A dedicated build directory, configured from scratch every time.
+rm -rf "$build"
+if stage configure 120 meson setup "$build" \
         --buildtype=release -Dcuda=enabled "-Dcuda-arch=$arch" \
         -Dexamples=false "-Dtorch_python=$python"; then
     configure_ok=true
