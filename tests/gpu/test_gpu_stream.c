@@ -139,8 +139,9 @@ static void make_inputs(inputs *in)
     }
     test_fill_uniform(in->w, (size_t)M * N, 12);
     test_fill_uniform(in->w2, (size_t)M2 * N, 13);
+    /* Planted outliers, far above any threshold (rows 1..16 < M2). */
     for (int k = 0; k < 6; k++)
-        in->w2[(k * 7 + 1) * N + (k * 13 + 5) % N] = 40.0f;
+        in->w2[(k * 3 + 1) * N + (k * 13 + 5) % N] = 40.0f;
     test_fill_uniform(in->wl, (size_t)M * N, 14);
     for (int s = 0; s < STEPS; s++) {
         in->g[s] = pinned((size_t)M * N);
@@ -194,8 +195,7 @@ static void run_cpu(const inputs *in, results *out)
 {
     owl_context *ctx = cpu_context();
     size_t mn = (size_t)M * N;
-    float *w = malloc(mn * sizeof *w), *g = malloc(mn * sizeof *g);
-    assert_non_null(w);
+    float *g = malloc(mn * sizeof *g);
     assert_non_null(g);
     owl_tensor tx, ts, tw, tg, tw2, tr, twl;
     memset(out->sumsq, 0, N * sizeof(float));
@@ -241,7 +241,6 @@ static void run_cpu(const inputs *in, results *out)
     owl_galore_free(proj);
     owl_galore_free(proj2);
     owl_context_free(ctx);
-    free(w);
     free(g);
 }
 
