@@ -178,7 +178,7 @@ __global__ void canonical_signs(float *rows, int64_t count, int64_t len,
 
 __global__ void guarded_copy(const int32_t *flag, const float *src,
                              int64_t lds, float *dst, int64_t ldd,
-                             int64_t rows, int64_t cols, int32_t *done)
+                             int64_t rows, int64_t cols)
 {
     if (*flag)
         return;
@@ -186,14 +186,15 @@ __global__ void guarded_copy(const int32_t *flag, const float *src,
         for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
              j < cols; j += (int64_t)gridDim.x * blockDim.x)
             dst[i * ldd + j] = src[i * lds + j];
-    if (done != nullptr && blockIdx.x == 0 && blockIdx.y == 0 &&
-        threadIdx.x == 0)
-        *done = 1;
 }
 
-__global__ void require(const int32_t *ok, int32_t *flag)
+__global__ void require_basis(const float *first, int64_t len,
+                              int32_t *flag)
 {
-    if (!*ok)
+    bool any = false;
+    for (int64_t i = threadIdx.x; i < len; i += blockDim.x)
+        any |= first[i] != 0.0f;
+    if (!__syncthreads_or(any) && threadIdx.x == 0)
         *flag = 1;
 }
 
@@ -398,18 +399,18 @@ extern "C" int owl__k_canonical_signs(void *stream, float *rows,
 
 extern "C" int owl__k_guarded_copy(void *stream, const int32_t *flag,
                                    const float *src, int64_t lds, float *dst,
-                                   int64_t ldd, int64_t rows, int64_t cols,
-                                   int32_t *done)
+                                   int64_t ldd, int64_t rows, int64_t cols)
 {
     guarded_copy<<<grid_rows(rows, cols, kThreads * 4), kThreads, 0,
                    (cudaStream_t)stream>>>(flag, src, lds, dst, ldd, rows,
-                                           cols, done);
+                                           cols);
     return (int)cudaGetLastError();
 }
 
-extern "C" int owl__k_require(void *stream, const int32_t *ok, int32_t *flag)
+extern "C" int owl__k_require_basis(void *stream, const float *first,
+                                    int64_t len, int32_t *flag)
 {
-    require<<<1, 1, 0, (cudaStream_t)stream>>>(ok, flag);
+    require_basis<<<1, kThreads, 0, (cudaStream_t)stream>>>(first, len, flag);
     return (int)cudaGetLastError();
 }
 

@@ -74,14 +74,18 @@ int owl__k_gaussian(void *stream, float *x, int64_t count, uint64_t seed,
 int owl__k_canonical_signs(void *stream, float *rows, int64_t count,
                            int64_t len, const int32_t *info, int32_t *flag);
 
-/* When *flag is clear: dst = src (rows x cols f32) and, if done is not
- * NULL, *done = 1. Otherwise nothing is written. */
+/* When *flag is clear: dst = src (rows x cols f32). Otherwise nothing is
+ * written. */
 int owl__k_guarded_copy(void *stream, const int32_t *flag, const float *src,
                         int64_t lds, float *dst, int64_t ldd, int64_t rows,
-                        int64_t cols, int32_t *done);
+                        int64_t cols);
 
-/* *flag = 1 unless *ok: a step without a valid subspace changes nothing. */
-int owl__k_require(void *stream, const int32_t *ok, int32_t *flag);
+/* *flag = 1 when the first basis vector (len floats) is all zero: the
+ * basis was never written (no refresh succeeded, nothing loaded), and a
+ * step without a subspace changes nothing. A written basis has unit
+ * vectors. */
+int owl__k_require_basis(void *stream, const float *first, int64_t len,
+                         int32_t *flag);
 
 /* One thread: *out from hp, t = reset ? 1 : hp.bias_step - *skipped. When
  * *flag is set the GEMM scalars become (0, direct ? 1 : 0). */

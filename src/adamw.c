@@ -11,6 +11,7 @@
 #include "galore_internal.h"
 #include "dtype.h"
 #ifdef OWL_HAVE_CUDA
+#include "cuda_adamw_lod.h"
 #include "cuda_galore.h"
 #endif
 
@@ -141,10 +142,25 @@ static size_t moment_bytes(const owl_adamw *a)
            owl__dtype_size(a->opts.moment_dtype);
 }
 
+#ifdef OWL_HAVE_CUDA
+/* true when the handle's state lives on a CUDA device. */
+static bool on_cuda(const owl_adamw *a)
+{
+    return a->ctx->backend == OWL_BACKEND_CUDA;
+}
+#endif
+
 void owl_adamw_free(owl_adamw *a)
 {
     if (a == NULL)
         return;
+#ifdef OWL_HAVE_CUDA
+    if (on_cuda(a)) {
+        owl__cuda_adamw_release(a);
+        owl__free(a);
+        return;
+    }
+#endif
     owl__free(a->m);
     owl__free(a->v);
     owl__free(a);
@@ -178,6 +194,16 @@ owl_status owl_adamw_create(owl_context *ctx, const owl_adamw_options *opts,
     a->opts = o;
     a->rows = (int64_t)rows;
     a->cols = (int64_t)cols;
+#ifdef OWL_HAVE_CUDA
+    if (on_cuda(a)) {
+        if ((s = owl__cuda_adamw_alloc(a)) != OWL_OK) {
+            owl__free(a);
+            return s;
+        }
+        *out = a;
+        return OWL_OK;
+    }
+#endif
     size_t elem = owl__dtype_size(o.moment_dtype);
     a->m = owl__alloc(ctx, count, elem, "first moment");
     a->v = owl__alloc(ctx, count, elem, "second moment");
@@ -196,7 +222,17 @@ uint64_t owl_adamw_step_count(const owl_adamw *a)
 
 uint64_t owl_adamw_bias_step(const owl_adamw *a)
 {
-    return a ? a->bias_step : 0;
+    if (a == NULL)
+        return 0;
+#ifdef OWL_HAVE_CUDA
+    /* The device knows which steps it skipped: ask it (this waits). A
+     * failed download leaves its message on the context and returns the
+     * count of calls. */
+    uint64_t t;
+    if (on_cuda(a) && owl__cuda_adamw_bias_step(a, &t) == OWL_OK)
+        return t;
+#endif
+    return a->bias_step;
 }
 
 static void zero_moments(owl_adamw *a)
@@ -211,6 +247,10 @@ owl_status owl_adamw_reset(owl_adamw *a)
     if (a == NULL)
         return OWL_ERR_NULL_POINTER;
     owl__clear_error(a->ctx);
+#ifdef OWL_HAVE_CUDA
+    if (on_cuda(a))
+        return owl__cuda_adamw_reset(a);
+#endif
     zero_moments(a);
     return OWL_OK;
 }
@@ -231,6 +271,10 @@ owl_status owl_adamw_get_moment(const owl_adamw *a, int32_t which,
                              a->cols);
     if (s != OWL_OK)
         return s;
+#ifdef OWL_HAVE_CUDA
+    if (on_cuda(a))
+        return owl__cuda_adamw_get_moment(a, which, out);
+#endif
     owl_tensor src;
     owl_tensor_init(&src, which == 0 ? a->m : a->v, a->opts.moment_dtype,
                     a->rows, a->cols);
@@ -805,6 +849,11 @@ owl_status owl_adamw_full(owl_adamw *a, owl_tensor *weight,
                          "%lldx%lld",
                          (long long)weight->rows, (long long)weight->cols,
                          (long long)a->rows, (long long)a->cols);
+#ifdef OWL_HAVE_CUDA
+    /* On the device, a non-finite G skips the step there (no wait). */
+    if (on_cuda(a))
+        return owl__cuda_adamw_full(a, weight, grad, lr);
+#endif
     if (!owl__all_finite(a->ctx, grad))
         return nonfinite_grad(a, grad);
 

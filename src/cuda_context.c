@@ -7,7 +7,11 @@
 
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
+/* cusolverDn.h declares a function with () rather than (void). */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wstrict-prototypes"
 #include <cusolverDn.h>
+#pragma GCC diagnostic pop
 #include <stdlib.h>
 
 /* Pinned staging for values read back to the host (LOD ratios, counters). */
@@ -272,8 +276,13 @@ owl_status owl__cuda_alloc(owl_context *ctx, size_t bytes, void **p,
     if (s != OWL_OK)
         return s;
     cudaError_t e = cudaMalloc(p, bytes ? bytes : 1);
+    /* Zeroed and waited for: the caller may switch to another stream
+     * before the first step, which must not race this memset. Allocation
+     * happens at create time only, where waiting is allowed. */
     if (e == cudaSuccess)
         e = cudaMemsetAsync(*p, 0, bytes, (cudaStream_t)ctx->stream);
+    if (e == cudaSuccess)
+        e = cudaStreamSynchronize((cudaStream_t)ctx->stream);
     owl__cuda_leave(&g);
     if (e != cudaSuccess) {
         cudaFree(*p);
@@ -365,13 +374,43 @@ owl_status owl__cuda_zero_async(owl_context *ctx, void *dst, size_t bytes)
 
 /* ---- non-finite step skipping ---------------------------------------- */
 
-owl_status owl__cuda_step_begin(owl_context *ctx)
+static owl_status clear_flag(owl_context *ctx)
 {
     return owl__cuda_zero_async(ctx, ctx->cuda->flag, sizeof(int32_t));
 }
 
-owl_status owl__cuda_step_end(owl_context *ctx)
+static owl_status count_skip(owl_context *ctx)
 {
     int e = owl__k_count_skip(ctx->stream, ctx->cuda->flag, ctx->cuda->skips);
     return e == 0 ? OWL_OK : owl__cuda_fail(ctx, e, "skip counter");
+}
+
+owl_status owl__cuda_step_begin(owl_context *ctx)
+{
+    return ctx->cuda->guard_depth > 0 ? OWL_OK : clear_flag(ctx);
+}
+
+owl_status owl__cuda_step_end(owl_context *ctx)
+{
+    return ctx->cuda->guard_depth > 0 ? OWL_OK : count_skip(ctx);
+}
+
+owl_status owl__cuda_guard_open(owl_context *ctx)
+{
+    if (ctx->cuda->guard_depth == 0) {
+        owl_status s = clear_flag(ctx);
+        if (s != OWL_OK)
+            return s;
+    }
+    ctx->cuda->guard_depth++;
+    return OWL_OK;
+}
+
+owl_status owl__cuda_guard_close(owl_context *ctx)
+{
+    if (ctx->cuda->guard_depth == 0)
+        return owl__fail(ctx, OWL_ERR_INTERNAL, "step guard closed twice");
+    if (--ctx->cuda->guard_depth > 0)
+        return OWL_OK;
+    return count_skip(ctx);
 }

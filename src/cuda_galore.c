@@ -475,8 +475,9 @@ static owl_status randomized_into_next(owl_galore *p, const float *g,
  * makes them the basis only when the flag is clear. The host cannot know
  * the outcome without waiting, so it counts the refresh as made; a
  * skipped one leaves the previous basis in place (and, before the first
- * success, none: OWL_GSTATE_BASIS_OK stays 0 and every step is skipped
- * until a later refresh succeeds). A non-finite G is replaced by zeros
+ * success, none: the basis stays zero, which owl__k_require_basis turns
+ * into a skip of every step until a refresh succeeds). A basis loaded by
+ * persistence is written straight into p->basis and is valid as it is. A non-finite G is replaced by zeros
  * before cuSOLVER sees it (the factorisation still runs, since the host
  * cannot know; its result is discarded). */
 static owl_status compute_subspace(owl_galore *p, const float *g, int64_t ldg)
@@ -496,8 +497,8 @@ static owl_status compute_subspace(owl_galore *p, const float *g, int64_t ldg)
     if (s == OWL_OK)
         s = kernel_ok(p->ctx,
                       owl__k_guarded_copy(stream_of(p), flag, p->next_basis,
-                                          p->d, p->basis, p->d, p->r, p->d,
-                                          c->state + OWL_GSTATE_BASIS_OK),
+                                          p->d, p->basis, p->d, p->r,
+                                          p->d),
                       "basis swap");
     if (s != OWL_OK)
         return s;
@@ -547,9 +548,8 @@ static owl_status project_lowrank(owl_galore *p, uint64_t iter,
         s = compute_subspace(p, g, ldg);
     if (s == OWL_OK)
         s = kernel_ok(p->ctx,
-                      owl__k_require(stream_of(p),
-                                     p->cuda->state + OWL_GSTATE_BASIS_OK,
-                                     owl__cuda_flag(p->ctx)),
+                      owl__k_require_basis(stream_of(p), p->basis, p->d,
+                                           owl__cuda_flag(p->ctx)),
                       "subspace check");
     if (s == OWL_OK)
         s = project_into(p, g, ldg, p->lowrank, p->lr_cols);
@@ -585,7 +585,7 @@ owl_status owl__cuda_galore_project(owl_galore *p, uint64_t iter,
                       owl__k_guarded_copy(stream_of(p), owl__cuda_flag(ctx),
                                           p->lowrank, p->lr_cols, out->data,
                                           out->row_stride, p->lr_rows,
-                                          p->lr_cols, NULL),
+                                          p->lr_cols),
                       "copy of the projection");
     owl__cuda_leave(&g);
     if (s == OWL_OK && refreshed != NULL)
@@ -686,23 +686,6 @@ owl_status owl__cuda_galore_get_basis(const owl_galore *p, owl_tensor *out)
             s = owl__cuda_fail(ctx, e, "basis copy");
     }
     owl__cuda_leave(&g);
-    return s;
-}
-
-owl_status owl__cuda_galore_read_basis(const owl_galore *p, float *host)
-{
-    return owl__cuda_download(p->ctx, host, p->basis,
-                              (size_t)(p->r * p->d) * sizeof(float));
-}
-
-owl_status owl__cuda_galore_write_basis(owl_galore *p, const float *host)
-{
-    static const int32_t valid = 1;
-    owl_status s = owl__cuda_upload(p->ctx, p->basis, host,
-                                    (size_t)(p->r * p->d) * sizeof(float));
-    if (s == OWL_OK)
-        s = owl__cuda_upload(p->ctx, p->cuda->state + OWL_GSTATE_BASIS_OK,
-                             &valid, sizeof valid);
     return s;
 }
 

@@ -15,7 +15,6 @@
 
 /* Device-side words of a projector (p->cuda->state). */
 enum {
-    OWL_GSTATE_BASIS_OK = 0, /* 1 once a subspace computation succeeded */
     OWL_GSTATE_SVD_INFO = 1, /* cuSOLVER gesvd info of the last refresh */
     OWL_GSTATE_QR_INFO = 2,  /* geqrf / orgqr info (argument errors only) */
     OWL_GSTATE_WORDS = 16    /* 64 bytes, then the coefficients */
@@ -62,13 +61,6 @@ owl_status owl__cuda_galore_project_back(owl_galore *p,
                                          owl_tensor *out);
 owl_status owl__cuda_galore_refresh(owl_galore *p, const owl_tensor *grad);
 owl_status owl__cuda_galore_get_basis(const owl_galore *p, owl_tensor *out);
-
-/* For persistence: the basis as r rows of length d (P^T or Q, the layout
- * struct owl_galore keeps) copied to the host, waiting for the stream;
- * and the reverse, which also marks the device's subspace valid (the
- * caller sets has_basis). Both fail with a message on a device error. */
-owl_status owl__cuda_galore_read_basis(const owl_galore *p, float *host);
-owl_status owl__cuda_galore_write_basis(owl_galore *p, const float *host);
 
 /* owl_adamw_lowrank after its validation (shapes, dtypes, lr, handles). */
 owl_status owl__cuda_adamw_lowrank(owl_adamw *a, owl_galore *p,

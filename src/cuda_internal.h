@@ -34,6 +34,7 @@ typedef struct owl_cuda {
     void *host_stage;      /* pinned host buffer for values read back */
     size_t host_stage_bytes;
     int32_t sm_count;      /* multiprocessors, for grid sizing */
+    int32_t guard_depth;   /* > 0 inside owl__cuda_guard_open/close */
 } owl_cuda;
 
 /* ---- context (src/cuda_context.c) ------------------------------------ */
@@ -118,5 +119,13 @@ static inline int32_t *owl__cuda_flag(const owl_context *ctx)
 owl_status owl__cuda_step_begin(owl_context *ctx);
 /* Counts the step as skipped when the flag is set (on the stream). */
 owl_status owl__cuda_step_end(owl_context *ctx);
+/* A step made of several primitive calls (the optimizer's): open clears
+ * the flag once, and until close every owl__cuda_step_begin/end inside
+ * does nothing, so a NaN found in any gradient of the step (flag it
+ * between open and the first update) skips every update of the step, and
+ * close counts one skip. Opens do not nest beyond one level of meaning:
+ * inner opens only deepen the count. */
+owl_status owl__cuda_guard_open(owl_context *ctx);
+owl_status owl__cuda_guard_close(owl_context *ctx);
 
 #endif /* OWLORE_CUDA_INTERNAL_H */

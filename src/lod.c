@@ -7,6 +7,9 @@
  * the calling thread. owl__parallel_for only decides who computes which
  * block. */
 #include "internal.h"
+#ifdef OWL_HAVE_CUDA
+#include "cuda_adamw_lod.h"
+#endif
 
 #include <inttypes.h>
 #include <math.h>
@@ -80,10 +83,6 @@ owl_status owl_act_norm_accumulate(owl_context *ctx, const owl_tensor *x,
     if (ctx == NULL)
         return OWL_ERR_NULL_POINTER;
     owl__clear_error(ctx);
-    if (ctx->backend != OWL_BACKEND_CPU)
-        return owl__fail(ctx, OWL_ERR_UNSUPPORTED,
-                         "owl_act_norm_accumulate: this build has no CUDA "
-                         "implementation");
     owl_status s = owl__check_tensor(ctx, x, "x", OWL_DT_FLOATS);
     if (s != OWL_OK)
         return s;
@@ -99,6 +98,11 @@ owl_status owl_act_norm_accumulate(owl_context *ctx, const owl_tensor *x,
     s = owl__check_dense(ctx, sumsq, "sumsq");
     if (s != OWL_OK)
         return s;
+#ifdef OWL_HAVE_CUDA
+    /* sumsq lives on the device: its values are not checked here. */
+    if (ctx->backend == OWL_BACKEND_CUDA)
+        return owl__cuda_act_norm(ctx, x, sumsq);
+#endif
 
     int64_t n = x->cols;
     /* The running sums must still be sums of squares. */
@@ -240,12 +244,13 @@ static int64_t lod_rows_per_task(int64_t cols)
     return LOD_TASK_ELEMS / cols > 0 ? LOD_TASK_ELEMS / cols : 1;
 }
 
-/* Shapes, dtypes and statistic values of every (weight, sumsq) pair; adds
- * up the entries and the number of tasks. */
+/* Shapes, dtypes and (when the host can read them) statistic values of
+ * every (weight, sumsq) pair; adds up the entries and the number of
+ * tasks. */
 static owl_status lod_validate(owl_context *ctx, const owl_tensor *weights,
                                const owl_tensor *input_sumsq, uint64_t count,
-                               uint64_t *entries, size_t *num_tasks,
-                               size_t *num_norms)
+                               bool check_values, uint64_t *entries,
+                               size_t *num_tasks, size_t *num_norms)
 {
     char wname[48], sname[48];
     *entries = 0;
@@ -271,7 +276,7 @@ static owl_status lod_validate(owl_context *ctx, const owl_tensor *weights,
         s = owl__check_dense(ctx, sq, sname);
         if (s != OWL_OK)
             return s;
-        for (int64_t j = 0; j < sq->cols; j++) {
+        for (int64_t j = 0; check_values && j < sq->cols; j++) {
             double v = sq->dtype == OWL_DTYPE_F64 ? ((const double *)sq->data)[j]
                                                   : ((const float *)sq->data)[j];
             if (!isfinite(v))
@@ -297,32 +302,33 @@ static owl_status lod_validate(owl_context *ctx, const owl_tensor *weights,
     return OWL_OK;
 }
 
-owl_status owl_lod_compute(owl_context *ctx, const owl_tensor *weights,
-                           const owl_tensor *input_sumsq, uint64_t count,
-                           double M, double *ratio)
+/* The arguments both LOD entry points share (the output aside). */
+static owl_status lod_check_args(owl_context *ctx, const owl_tensor *weights,
+                                 const owl_tensor *input_sumsq, uint64_t count,
+                                 double M, uint64_t *entries,
+                                 size_t *num_tasks, size_t *num_norms)
 {
-    if (ctx == NULL)
-        return OWL_ERR_NULL_POINTER;
-    owl__clear_error(ctx);
-    if (ctx->backend != OWL_BACKEND_CPU)
-        return owl__fail(ctx, OWL_ERR_UNSUPPORTED,
-                         "owl_lod_compute: this build has no CUDA implementation");
     OWL_REQUIRE_PTR(ctx, weights);
     OWL_REQUIRE_PTR(ctx, input_sumsq);
-    OWL_REQUIRE_PTR(ctx, ratio);
     if (count < 1)
         return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
                          "count is 0; a layer has at least one matrix");
     if (!(M > 0) || !isfinite(M))
         return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
                          "M is %g; it must be finite and > 0", M);
-    uint64_t entries;
-    size_t num_tasks, num_norms;
-    owl_status s = lod_validate(ctx, weights, input_sumsq, count, &entries,
-                                &num_tasks, &num_norms);
-    if (s != OWL_OK)
-        return s;
+    /* Device statistics are checked by the device (src/cuda_lod.c). */
+    return lod_validate(ctx, weights, input_sumsq, count,
+                        ctx->backend == OWL_BACKEND_CPU, entries, num_tasks,
+                        num_norms);
+}
 
+/* The CPU computation over validated arguments. */
+static owl_status lod_cpu(owl_context *ctx, const owl_tensor *weights,
+                          const owl_tensor *input_sumsq, uint64_t count,
+                          double M, uint64_t entries, size_t num_tasks,
+                          size_t num_norms, double *ratio)
+{
+    owl_status s = OWL_OK;
     lod_task *tasks = owl__alloc(ctx, num_tasks, sizeof *tasks, "LOD task table");
     double *norms = owl__alloc(ctx, num_norms, sizeof *norms, "LOD input norms");
     size_t *offsets = owl__alloc(ctx, (size_t)count, sizeof *offsets, "LOD offsets");
@@ -381,4 +387,66 @@ done:
     owl__free(norms);
     owl__free(tasks);
     return s;
+}
+
+owl_status owl_lod_compute(owl_context *ctx, const owl_tensor *weights,
+                           const owl_tensor *input_sumsq, uint64_t count,
+                           double M, double *ratio)
+{
+    if (ctx == NULL)
+        return OWL_ERR_NULL_POINTER;
+    owl__clear_error(ctx);
+    OWL_REQUIRE_PTR(ctx, weights);
+    OWL_REQUIRE_PTR(ctx, input_sumsq);
+    OWL_REQUIRE_PTR(ctx, ratio);
+    uint64_t entries;
+    size_t num_tasks, num_norms;
+    owl_status s = lod_check_args(ctx, weights, input_sumsq, count, M,
+                                  &entries, &num_tasks, &num_norms);
+    if (s != OWL_OK)
+        return s;
+#ifdef OWL_HAVE_CUDA
+    if (ctx->backend == OWL_BACKEND_CUDA)
+        return owl__cuda_lod(ctx, weights, input_sumsq, count, M, entries,
+                             ratio, NULL);
+#endif
+    return lod_cpu(ctx, weights, input_sumsq, count, M, entries, num_tasks,
+                   num_norms, ratio);
+}
+
+owl_status owl_lod_compute_async(owl_context *ctx, const owl_tensor *weights,
+                                 const owl_tensor *input_sumsq,
+                                 uint64_t count, double M, owl_tensor *ratio)
+{
+    if (ctx == NULL)
+        return OWL_ERR_NULL_POINTER;
+    owl__clear_error(ctx);
+    uint64_t entries;
+    size_t num_tasks, num_norms;
+    owl_status s = lod_check_args(ctx, weights, input_sumsq, count, M,
+                                  &entries, &num_tasks, &num_norms);
+    if (s != OWL_OK)
+        return s;
+    /* CPU: f32 or f64; CUDA: f32 (checked with the device memory). */
+    s = owl__check_tensor(ctx, ratio, "ratio",
+                          OWL_DT_BIT(OWL_DTYPE_F32) | OWL_DT_BIT(OWL_DTYPE_F64));
+    if (s == OWL_OK)
+        s = owl__check_shape(ctx, ratio, "ratio (a 1 x 1 tensor)", 1, 1);
+    if (s != OWL_OK)
+        return s;
+#ifdef OWL_HAVE_CUDA
+    if (ctx->backend == OWL_BACKEND_CUDA)
+        return owl__cuda_lod(ctx, weights, input_sumsq, count, M, entries,
+                             NULL, ratio);
+#endif
+    double value;
+    s = lod_cpu(ctx, weights, input_sumsq, count, M, entries, num_tasks,
+                num_norms, &value);
+    if (s != OWL_OK)
+        return s;
+    if (ratio->dtype == OWL_DTYPE_F64)
+        *(double *)ratio->data = value;
+    else
+        *(float *)ratio->data = (float)value;
+    return OWL_OK;
 }

@@ -7,13 +7,14 @@
  * any order, or running the same options on many data-parallel ranks gives
  * the same layers without communication.
  *
- * Threads: the configuration, p and pi are fixed at create and never
- * change. owl_sampler_step writes only the caller's outputs, a scratch
- * permutation kept in the handle (so a step never allocates) and the
- * context's error text; so, like every handle, a sampler is used from one
- * thread at a time. Its results never depend on which calls came before.
+ * Threads: the configuration, p and pi are set at create and change only
+ * when a saved state is loaded (owl__sampler_rebuild). owl_sampler_step
+ * writes only the caller's outputs, a scratch permutation kept in the
+ * handle (so a step never allocates) and the context's error text; so,
+ * like every handle, a sampler is used from one thread at a time. Its
+ * results never depend on which calls came before.
  */
-#include "internal.h"
+#include "sampler_internal.h"
 
 #include <math.h>
 #include <string.h>
@@ -25,24 +26,6 @@
  * OWL_ERR_UNSUPPORTED. */
 #define OWL_REF_MAX_SUBSETS ((uint64_t)1 << 22)     /* 4194304 */
 #define OWL_REF_MAX_TRANSITIONS ((uint64_t)1 << 28) /* 268435456 */
-
-struct owl_sampler {
-    owl_context *ctx;
-    uint64_t num_layers;
-    uint64_t gamma;
-    uint64_t period;
-    uint64_t seed;
-    owl_draw_law law;
-    double *p;  /* w_l / sum(w) */
-    double *pi; /* min(1, c p_l) with sum gamma (SYSTEMATIC, BERNOULLI) */
-    /* SYSTEMATIC: layers with pi == 1 are always taken; the others with
-     * pi > 0 ("drawable") share the remaining gamma - num_certain draws. */
-    uint64_t num_certain;
-    size_t num_drawable;
-    size_t *drawable;
-    double drawable_mass; /* sum of their pi */
-    size_t *order;        /* scratch: the drawable layers in a random order */
-};
 
 /* ------------------------------------------------------------------ */
 /* Options                                                             */
@@ -242,6 +225,12 @@ static void classify_layers(owl_sampler *s)
     }
 }
 
+void owl__sampler_rebuild(owl_sampler *s)
+{
+    capped_inclusion(s->p, s->num_layers, s->gamma, s->pi);
+    classify_layers(s);
+}
+
 /* ------------------------------------------------------------------ */
 /* Create / free                                                       */
 /* ------------------------------------------------------------------ */
@@ -296,8 +285,7 @@ owl_status owl_sampler_create(owl_context *ctx, const owl_sampler_options *opts,
     s->seed = o.seed;
     s->law = o.law;
     normalise_weights(&o, s->p);
-    capped_inclusion(s->p, o.num_layers, o.gamma, s->pi);
-    classify_layers(s);
+    owl__sampler_rebuild(s);
     *out = s;
     return OWL_OK;
 }

@@ -71,5 +71,48 @@ int main(void)
     FIELD(owl_adamw_options, on_refresh);
     FIELD(owl_adamw_options, rounding);
     FIELD(owl_adamw_options, seed);
+    SIZE(owl_optimizer_options);
+    FIELD(owl_optimizer_options, struct_size);
+    FIELD(owl_optimizer_options, method);
+    FIELD(owl_optimizer_options, frozen_policy);
+    FIELD(owl_optimizer_options, num_layers);
+    FIELD(owl_optimizer_options, sampler);
+    FIELD(owl_optimizer_options, galore);
+    FIELD(owl_optimizer_options, adamw);
+    FIELD(owl_optimizer_options, max_grad_norm);
+    FIELD(owl_optimizer_options, refresh_on_activation);
+    FIELD(owl_optimizer_options, reserved);
+
+    SIZE(owl_memory_usage);
+    FIELD(owl_memory_usage, struct_size);
+    FIELD(owl_memory_usage, device_moments);
+    FIELD(owl_memory_usage, device_projectors);
+    FIELD(owl_memory_usage, device_workspace);
+    FIELD(owl_memory_usage, host_moments);
+    FIELD(owl_memory_usage, host_projectors);
+    FIELD(owl_memory_usage, host_workspace);
+
+    SIZE(owl_model_shape);
+    FIELD(owl_model_shape, struct_size);
+    FIELD(owl_model_shape, num_layers);
+    FIELD(owl_model_shape, hidden);
+    FIELD(owl_model_shape, intermediate);
+    FIELD(owl_model_shape, heads);
+    FIELD(owl_model_shape, kv_heads);
+    FIELD(owl_model_shape, vocab);
+    FIELD(owl_model_shape, weight_dtype);
+    FIELD(owl_model_shape, grad_dtype);
+    FIELD(owl_model_shape, tied_embeddings);
+    FIELD(owl_model_shape, reserved);
+
+    SIZE(owl_memory_plan);
+    FIELD(owl_memory_plan, struct_size);
+    FIELD(owl_memory_plan, weights);
+    FIELD(owl_memory_plan, gradients);
+    FIELD(owl_memory_plan, optimizer_state);
+    FIELD(owl_memory_plan, projectors);
+    FIELD(owl_memory_plan, workspace);
+    FIELD(owl_memory_plan, total);
+
     return 0;
 }

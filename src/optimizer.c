@@ -1,0 +1,1001 @@
+/* The optimizer: a whole OwLore step behind one handle (spec sections 2-5).
+ *
+ * Per step the host asks which layers train (owl_optimizer_active_layers,
+ * the sampler's mask for the step index), runs its backward pass for those
+ * layers and the OWL_LAYER_ALWAYS parameters, and calls owl_optimizer_step,
+ * which in order:
+ *   1. checks everything that can fail without changing anything: every
+ *      updated parameter has a gradient, the gradients' global L2 norm (one
+ *      f64 pass that also finds NaN/Inf), and the state of parameters whose
+ *      layer is active for the first time (or again after FREE), allocated
+ *      into staging slots;
+ *   2. commits: clips the gradients in place (torch.nn.utils.clip_grad_norm_
+ *      semantics), applies the frozen-state policy to layers that just froze
+ *      or just came back, installs the staged state, and runs the AdamW
+ *      primitive (low-rank through the parameter's projector, or full rank)
+ *      on every updated parameter;
+ *   3. advances the step index.
+ *
+ * The norm is summed per row (in parallel) and then over rows and
+ * parameters in a fixed order, so it, the clipping factor and therefore the
+ * weights do not depend on the number of threads. */
+#include "optimizer_internal.h"
+
+#ifdef OWL_HAVE_CUDA
+#include "cuda_internal.h"
+#endif
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dtype.h"
+
+/* Elements per inner chunk of the gradient passes (a stack buffer). */
+#define CHUNK 256
+/* Elements per thread chunk at least, so small gradients stay on one
+ * thread. */
+#define GRAIN_ELEMS 65536
+/* torch.nn.utils.clip_grad_norm_: coef = max_norm / (total_norm + 1e-6). */
+#define CLIP_EPS 1e-6
+/* Same bound as the options structs: no result struct is ever this big. */
+#define USAGE_MAX_SIZE 4096u
+
+static const owl_optimizer_options optimizer_defaults = {
+    .struct_size = sizeof(owl_optimizer_options),
+    .method = OWL_METHOD_OWLORE,
+    .frozen_policy = OWL_FROZEN_KEEP,
+    .num_layers = 0,
+    .sampler = NULL,
+    .galore = NULL,
+    .adamw = NULL,
+    .max_grad_norm = 0.0,
+    .refresh_on_activation = 0,
+    .reserved = 0,
+};
+
+owl_status owl_optimizer_options_init(owl_optimizer_options *opts,
+                                      uint64_t struct_size)
+{
+    return owl__init_options(opts, struct_size, &optimizer_defaults,
+                             sizeof optimizer_defaults);
+}
+
+owl_status owl_memory_usage_init(owl_memory_usage *usage, uint64_t struct_size)
+{
+    static const owl_memory_usage zeroed = {.struct_size =
+                                                sizeof(owl_memory_usage)};
+    return owl__init_options(usage, struct_size, &zeroed, sizeof zeroed);
+}
+
+static const char *method_name(owl_method m)
+{
+    switch (m) {
+    case OWL_METHOD_OWLORE: return "OWLORE";
+    case OWL_METHOD_OWLORE_FULL: return "OWLORE_FULL";
+    case OWL_METHOD_LISA: return "LISA";
+    case OWL_METHOD_GALORE: return "GALORE";
+    case OWL_METHOD_FULL: return "FULL";
+    default: return "unknown";
+    }
+}
+
+static bool method_samples(owl_method m)
+{
+    return m == OWL_METHOD_OWLORE || m == OWL_METHOD_OWLORE_FULL ||
+           m == OWL_METHOD_LISA;
+}
+
+static bool method_lowrank(owl_method m)
+{
+    return m == OWL_METHOD_OWLORE || m == OWL_METHOD_GALORE;
+}
+
+/* ------------------------------------------------------------------ */
+/* Create / free                                                       */
+/* ------------------------------------------------------------------ */
+
+static owl_status check_scalars(owl_context *ctx, const owl_optimizer_options *o)
+{
+    if (o->method < OWL_METHOD_OWLORE || o->method > OWL_METHOD_FULL)
+        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
+                         "owl_optimizer_options.method is %d; expected "
+                         "OWLORE (0), OWLORE_FULL (1), LISA (2), GALORE (3) "
+                         "or FULL (4)",
+                         (int)o->method);
+    if (o->frozen_policy < OWL_FROZEN_KEEP || o->frozen_policy > OWL_FROZEN_FREE)
+        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
+                         "owl_optimizer_options.frozen_policy is %d; expected "
+                         "KEEP (0), RESET (1), OFFLOAD (2) or FREE (3)",
+                         (int)o->frozen_policy);
+    if (o->num_layers < 1 || o->num_layers > (uint64_t)INT32_MAX)
+        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
+                         "owl_optimizer_options.num_layers is %" PRIu64
+                         "; it must be the decoder layer count, in [1, 2^31)",
+                         o->num_layers);
+    if (!isfinite(o->max_grad_norm) || !(o->max_grad_norm >= 0))
+        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
+                         "owl_optimizer_options.max_grad_norm is %g; it must "
+                         "be finite and >= 0 (0 turns clipping off)",
+                         o->max_grad_norm);
+    if (o->refresh_on_activation != 0 && o->refresh_on_activation != 1)
+        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
+                         "owl_optimizer_options.refresh_on_activation is %d; "
+                         "expected 0 or 1",
+                         (int)o->refresh_on_activation);
+    if (o->reserved != 0)
+        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
+                         "owl_optimizer_options.reserved is %d; it must be 0",
+                         (int)o->reserved);
+    return OWL_OK;
+}
+
+/* The projector options every low-rank parameter shares, checked once here
+ * so a bad value is reported at create rather than at a layer's first
+ * step. Shape-dependent checks (rank <= min(m, n)) happen at add_param. */
+static owl_status check_galore(owl_context *ctx, const owl_galore_options *g)
+{
+    if (g->rank < 1)
+        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
+                         "owl_optimizer_options.galore->rank is 0; it must "
+                         "be >= 1");
+    if (g->update_gap < 1)
+        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
+                         "owl_optimizer_options.galore->update_gap is 0; it "
+                         "must be >= 1");
+    if (!isfinite(g->scale) || !((float)g->scale > 0) ||
+        !isfinite((float)g->scale))
+        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
+                         "owl_optimizer_options.galore->scale is %g; it must "
+                         "be finite and > 0 in f32",
+                         g->scale);
+    if (g->proj_type < OWL_PROJ_STD || g->proj_type > OWL_PROJ_RIGHT)
+        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
+                         "owl_optimizer_options.galore->proj_type is %d; "
+                         "expected OWL_PROJ_STD, _REVERSE_STD, _LEFT or "
+                         "_RIGHT",
+                         (int)g->proj_type);
+    if (g->svd_method != OWL_SVD_EXACT && g->svd_method != OWL_SVD_RANDOMIZED)
+        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
+                         "owl_optimizer_options.galore->svd_method is %d; "
+                         "expected OWL_SVD_EXACT or OWL_SVD_RANDOMIZED",
+                         (int)g->svd_method);
+    if (g->power_iters > 100)
+        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
+                         "owl_optimizer_options.galore->power_iters is %" PRIu64
+                         "; at most 100 are allowed",
+                         g->power_iters);
+    return OWL_OK;
+}
+
+/* The sampler's options as the method uses them: num_layers from the
+ * optimizer, OWLORE weights by default for the OWLORE methods, uniform
+ * draws for LISA. */
+static owl_status prepare_sampler(owl_context *ctx, owl_optimizer *opt,
+                                  const owl_sampler_options *caller)
+{
+    owl_sampler_options *so = &opt->sampler_opts;
+    const owl_method method = opt->opts.method;
+    owl_sampler_options_init(so, sizeof *so);
+    if (caller != NULL) {
+        owl_status s = owl__read_options(ctx, so, sizeof *so, caller,
+                                         "owl_optimizer_options.sampler");
+        if (s != OWL_OK)
+            return s;
+    }
+    so->num_layers = opt->opts.num_layers;
+    if (!method_samples(method)) {
+        /* GALORE and FULL train every layer: nothing to draw. */
+        so->weights = NULL;
+        return OWL_OK;
+    }
+    if (method == OWL_METHOD_LISA) {
+        if (so->weight_mode != OWL_WEIGHTS_UNIFORM || so->weights != NULL)
+            return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
+                             "method LISA samples layers uniformly, but "
+                             "sampler->weight_mode is %d and weights %s; use "
+                             "OWLORE_FULL for weighted full-rank sampling",
+                             (int)so->weight_mode,
+                             so->weights ? "are set" : "are NULL");
+    } else {
+        /* The sampler options' own default (UNIFORM) reads as the OWLORE
+         * methods' default, the LOD ratios: a struct left at its default
+         * cannot say otherwise, and UNIFORM with weights is an error for
+         * the sampler anyway. Other modes are ablations, taken as given. */
+        if (so->weight_mode == OWL_WEIGHTS_UNIFORM)
+            so->weight_mode = OWL_WEIGHTS_OWLORE;
+        if (so->weight_mode == OWL_WEIGHTS_OWLORE && so->weights == NULL)
+            return owl__fail(ctx, OWL_ERR_NULL_POINTER,
+                             "method %s samples layers by their LOD ratios: "
+                             "set sampler->weights to the %" PRIu64
+                             " layers' outlier ratios (for uniform draws use "
+                             "CUSTOM weights of 1, or method LISA)",
+                             method_name(method), opt->opts.num_layers);
+    }
+    if (so->weights != NULL) {
+        /* Copied, so the caller's array may go away after create. */
+        opt->sampler_weights = owl__alloc(ctx, (size_t)so->num_layers,
+                                          sizeof(double), "sampler weights");
+        if (opt->sampler_weights == NULL)
+            return OWL_ERR_OUT_OF_MEMORY;
+        memcpy(opt->sampler_weights, so->weights,
+               (size_t)so->num_layers * sizeof(double));
+        so->weights = opt->sampler_weights;
+    }
+    return owl_sampler_create(ctx, so, &opt->sampler);
+}
+
+void owl_optimizer_free(owl_optimizer *opt)
+{
+    if (opt == NULL)
+        return;
+    for (uint64_t i = 0; i < opt->num_params; i++) {
+        owl_opt_param *p = &opt->params[i];
+        owl_adamw_free(p->adam);
+        owl_galore_free(p->proj);
+#ifdef OWL_HAVE_CUDA
+        owl__cuda_host_free(p->host_m);
+        owl__cuda_host_free(p->host_v);
+#endif
+    }
+    owl__free(opt->params);
+    owl__free(opt->row_sumsq);
+    owl__free(opt->mask);
+    owl__free(opt->was_active);
+    owl__free(opt->sampler_weights);
+    owl_sampler_free(opt->sampler);
+    owl__free(opt);
+}
+
+owl_status owl_optimizer_create(owl_context *ctx,
+                                const owl_optimizer_options *opts,
+                                owl_optimizer **out)
+{
+    if (out != NULL)
+        *out = NULL; /* also when ctx is NULL: no stale handle escapes */
+    owl_optimizer_options o = optimizer_defaults;
+    owl_status s = owl__create_begin(ctx, out != NULL, opts, &o, sizeof o,
+                                     "owl_optimizer_options");
+    if (s != OWL_OK)
+        return s;
+    if ((s = check_scalars(ctx, &o)) != OWL_OK)
+        return s;
+#ifdef OWL_HAVE_CUDA
+    if (ctx->backend == OWL_BACKEND_CUDA && o.max_grad_norm > 0)
+        return owl__fail(ctx, OWL_ERR_UNSUPPORTED,
+                         "max_grad_norm is %g: gradient clipping is not yet "
+                         "available on the CUDA backend",
+                         o.max_grad_norm);
+#endif
+
+    owl_optimizer *opt = owl__alloc(ctx, 1, sizeof *opt, "owl_optimizer");
+    if (opt == NULL)
+        return OWL_ERR_OUT_OF_MEMORY;
+    opt->ctx = ctx;
+    opt->opts = o;
+    opt->opts.sampler = NULL;
+    opt->opts.galore = NULL;
+    opt->opts.adamw = NULL;
+
+    owl_galore_options_init(&opt->galore_opts, sizeof opt->galore_opts);
+    owl_adamw_options_init(&opt->adamw_opts, sizeof opt->adamw_opts);
+    if (o.galore != NULL)
+        s = owl__read_options(ctx, &opt->galore_opts, sizeof opt->galore_opts,
+                              o.galore, "owl_optimizer_options.galore");
+    if (s == OWL_OK && o.adamw != NULL)
+        s = owl__read_options(ctx, &opt->adamw_opts, sizeof opt->adamw_opts,
+                              o.adamw, "owl_optimizer_options.adamw");
+    if (s == OWL_OK && method_lowrank(o.method))
+        s = check_galore(ctx, &opt->galore_opts);
+    if (s == OWL_OK) {
+        /* The AdamW options are checked by the primitive itself, on a
+         * 1 x 1 state that is dropped at once. */
+        owl_adamw *probe = NULL;
+        s = owl_adamw_create(ctx, &opt->adamw_opts, 1, 1, &probe);
+        owl_adamw_free(probe);
+    }
+    if (s == OWL_OK)
+        s = prepare_sampler(ctx, opt, o.sampler);
+    if (s == OWL_OK) {
+        opt->mask = owl__alloc(ctx, (size_t)o.num_layers, 1, "layer mask");
+        opt->was_active = owl__alloc(ctx, (size_t)o.num_layers, 1,
+                                     "layer mask");
+        if (opt->mask == NULL || opt->was_active == NULL)
+            s = OWL_ERR_OUT_OF_MEMORY;
+    }
+    if (s != OWL_OK) {
+        owl_optimizer_free(opt);
+        return s;
+    }
+    *out = opt;
+    return OWL_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* Parameters                                                          */
+/* ------------------------------------------------------------------ */
+
+/* A tensor of the backend's memory: host memory on CPU, device memory
+ * usable from the context's device on CUDA. */
+static owl_status check_param_tensor(owl_context *ctx, const owl_tensor *t,
+                                     const char *name)
+{
+    owl_status s = owl__check_tensor(ctx, t, name, OWL_DT_FLOATS);
+#ifdef OWL_HAVE_CUDA
+    if (s == OWL_OK && ctx->backend == OWL_BACKEND_CUDA)
+        s = owl__cuda_check_tensor(ctx, t, name);
+#endif
+    return s;
+}
+
+static owl_status check_grad(owl_context *ctx, const owl_tensor *grad,
+                             const owl_tensor *weight)
+{
+    owl_status s = check_param_tensor(ctx, grad, "grad");
+    if (s != OWL_OK)
+        return s;
+    if (grad->rows != weight->rows || grad->cols != weight->cols)
+        return owl__fail(ctx, OWL_ERR_SHAPE,
+                         "grad is %" PRId64 "x%" PRId64 ", weight is %" PRId64
+                         "x%" PRId64,
+                         grad->rows, grad->cols, weight->rows, weight->cols);
+    return OWL_OK;
+}
+
+owl_status owl_optimizer_add_param(owl_optimizer *opt, uint64_t layer,
+                                   const owl_tensor *weight,
+                                   const owl_tensor *grad, int32_t lowrank,
+                                   uint64_t *index)
+{
+    if (opt == NULL)
+        return OWL_ERR_NULL_POINTER;
+    owl_context *ctx = opt->ctx;
+    owl__clear_error(ctx);
+    if (opt->step > 0)
+        return owl__fail(ctx, OWL_ERR_STATE,
+                         "owl_optimizer_add_param after %" PRIu64
+                         " step(s); register every parameter before the "
+                         "first step",
+                         opt->step);
+    if (layer != OWL_LAYER_ALWAYS && layer >= opt->opts.num_layers)
+        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
+                         "layer is %" PRIu64 "; expected a decoder layer in "
+                         "[0, %" PRIu64 ") or OWL_LAYER_ALWAYS",
+                         layer, opt->opts.num_layers);
+    if (lowrank != 0 && lowrank != 1)
+        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
+                         "lowrank is %d; expected 0 or 1", (int)lowrank);
+    owl_status s = check_param_tensor(ctx, weight, "weight");
+    if (s == OWL_OK && grad != NULL)
+        s = check_grad(ctx, grad, weight);
+    if (s != OWL_OK)
+        return s;
+    for (uint64_t i = 0; i < opt->num_params; i++)
+        if (opt->params[i].weight.data == weight->data)
+            return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
+                             "weight (data %p) is already registered as "
+                             "parameter %" PRIu64
+                             "; it would be updated twice per step",
+                             weight->data, i);
+
+    const bool takes_lowrank = lowrank == 1 && layer != OWL_LAYER_ALWAYS &&
+                               method_lowrank(opt->opts.method);
+    if (takes_lowrank) {
+        const uint64_t m = (uint64_t)weight->rows, n = (uint64_t)weight->cols;
+        const uint64_t mn = m < n ? m : n;
+        const uint64_t r = opt->galore_opts.rank;
+        if (r > mn)
+            return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
+                             "the GaLore rank %" PRIu64 " exceeds min(m, n) "
+                             "= %" PRIu64 " of this %" PRIu64 "x%" PRIu64
+                             " weight; register it with lowrank = 0 (full "
+                             "rank) or lower galore->rank",
+                             r, mn, m, n);
+        if (m > INT32_MAX || n > INT32_MAX)
+            return owl__fail(ctx, OWL_ERR_UNSUPPORTED,
+                             "weight is %" PRIu64 "x%" PRIu64 "; a low-rank "
+                             "parameter's sides must be < 2^31 for "
+                             "BLAS/LAPACK",
+                             m, n);
+    }
+
+    if (opt->num_params == opt->cap_params) {
+        uint64_t cap = opt->cap_params ? 2 * opt->cap_params : 16;
+        owl_opt_param *grown = owl__alloc(ctx, (size_t)cap, sizeof *grown,
+                                          "parameter table");
+        if (grown == NULL)
+            return OWL_ERR_OUT_OF_MEMORY;
+        if (opt->num_params)
+            memcpy(grown, opt->params,
+                   (size_t)opt->num_params * sizeof *grown);
+        owl__free(opt->params);
+        opt->params = grown;
+        opt->cap_params = cap;
+    }
+    if (weight->rows > opt->max_rows) {
+        /* Workspace of the gradient norm, sized here where it is known. */
+        double *rows = owl__alloc(ctx, (size_t)weight->rows, sizeof(double),
+                                  "gradient norm workspace");
+        if (rows == NULL)
+            return OWL_ERR_OUT_OF_MEMORY;
+        owl__free(opt->row_sumsq);
+        opt->row_sumsq = rows;
+        opt->max_rows = weight->rows;
+    }
+
+    owl_opt_param *p = &opt->params[opt->num_params];
+    memset(p, 0, sizeof *p);
+    p->layer = layer;
+    p->weight = *weight;
+    if (grad != NULL) {
+        p->grad = *grad;
+        p->has_grad = true;
+    }
+    p->lowrank = takes_lowrank;
+    p->lowrank_asked = lowrank == 1;
+    if (index != NULL)
+        *index = opt->num_params;
+    opt->num_params++;
+    return OWL_OK;
+}
+
+owl_status owl_optimizer_set_grad(owl_optimizer *opt, uint64_t index,
+                                  const owl_tensor *grad)
+{
+    if (opt == NULL)
+        return OWL_ERR_NULL_POINTER;
+    owl__clear_error(opt->ctx);
+    if (index >= opt->num_params)
+        return owl__fail(opt->ctx, OWL_ERR_INVALID_ARGUMENT,
+                         "index is %" PRIu64 "; %" PRIu64
+                         " parameter(s) are registered",
+                         index, opt->num_params);
+    OWL_REQUIRE_PTR(opt->ctx, grad);
+    owl_opt_param *p = &opt->params[index];
+    owl_status s = check_grad(opt->ctx, grad, &p->weight);
+    if (s != OWL_OK)
+        return s;
+    p->grad = *grad;
+    p->has_grad = true;
+    return OWL_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* Active layers                                                       */
+/* ------------------------------------------------------------------ */
+
+/* Fills opt->mask for the current step (once per step). */
+static owl_status current_mask(owl_optimizer *opt)
+{
+    if (opt->mask_valid && opt->mask_step == opt->step)
+        return OWL_OK;
+    if (opt->sampler != NULL) {
+        owl_status s = owl_sampler_step(opt->sampler, opt->step, opt->mask,
+                                        NULL, &opt->mask_resampled);
+        if (s != OWL_OK)
+            return s;
+    } else {
+        memset(opt->mask, 1, (size_t)opt->opts.num_layers);
+        opt->mask_resampled = opt->step == 0;
+    }
+    opt->mask_valid = true;
+    opt->mask_step = opt->step;
+    return OWL_OK;
+}
+
+owl_status owl_optimizer_active_layers(owl_optimizer *opt, uint8_t *mask,
+                                       uint64_t num_layers, int32_t *resampled)
+{
+    if (opt == NULL)
+        return OWL_ERR_NULL_POINTER;
+    owl__clear_error(opt->ctx);
+    OWL_REQUIRE_PTR(opt->ctx, mask);
+    if (num_layers != opt->opts.num_layers)
+        return owl__fail(opt->ctx, OWL_ERR_SHAPE,
+                         "num_layers is %" PRIu64 " but the optimizer has %"
+                         PRIu64 " layers (mask needs that many bytes)",
+                         num_layers, opt->opts.num_layers);
+    owl_status s = current_mask(opt);
+    if (s != OWL_OK)
+        return s;
+    memcpy(mask, opt->mask, (size_t)num_layers);
+    if (resampled != NULL)
+        *resampled = opt->mask_resampled;
+    return OWL_OK;
+}
+
+static bool is_updated(const owl_optimizer *opt, const owl_opt_param *p)
+{
+    return p->layer == OWL_LAYER_ALWAYS || opt->mask[p->layer] != 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Gradient norm and clipping                                          */
+/* ------------------------------------------------------------------ */
+
+typedef struct {
+    const owl_tensor *g;
+    double *row_sumsq;
+    float coef; /* clipping */
+} grad_job;
+
+/* Sum of squares of one row in f64, eight running sums in a fixed order
+ * (independent of the thread split). */
+static double row_sumsq(const float *x, int64_t n)
+{
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int k = 0; k < 8; k++)
+            acc[k] += (double)x[j + k] * (double)x[j + k];
+    for (; j < n; j++)
+        acc[0] += (double)x[j] * (double)x[j];
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) +
+           ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+static void sumsq_range(void *arg, int64_t begin, int64_t end)
+{
+    const grad_job *job = arg;
+    const owl_tensor *g = job->g;
+    float buf[CHUNK];
+    for (int64_t i = begin; i < end; i++) {
+        double acc = 0;
+        if (g->dtype == OWL_DTYPE_F32) {
+            acc = row_sumsq((const float *)owl__row_ptr(g, i), g->cols);
+        } else {
+            for (int64_t j0 = 0; j0 < g->cols; j0 += CHUNK) {
+                int64_t len = g->cols - j0 < CHUNK ? g->cols - j0 : CHUNK;
+                owl__load_span_f32(g, i, j0, len, buf);
+                acc += row_sumsq(buf, len);
+            }
+        }
+        job->row_sumsq[i] = acc;
+    }
+}
+
+static void scale_range(void *arg, int64_t begin, int64_t end)
+{
+    const grad_job *job = arg;
+    const owl_tensor *g = job->g;
+    const float c = job->coef;
+    for (int64_t i = begin; i < end; i++) {
+        void *row = owl__row_ptr(g, i);
+        if (g->dtype == OWL_DTYPE_F32) {
+            float *x = row;
+            for (int64_t j = 0; j < g->cols; j++)
+                x[j] *= c;
+        } else if (g->dtype == OWL_DTYPE_BF16) {
+            uint16_t *x = row;
+            for (int64_t j = 0; j < g->cols; j++)
+                x[j] = owl_f32_to_bf16(owl_bf16_to_f32(x[j]) * c);
+        } else {
+            uint16_t *x = row;
+            for (int64_t j = 0; j < g->cols; j++)
+                x[j] = owl_f32_to_f16(owl_f16_to_f32(x[j]) * c);
+        }
+    }
+}
+
+static int64_t row_grain(int64_t cols)
+{
+    return cols >= GRAIN_ELEMS ? 1 : GRAIN_ELEMS / cols;
+}
+
+/* Sum of squares of a whole gradient: rows in parallel, then summed in
+ * order. */
+static double grad_sumsq(owl_optimizer *opt, const owl_tensor *g)
+{
+    grad_job job = {.g = g, .row_sumsq = opt->row_sumsq};
+    owl__parallel_for(opt->ctx, g->rows, row_grain(g->cols), sumsq_range,
+                      &job);
+    double sum = 0;
+    for (int64_t i = 0; i < g->rows; i++)
+        sum += opt->row_sumsq[i];
+    return sum;
+}
+
+/* ------------------------------------------------------------------ */
+/* State: staging, policies                                            */
+/* ------------------------------------------------------------------ */
+
+static bool on_cuda(const owl_optimizer *opt)
+{
+    return opt->ctx->backend == OWL_BACKEND_CUDA;
+}
+
+static void drop_staging(owl_optimizer *opt)
+{
+    for (uint64_t i = 0; i < opt->num_params; i++) {
+        owl_opt_param *p = &opt->params[i];
+        owl_adamw_free(p->new_adam);
+        owl_galore_free(p->new_proj);
+        p->new_adam = NULL;
+        p->new_proj = NULL;
+#ifdef OWL_HAVE_CUDA
+        owl__cuda_free(p->new_dev_m);
+        owl__cuda_free(p->new_dev_v);
+#endif
+        p->new_dev_m = p->new_dev_v = NULL;
+    }
+}
+
+/* Fresh state for a parameter: a projector (low-rank path) and AdamW
+ * moments of the projected or the full shape. */
+owl_status owl__optimizer_new_state(owl_optimizer *opt, const owl_opt_param *p,
+                                    owl_adamw **adam, owl_galore **proj)
+{
+    owl_context *ctx = opt->ctx;
+    *adam = NULL;
+    *proj = NULL;
+    uint64_t rows = (uint64_t)p->weight.rows, cols = (uint64_t)p->weight.cols;
+    if (p->lowrank) {
+        owl_galore_options go = opt->galore_opts;
+        go.rows = rows;
+        go.cols = cols;
+        owl_status s = owl_galore_create(ctx, &go, proj);
+        if (s == OWL_OK)
+            s = owl_galore_lowrank_shape(*proj, &rows, &cols);
+        if (s != OWL_OK) {
+            owl_galore_free(*proj);
+            *proj = NULL;
+            return s;
+        }
+    }
+    owl_status s = owl_adamw_create(ctx, &opt->adamw_opts, rows, cols, adam);
+    if (s != OWL_OK) {
+        owl_galore_free(*proj);
+        *proj = NULL;
+    }
+    return s;
+}
+
+/* Everything this step's commit needs that can fail: new state for
+ * parameters without any, device room for offloaded moments coming back. */
+static owl_status stage(owl_optimizer *opt)
+{
+    owl_status s = OWL_OK;
+    for (uint64_t i = 0; i < opt->num_params && s == OWL_OK; i++) {
+        owl_opt_param *p = &opt->params[i];
+        if (!is_updated(opt, p))
+            continue;
+        if (p->adam == NULL) {
+            s = owl__optimizer_new_state(opt, p, &p->new_adam, &p->new_proj);
+        }
+#ifdef OWL_HAVE_CUDA
+        else if (p->offloaded) {
+            size_t bytes = (size_t)(owl__adamw_moment_bytes(p->adam) / 2);
+            s = owl__cuda_alloc(opt->ctx, bytes, &p->new_dev_m, "first moment");
+            if (s == OWL_OK)
+                s = owl__cuda_alloc(opt->ctx, bytes, &p->new_dev_v,
+                                    "second moment");
+        }
+#endif
+    }
+    if (s != OWL_OK)
+        drop_staging(opt);
+    return s;
+}
+
+#ifdef OWL_HAVE_CUDA
+/* OFFLOAD on CUDA: the moments go to pinned host buffers (allocated once
+ * per parameter and kept), and their device memory is released, so the
+ * device holds only the active layers' moments. The copy waits for the
+ * stream: it happens once per layer per period. */
+static owl_status offload(owl_optimizer *opt, owl_opt_param *p)
+{
+    owl_context *ctx = opt->ctx;
+    owl_adamw *a = p->adam;
+    size_t bytes = (size_t)(owl__adamw_moment_bytes(a) / 2);
+    owl_status s = OWL_OK;
+    if (p->host_m == NULL)
+        s = owl__cuda_host_alloc(ctx, bytes, &p->host_m, "offloaded moments");
+    if (s == OWL_OK && p->host_v == NULL)
+        s = owl__cuda_host_alloc(ctx, bytes, &p->host_v, "offloaded moments");
+    if (s == OWL_OK)
+        s = owl__cuda_download(ctx, p->host_m, a->m, bytes);
+    if (s == OWL_OK)
+        s = owl__cuda_download(ctx, p->host_v, a->v, bytes);
+    if (s != OWL_OK)
+        return s; /* the moments stay on the device */
+    owl__cuda_free(a->m);
+    owl__cuda_free(a->v);
+    a->m = a->v = NULL;
+    p->offloaded = true;
+    return OWL_OK;
+}
+
+/* Back to the device buffers staged for this step. */
+static owl_status bring_back(owl_optimizer *opt, owl_opt_param *p)
+{
+    owl_adamw *a = p->adam;
+    size_t bytes = (size_t)(owl__adamw_moment_bytes(a) / 2);
+    owl_status s = owl__cuda_upload(opt->ctx, p->new_dev_m, p->host_m, bytes);
+    if (s == OWL_OK)
+        s = owl__cuda_upload(opt->ctx, p->new_dev_v, p->host_v, bytes);
+    if (s != OWL_OK)
+        return s;
+    a->m = p->new_dev_m;
+    a->v = p->new_dev_v;
+    p->new_dev_m = p->new_dev_v = NULL;
+    p->offloaded = false;
+    return OWL_OK;
+}
+#endif
+
+/* A parameter whose layer was active at the previous step and is not now. */
+static owl_status freeze(owl_optimizer *opt, owl_opt_param *p)
+{
+    p->parked = true;
+    if (p->adam == NULL)
+        return OWL_OK;
+    switch (opt->opts.frozen_policy) {
+    case OWL_FROZEN_FREE:
+        owl_adamw_free(p->adam);
+        owl_galore_free(p->proj);
+        p->adam = NULL;
+        p->proj = NULL;
+        return OWL_OK;
+    case OWL_FROZEN_OFFLOAD:
+#ifdef OWL_HAVE_CUDA
+        if (on_cuda(opt))
+            return offload(opt, p);
+#endif
+        return OWL_OK; /* CPU: the moments already live in host memory */
+    default:
+        return OWL_OK; /* KEEP, and RESET (zeroed on re-activation) */
+    }
+}
+
+/* A parameter about to be updated: installs staged state, or applies the
+ * policy's re-activation work to state that sat out a frozen period. */
+static owl_status activate(owl_optimizer *opt, owl_opt_param *p)
+{
+    if (p->new_adam != NULL) {
+        p->adam = p->new_adam;
+        p->proj = p->new_proj;
+        p->new_adam = NULL;
+        p->new_proj = NULL;
+        p->parked = false;
+        return OWL_OK;
+    }
+    if (!p->parked)
+        return OWL_OK;
+    owl_status s = OWL_OK;
+#ifdef OWL_HAVE_CUDA
+    if (p->offloaded)
+        s = bring_back(opt, p);
+#endif
+    if (s == OWL_OK && opt->opts.frozen_policy == OWL_FROZEN_RESET)
+        s = owl_adamw_reset(p->adam);
+    if (s == OWL_OK && opt->opts.refresh_on_activation && p->proj != NULL)
+        s = owl_galore_invalidate(p->proj);
+    if (s == OWL_OK)
+        p->parked = false;
+    return s;
+}
+
+/* ------------------------------------------------------------------ */
+/* The step                                                            */
+/* ------------------------------------------------------------------ */
+
+/* Every updated parameter has a gradient bound. */
+static owl_status check_grads_bound(owl_optimizer *opt)
+{
+    for (uint64_t i = 0; i < opt->num_params; i++) {
+        const owl_opt_param *p = &opt->params[i];
+        if (is_updated(opt, p) && !p->has_grad) {
+            if (p->layer == OWL_LAYER_ALWAYS)
+                return owl__fail(opt->ctx, OWL_ERR_STATE,
+                                 "parameter %" PRIu64 " (OWL_LAYER_ALWAYS) "
+                                 "has no gradient bound; pass it to "
+                                 "add_param or set_grad",
+                                 i);
+            return owl__fail(opt->ctx, OWL_ERR_STATE,
+                             "parameter %" PRIu64 " (layer %" PRIu64
+                             ", active at step %" PRIu64 ") has no gradient "
+                             "bound; pass it to add_param or set_grad",
+                             i, p->layer, opt->step);
+        }
+    }
+    return OWL_OK;
+}
+
+/* The global L2 norm over the updated parameters' gradients, f64. A NaN or
+ * Inf anywhere makes it non-finite (squares of finite f32 values cannot
+ * overflow f64), which is how the step finds them; *bad names the first
+ * such parameter. */
+static double global_norm(owl_optimizer *opt, uint64_t *bad)
+{
+    double total = 0;
+    *bad = UINT64_MAX;
+    for (uint64_t i = 0; i < opt->num_params; i++) {
+        const owl_opt_param *p = &opt->params[i];
+        if (!is_updated(opt, p))
+            continue;
+        double s = grad_sumsq(opt, &p->grad);
+        if (!isfinite(s) && *bad == UINT64_MAX)
+            *bad = i;
+        total += s;
+    }
+    return sqrt(total);
+}
+
+static void clip(owl_optimizer *opt, double norm)
+{
+    const double coef = opt->opts.max_grad_norm / (norm + CLIP_EPS);
+    if (!(coef < 1.0))
+        return; /* torch multiplies by the clamped 1.0: no change */
+    for (uint64_t i = 0; i < opt->num_params; i++) {
+        const owl_opt_param *p = &opt->params[i];
+        if (!is_updated(opt, p))
+            continue;
+        grad_job job = {.g = &p->grad, .coef = (float)coef};
+        owl__parallel_for(opt->ctx, p->grad.rows, row_grain(p->grad.cols),
+                          scale_range, &job);
+    }
+}
+
+static owl_status update(owl_optimizer *opt, owl_opt_param *p, double lr)
+{
+    if (p->proj != NULL)
+        return owl_adamw_lowrank(p->adam, p->proj, &p->weight, &p->grad, lr);
+    return owl_adamw_full(p->adam, &p->weight, &p->grad, lr);
+}
+
+owl_status owl_optimizer_step(owl_optimizer *opt, double lr)
+{
+    if (opt == NULL)
+        return OWL_ERR_NULL_POINTER;
+    owl_context *ctx = opt->ctx;
+    owl__clear_error(ctx);
+    if (!isfinite(lr) || !(lr >= 0))
+        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
+                         "lr is %g; it must be finite and >= 0", lr);
+    if (opt->num_params == 0)
+        return owl__fail(ctx, OWL_ERR_STATE,
+                         "no parameter is registered; call "
+                         "owl_optimizer_add_param first");
+    owl_status s = current_mask(opt);
+    if (s == OWL_OK)
+        s = check_grads_bound(opt);
+    if (s != OWL_OK)
+        return s;
+
+    /* 1. Checks that change nothing. */
+    double norm = NAN;
+    if (!on_cuda(opt)) {
+        uint64_t bad;
+        norm = global_norm(opt, &bad);
+        if (bad != UINT64_MAX) {
+            const owl_opt_param *p = &opt->params[bad];
+            ctx->nonfinite_skips++;
+            return owl__fail(ctx, OWL_ERR_NONFINITE,
+                             "the gradient of parameter %" PRIu64
+                             " (%" PRId64 "x%" PRId64 ") contains NaN or "
+                             "Inf; step %" PRIu64 " was skipped and nothing "
+                             "changed",
+                             bad, p->grad.rows, p->grad.cols, opt->step);
+        }
+    }
+    if ((s = stage(opt)) != OWL_OK)
+        return s;
+
+    /* 2. Commit. */
+    if (opt->opts.max_grad_norm > 0)
+        clip(opt, norm);
+    for (uint64_t i = 0; i < opt->num_params && s == OWL_OK; i++) {
+        owl_opt_param *p = &opt->params[i];
+        if (p->layer == OWL_LAYER_ALWAYS)
+            continue;
+        if (!is_updated(opt, p) && opt->was_active[p->layer])
+            s = freeze(opt, p);
+    }
+    for (uint64_t i = 0; i < opt->num_params && s == OWL_OK; i++) {
+        owl_opt_param *p = &opt->params[i];
+        if (!is_updated(opt, p))
+            continue;
+        s = activate(opt, p);
+        if (s == OWL_OK)
+            s = update(opt, p, lr);
+    }
+    drop_staging(opt); /* only left over after a failure above */
+    if (s != OWL_OK)
+        return s;
+
+    /* 3. Advance. */
+    memcpy(opt->was_active, opt->mask, (size_t)opt->opts.num_layers);
+    opt->last_norm = norm;
+    opt->has_norm = !on_cuda(opt);
+    opt->step++;
+    return OWL_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* Getters                                                             */
+/* ------------------------------------------------------------------ */
+
+uint64_t owl_optimizer_step_index(const owl_optimizer *opt)
+{
+    return opt ? opt->step : 0;
+}
+
+uint64_t owl_optimizer_num_params(const owl_optimizer *opt)
+{
+    return opt ? opt->num_params : 0;
+}
+
+owl_status owl_optimizer_last_grad_norm(const owl_optimizer *opt, double *norm)
+{
+    if (opt == NULL)
+        return OWL_ERR_NULL_POINTER;
+    owl__clear_error(opt->ctx);
+    OWL_REQUIRE_PTR(opt->ctx, norm);
+    if (!opt->has_norm)
+        return owl__fail(opt->ctx, OWL_ERR_STATE,
+                         on_cuda(opt)
+                             ? "the gradient norm is not computed on the "
+                               "CUDA backend yet"
+                             : "no step has been taken yet");
+    *norm = opt->last_norm;
+    return OWL_OK;
+}
+
+owl_status owl_optimizer_memory(const owl_optimizer *opt,
+                                owl_memory_usage *usage)
+{
+    if (opt == NULL)
+        return OWL_ERR_NULL_POINTER;
+    owl_context *ctx = opt->ctx;
+    owl__clear_error(ctx);
+    OWL_REQUIRE_PTR(ctx, usage);
+    if (usage->struct_size < sizeof(uint64_t) ||
+        usage->struct_size > USAGE_MAX_SIZE)
+        return owl__fail(ctx, OWL_ERR_STRUCT_SIZE,
+                         "usage->struct_size is %" PRIu64
+                         "; fill it with owl_memory_usage_init",
+                         usage->struct_size);
+    owl_memory_usage u = {.struct_size = sizeof u};
+    const bool cuda = on_cuda(opt);
+    for (uint64_t i = 0; i < opt->num_params; i++) {
+        const owl_opt_param *p = &opt->params[i];
+        if (p->adam != NULL) {
+            uint64_t b = owl__adamw_moment_bytes(p->adam);
+            if (!cuda)
+                u.host_moments += b;
+            else if (p->offloaded)
+                u.host_moments += b;
+            else
+                u.device_moments += b;
+            if (cuda && !p->offloaded && p->host_m != NULL)
+                u.host_moments += b; /* pinned copies kept for reuse */
+        }
+        if (p->proj != NULL) {
+            if (cuda)
+                u.device_projectors += owl__galore_bytes(p->proj);
+            else
+                u.host_projectors += owl__galore_bytes(p->proj);
+        }
+    }
+    u.host_workspace = (uint64_t)ctx->scratch_bytes;
+#ifdef OWL_HAVE_CUDA
+    if (cuda)
+        u.device_workspace = (uint64_t)ctx->cuda->scratch_bytes;
+#endif
+    /* Only the fields that fit in the caller's struct. */
+    uint64_t size = usage->struct_size;
+#define OWL_PUT(field)                                                         \
+    do {                                                                       \
+        if (offsetof(owl_memory_usage, field) + sizeof usage->field <= size)   \
+            usage->field = u.field;                                            \
+    } while (0)
+    OWL_PUT(device_moments);
+    OWL_PUT(device_projectors);
+    OWL_PUT(device_workspace);
+    OWL_PUT(host_moments);
+    OWL_PUT(host_projectors);
+    OWL_PUT(host_workspace);
+#undef OWL_PUT
+    return OWL_OK;
+}

@@ -1,0 +1,145 @@
+/* See fuzz_handles.h. */
+#include "fuzz_handles.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+static void must(owl_context *ctx, owl_status st, const char *what)
+{
+    if (st != OWL_OK) {
+        fprintf(stderr, "fuzz setup: %s: %s (%s)\n", what, owl_status_name(st),
+                ctx ? owl_context_last_error(ctx) : "");
+        abort();
+    }
+}
+
+static owl_status s_size(const void *h, uint64_t *b)
+{
+    return owl_sampler_state_size(h, b);
+}
+static owl_status s_save(const void *h, void *buf, uint64_t c, uint64_t *w)
+{
+    return owl_sampler_save(h, buf, c, w);
+}
+static owl_status s_load(void *h, const void *buf, uint64_t n)
+{
+    return owl_sampler_load(h, buf, n);
+}
+static owl_status g_size(const void *h, uint64_t *b)
+{
+    return owl_galore_state_size(h, b);
+}
+static owl_status g_save(const void *h, void *buf, uint64_t c, uint64_t *w)
+{
+    return owl_galore_save(h, buf, c, w);
+}
+static owl_status g_load(void *h, const void *buf, uint64_t n)
+{
+    return owl_galore_load(h, buf, n);
+}
+static owl_status a_size(const void *h, uint64_t *b)
+{
+    return owl_adamw_state_size(h, b);
+}
+static owl_status a_save(const void *h, void *buf, uint64_t c, uint64_t *w)
+{
+    return owl_adamw_save(h, buf, c, w);
+}
+static owl_status a_load(void *h, const void *buf, uint64_t n)
+{
+    return owl_adamw_load(h, buf, n);
+}
+
+static void s_free(void *h)
+{
+    owl_sampler_free(h);
+}
+static void g_free(void *h)
+{
+    owl_galore_free(h);
+}
+static void a_free(void *h)
+{
+    owl_adamw_free(h);
+}
+
+static void add(fuzz_handles *h, fuzz_target t)
+{
+    if (h->count >= FUZZ_MAX_TARGETS)
+        abort();
+    h->targets[h->count++] = t;
+}
+
+void fuzz_handles_create(fuzz_handles *h)
+{
+    owl_context_options co;
+    must(NULL, owl_context_options_init(&co, sizeof co), "context options");
+    co.num_threads = 1;
+    h->count = 0;
+    must(NULL, owl_context_create(&h->ctx, &co), "context");
+    owl_context *ctx = h->ctx;
+
+    /* Sampler: 5 layers, custom weights with a zero. */
+    static const double w[5] = {0.1, 0.4, 0.2, 0.0, 0.3};
+    owl_sampler_options so;
+    must(ctx, owl_sampler_options_init(&so, sizeof so), "sampler options");
+    so.num_layers = 5;
+    so.gamma = 2;
+    so.period = 3;
+    so.seed = 9;
+    so.weight_mode = OWL_WEIGHTS_CUSTOM;
+    so.weights = w;
+    owl_sampler *s = NULL;
+    must(ctx, owl_sampler_create(ctx, &so, &s), "sampler");
+
+    /* Projector 4 x 3, rank 2, with AdamW (f32 moments) on its low-rank
+     * shape, and a full-rank AdamW with bf16 moments, after a few
+     * steps. */
+    owl_galore_options go;
+    must(ctx, owl_galore_options_init(&go, sizeof go), "galore options");
+    go.rows = 4;
+    go.cols = 3;
+    go.rank = 2;
+    go.update_gap = 2;
+    owl_galore *p = NULL;
+    must(ctx, owl_galore_create(ctx, &go, &p), "galore");
+    uint64_t lr_rows = 0, lr_cols = 0;
+    must(ctx, owl_galore_lowrank_shape(p, &lr_rows, &lr_cols), "shape");
+    owl_adamw_options ao;
+    must(ctx, owl_adamw_options_init(&ao, sizeof ao), "adamw options");
+    ao.weight_decay = 0.01;
+    owl_adamw *a32 = NULL, *a16 = NULL;
+    must(ctx, owl_adamw_create(ctx, &ao, lr_rows, lr_cols, &a32), "adamw");
+    ao.moment_dtype = OWL_DTYPE_BF16;
+    must(ctx, owl_adamw_create(ctx, &ao, 4, 3, &a16), "adamw");
+
+    float wt[12], g[12];
+    owl_tensor W, G;
+    owl_tensor_init(&W, wt, OWL_DTYPE_F32, 4, 3);
+    owl_tensor_init(&G, g, OWL_DTYPE_F32, 4, 3);
+    for (int i = 0; i < 12; i++)
+        wt[i] = (float)(i % 5) * 0.25f - 0.5f;
+    for (int k = 0; k < 3; k++) {
+        for (int i = 0; i < 12; i++)
+            g[i] = (float)((i * 7 + k * 3) % 11) * 0.1f - 0.5f;
+        must(ctx, owl_adamw_lowrank(a32, p, &W, &G, 0.01), "step");
+        must(ctx, owl_adamw_full(a16, &W, &G, 0.01), "step");
+    }
+    add(h, (fuzz_target){"sampler", s, s_size, s_save, s_load, s_free});
+    add(h, (fuzz_target){"galore", p, g_size, g_save, g_load, g_free});
+    add(h, (fuzz_target){"adamw-f32", a32, a_size, a_save, a_load, a_free});
+    add(h, (fuzz_target){"adamw-bf16", a16, a_size, a_save, a_load, a_free});
+    /* Hook for further loaders (the optimizer's): create a small handle
+     * here and add(h, (fuzz_target){...}) with its state_size, save and
+     * load and free; the fuzz target and the seed generator pick it
+     * up. */
+}
+
+void fuzz_handles_free(fuzz_handles *h)
+{
+    for (int i = 0; i < h->count; i++)
+        h->targets[i].release(h->targets[i].handle);
+    h->count = 0;
+    owl_context_free(h->ctx);
+    h->ctx = NULL;
+}
