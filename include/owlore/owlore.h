@@ -44,12 +44,12 @@ extern "C" {
 /* ------------------------------------------------------------------ */
 
 #define OWL_VERSION_MAJOR 0
-#define OWL_VERSION_MINOR 1
+#define OWL_VERSION_MINOR 2
 #define OWL_VERSION_PATCH 0
 /* MAJOR*10000 + MINOR*100 + PATCH: compare with owl_version_number(). */
 #define OWL_VERSION_NUMBER \
     (OWL_VERSION_MAJOR * 10000 + OWL_VERSION_MINOR * 100 + OWL_VERSION_PATCH)
-#define OWL_VERSION_STRING "0.1.0"
+#define OWL_VERSION_STRING "0.2.0"
 
 /* Runtime version of the library actually loaded. */
 OWL_API uint32_t owl_version_number(void);
