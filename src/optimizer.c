@@ -849,11 +849,17 @@ static void *spare_take(owl_optimizer *opt, size_t bytes)
 static void settle_spares(owl_optimizer *opt, bool release)
 {
     uint64_t k = 0;
+    /* A spare's offload copy may be in flight: wait for it explicitly
+     * rather than rely on cudaFree's implicit synchronization. If the wait
+     * fails the spares are kept (the error surfaces at the next call). */
+    if (release && opt->num_spares > 0 &&
+        owl__cuda_synchronize(opt->ctx) != OWL_OK)
+        release = false;
     for (uint64_t i = 0; i < opt->num_spares; i++) {
         if (opt->spare_bytes[i] == 0)
             continue;
         if (release) {
-            owl__cuda_free(opt->spare_ptr[i]); /* synchronizes */
+            owl__cuda_free(opt->spare_ptr[i]);
             continue;
         }
         opt->spare_ptr[k] = opt->spare_ptr[i];
@@ -1077,7 +1083,7 @@ static void clip(owl_optimizer *opt, double norm)
     }
 }
 
-static owl_status update(owl_optimizer *opt, owl_opt_param *p, double lr)
+static owl_status update(owl_opt_param *p, double lr)
 {
     if (p->proj != NULL)
         return owl_adamw_lowrank(p->adam, p->proj, &p->weight, &p->grad, lr);
@@ -1101,7 +1107,7 @@ static owl_status transitions_and_updates(owl_optimizer *opt, double lr)
             continue;
         s = activate(opt, p);
         if (s == OWL_OK)
-            s = update(opt, p, lr);
+            s = update(p, lr);
     }
     return s;
 }
