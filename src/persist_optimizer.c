@@ -39,8 +39,6 @@
 
 #ifdef OWL_HAVE_CUDA
 #include "cuda_internal.h"
-
-#include "../kernels/optimizer_kernels.h"
 #endif
 
 #include <math.h>
@@ -446,6 +444,15 @@ static owl_status check_state(owl_optimizer *opt, owl_reader *r,
         st = owl__get_u8(r, &b, "has_sampler");
     if (st != OWL_OK)
         return st;
+    /* A norm is a finite f64 >= 0 (squares of finite values); without one
+     * the writer puts +0.0, the only canonical value. */
+    const uint64_t zero_bits = 0;
+    if (sv->has_norm ? !(isfinite(sv->norm) && sv->norm >= 0)
+                     : memcmp(&sv->norm, &zero_bits, sizeof sv->norm) != 0)
+        return owl__fail(ctx, OWL_ERR_CORRUPT,
+                         "optimizer state is corrupt: the last gradient norm "
+                         "is %g with has_norm %d",
+                         sv->norm, sv->has_norm ? 1 : 0);
     if (b != (opt->sampler != NULL ? 1 : 0))
         return owl__fail(ctx, OWL_ERR_CORRUPT,
                          "optimizer state is corrupt: has_sampler is %u for "
