@@ -18,7 +18,17 @@
  *
  * The norm is summed per row (in parallel) and then over rows and
  * parameters in a fixed order, so it, the clipping factor and therefore the
- * weights do not depend on the number of threads. */
+ * weights do not depend on the number of threads.
+ *
+ * On CUDA the host never waits in a step (except to allocate state): the
+ * commit is one guarded device step (owl__cuda_guard_open/close) whose
+ * first kernels read every updated gradient once -- NaN/Inf into the
+ * context's flag, f64 squares into fixed partial sums -- then form the norm
+ * and clipping factor on the device and scale the gradients in place; every
+ * later kernel that writes does nothing when the flag is set, and the close
+ * counts one skip. The host cannot know of a skip, so its bookkeeping (step
+ * index, policy transitions) advances as for a completed step. OFFLOAD
+ * moves moments with asynchronous copies on the stream (see below). */
 #include "optimizer_internal.h"
 
 #ifdef OWL_HAVE_CUDA
@@ -825,8 +835,13 @@ static owl_status stage_offload(owl_optimizer *opt)
 
 static void spare_put(owl_optimizer *opt, void *ptr, size_t bytes)
 {
-    /* room: at most 2 per parameter left from earlier steps, 2 per
-     * freezing parameter now (cap_spares = 4 per parameter) */
+    /* Room (checked by the callers all the same): every spare is a moment
+     * buffer, and there are at most 2 per parameter of those. A buffer is
+     * allocated only when no spare fits, i.e. when every buffer at least
+     * that large is in use by a resident parameter, so for any size the
+     * buffers at least that large number at most 2 per parameter; steps
+     * that create fresh state end with no spares. cap_spares is twice
+     * that. */
     opt->spare_ptr[opt->num_spares] = ptr;
     opt->spare_bytes[opt->num_spares] = bytes;
     opt->num_spares++;
@@ -891,6 +906,11 @@ static owl_status offload(owl_optimizer *opt, owl_opt_param *p)
         return owl__fail(ctx, OWL_ERR_INTERNAL,
                          "offload without pinned buffers");
     const size_t b = half_moment_bytes(a);
+    if (opt->num_spares + 2 > opt->cap_spares)
+        return owl__fail(ctx, OWL_ERR_INTERNAL,
+                         "spare moment buffers: %" PRIu64 " of %" PRIu64
+                         " slots in use",
+                         opt->num_spares, opt->cap_spares);
     void *stream = owl__cuda_stream(ctx);
     owl_status s = copy_status(
         ctx, owl__k_opt_copy_to_host(stream, p->host_m, a->m, b),
@@ -920,10 +940,8 @@ static owl_status bring_back(owl_optimizer *opt, owl_opt_param *p)
     p->new_dev_v = NULL;
     if (m == NULL || v == NULL) {
         /* staging planned one for each: cannot happen */
-        if (m != NULL)
-            spare_put(opt, m, b);
-        if (v != NULL)
-            spare_put(opt, v, b);
+        owl__cuda_free(m);
+        owl__cuda_free(v);
         return owl__fail(ctx, OWL_ERR_INTERNAL,
                          "no device buffer for returning moments");
     }
