@@ -18,11 +18,23 @@
  *
  * The norm is summed per row (in parallel) and then over rows and
  * parameters in a fixed order, so it, the clipping factor and therefore the
- * weights do not depend on the number of threads. */
+ * weights do not depend on the number of threads.
+ *
+ * On CUDA the host never waits in a step (except to allocate state): the
+ * commit is one guarded device step (owl__cuda_guard_open/close) whose
+ * first kernels read every updated gradient once -- NaN/Inf into the
+ * context's flag, f64 squares into fixed partial sums -- then form the norm
+ * and clipping factor on the device and scale the gradients in place; every
+ * later kernel that writes does nothing when the flag is set, and the close
+ * counts one skip. The host cannot know of a skip, so its bookkeeping (step
+ * index, policy transitions) advances as for a completed step. OFFLOAD
+ * moves moments with asynchronous copies on the stream (see below). */
 #include "optimizer_internal.h"
 
 #ifdef OWL_HAVE_CUDA
 #include "cuda_internal.h"
+
+#include "../kernels/optimizer_kernels.h"
 #endif
 
 #include <inttypes.h>
@@ -230,6 +242,11 @@ void owl_optimizer_free(owl_optimizer *opt)
 {
     if (opt == NULL)
         return;
+#ifdef OWL_HAVE_CUDA
+    /* Copies into or out of the pinned buffers may still be in flight. */
+    if (opt->ctx->backend == OWL_BACKEND_CUDA)
+        (void)owl__cuda_synchronize(opt->ctx);
+#endif
     for (uint64_t i = 0; i < opt->num_params; i++) {
         owl_opt_param *p = &opt->params[i];
         owl_adamw_free(p->adam);
@@ -239,6 +256,15 @@ void owl_optimizer_free(owl_optimizer *opt)
         owl__cuda_host_free(p->host_v);
 #endif
     }
+#ifdef OWL_HAVE_CUDA
+    for (uint64_t i = 0; i < opt->num_spares; i++)
+        owl__cuda_free(opt->spare_ptr ? opt->spare_ptr[i] : NULL);
+    owl__cuda_free(opt->dev_stats);
+    owl__cuda_free(opt->dev_partials);
+#endif
+    owl__free(opt->spare_ptr);
+    owl__free(opt->spare_bytes);
+    owl__free(opt->plan_bytes);
     owl__free(opt->params);
     owl__free(opt->row_sumsq);
     owl__free(opt->mask);
@@ -261,13 +287,6 @@ owl_status owl_optimizer_create(owl_context *ctx,
         return s;
     if ((s = check_scalars(ctx, &o)) != OWL_OK)
         return s;
-#ifdef OWL_HAVE_CUDA
-    if (ctx->backend == OWL_BACKEND_CUDA && o.max_grad_norm > 0)
-        return owl__fail(ctx, OWL_ERR_UNSUPPORTED,
-                         "max_grad_norm is %g: gradient clipping is not yet "
-                         "available on the CUDA backend",
-                         o.max_grad_norm);
-#endif
 
     owl_optimizer *opt = owl__alloc(ctx, 1, sizeof *opt, "owl_optimizer");
     if (opt == NULL)
@@ -304,6 +323,17 @@ owl_status owl_optimizer_create(owl_context *ctx,
         if (opt->mask == NULL || opt->was_active == NULL)
             s = OWL_ERR_OUT_OF_MEMORY;
     }
+#ifdef OWL_HAVE_CUDA
+    if (s == OWL_OK && ctx->backend == OWL_BACKEND_CUDA) {
+        /* No norm yet (NaN), clipping factor 1. */
+        const double init[2] = {NAN, 1.0};
+        void *stats = NULL;
+        s = owl__cuda_alloc(ctx, sizeof init, &stats, "gradient norm");
+        opt->dev_stats = stats;
+        if (s == OWL_OK)
+            s = owl__cuda_upload(ctx, opt->dev_stats, init, sizeof init);
+    }
+#endif
     if (s != OWL_OK) {
         owl_optimizer_free(opt);
         return s;
@@ -340,6 +370,57 @@ static owl_status check_grad(owl_context *ctx, const owl_tensor *grad,
                          "grad is %" PRId64 "x%" PRId64 ", weight is %" PRId64
                          "x%" PRId64,
                          grad->rows, grad->cols, weight->rows, weight->cols);
+    return OWL_OK;
+}
+
+/* The CUDA step's per-parameter tables, sized with the parameter table's
+ * capacity so steps never allocate them: the gradient pass's partial sums
+ * (device) and the OFFLOAD spare list and its staging plan (host). */
+static owl_status grow_device_tables(owl_optimizer *opt)
+{
+#ifdef OWL_HAVE_CUDA
+    owl_context *ctx = opt->ctx;
+    if (ctx->backend != OWL_BACKEND_CUDA ||
+        opt->partial_params >= opt->cap_params)
+        return OWL_OK;
+    const uint64_t cap = opt->cap_params;
+    void *partials = NULL;
+    owl_status s = owl__cuda_alloc(ctx,
+                                   (size_t)cap * OWL_K_OPT_PARTIALS *
+                                       sizeof(double),
+                                   &partials, "gradient norm partials");
+    if (s != OWL_OK)
+        return s;
+    void **ptr = owl__alloc(ctx, (size_t)(4 * cap), sizeof *ptr, "spares");
+    size_t *bytes = owl__alloc(ctx, (size_t)(4 * cap), sizeof *bytes,
+                               "spares");
+    size_t *plan = owl__alloc(ctx, (size_t)(4 * cap), sizeof *plan,
+                              "spares");
+    if (ptr == NULL || bytes == NULL || plan == NULL) {
+        owl__cuda_free(partials);
+        owl__free(ptr);
+        owl__free(bytes);
+        owl__free(plan);
+        return OWL_ERR_OUT_OF_MEMORY;
+    }
+    /* Before the first step: nothing in flight uses the old buffers. */
+    for (uint64_t i = 0; i < opt->num_spares; i++) {
+        ptr[i] = opt->spare_ptr[i];
+        bytes[i] = opt->spare_bytes[i];
+    }
+    owl__cuda_free(opt->dev_partials);
+    owl__free(opt->spare_ptr);
+    owl__free(opt->spare_bytes);
+    owl__free(opt->plan_bytes);
+    opt->dev_partials = partials;
+    opt->partial_params = cap;
+    opt->spare_ptr = ptr;
+    opt->spare_bytes = bytes;
+    opt->plan_bytes = plan;
+    opt->cap_spares = 4 * cap;
+#else
+    (void)opt;
+#endif
     return OWL_OK;
 }
 
@@ -413,6 +494,8 @@ owl_status owl_optimizer_add_param(owl_optimizer *opt, uint64_t layer,
         opt->params = grown;
         opt->cap_params = cap;
     }
+    if ((s = grow_device_tables(opt)) != OWL_OK)
+        return s;
     if (weight->rows > opt->max_rows) {
         /* Workspace of the gradient norm, sized here where it is known. */
         double *rows = owl__alloc(ctx, (size_t)weight->rows, sizeof(double),
@@ -616,8 +699,11 @@ static void drop_staging(owl_optimizer *opt)
 #ifdef OWL_HAVE_CUDA
         owl__cuda_free(p->new_dev_m);
         owl__cuda_free(p->new_dev_v);
+        owl__cuda_host_free(p->new_host_m);
+        owl__cuda_host_free(p->new_host_v);
 #endif
         p->new_dev_m = p->new_dev_v = NULL;
+        p->new_host_m = p->new_host_v = NULL;
     }
 }
 
@@ -651,80 +737,255 @@ owl_status owl__optimizer_new_state(owl_optimizer *opt, const owl_opt_param *p,
     return s;
 }
 
-/* Everything this step's commit needs that can fail: new state for
- * parameters without any, device room for offloaded moments coming back. */
-static owl_status stage(owl_optimizer *opt)
+/* A parameter whose layer was updated by the previous step and is not
+ * active now: its layer has just frozen. */
+static bool freezing(const owl_optimizer *opt, const owl_opt_param *p)
 {
-    owl_status s = OWL_OK;
-    for (uint64_t i = 0; i < opt->num_params && s == OWL_OK; i++) {
-        owl_opt_param *p = &opt->params[i];
-        if (!is_updated(opt, p))
-            continue;
-        if (p->adam == NULL) {
-            s = owl__optimizer_new_state(opt, p, &p->new_adam, &p->new_proj);
-        }
-#ifdef OWL_HAVE_CUDA
-        else if (p->offloaded) {
-            size_t bytes = (size_t)(owl__adamw_moment_bytes(p->adam) / 2);
-            s = owl__cuda_alloc(opt->ctx, bytes, &p->new_dev_m, "first moment");
-            if (s == OWL_OK)
-                s = owl__cuda_alloc(opt->ctx, bytes, &p->new_dev_v,
-                                    "second moment");
-        }
-#endif
-    }
-    if (s != OWL_OK)
-        drop_staging(opt);
-    return s;
+    return p->layer != OWL_LAYER_ALWAYS && !is_updated(opt, p) &&
+           opt->was_active[p->layer];
 }
 
 #ifdef OWL_HAVE_CUDA
-/* OFFLOAD on CUDA: the moments go to pinned host buffers (allocated once
- * per parameter and kept), and their device memory is released, so the
- * device holds only the active layers' moments. The copy waits for the
- * stream: it happens once per layer per period. */
+/* ---- OFFLOAD on CUDA --------------------------------------------------
+ *
+ * A freezing parameter's moments are copied to its pinned host buffers
+ * (allocated at its first offload, kept) by cudaMemcpyAsync on the
+ * context's stream, and its two device buffers become spares. A returning
+ * parameter takes spares (the smallest that fits, first in order on a
+ * tie) and its moments are copied back, again on the stream. No host
+ * wait: the stream orders every copy before any later kernel or copy that
+ * reuses the buffer, and the host never touches the pinned copies except
+ * in save, load and free, which synchronize first.
+ *
+ * Freezing happens before re-activation within a step, so in a transformer
+ * (every layer the same shapes) the layers leaving hand their buffers to
+ * those arriving and the device holds only the active layers' moments.
+ * The staging phase replays that matching on sizes alone (plan_bytes) to
+ * allocate, before anything changes, a device buffer for each one no
+ * spare will fit (this allocation waits for the device). A layer's first
+ * activation creates fresh state, which allocates and waits anyway: such
+ * a step also releases the spares left over at its end (cudaFree
+ * synchronizes the device), so spares never pile up while layers are
+ * being seen for the first time. */
+
+static size_t half_moment_bytes(const owl_adamw *a)
+{
+    return (size_t)(owl__adamw_moment_bytes(a) / 2);
+}
+
+/* Index of the smallest entry >= want (0 entries are empty), the first on
+ * a tie; -1 when none fits. */
+static int64_t best_fit(const size_t *bytes, uint64_t n, size_t want)
+{
+    int64_t best = -1;
+    for (uint64_t i = 0; i < n; i++)
+        if (bytes[i] >= want && bytes[i] != 0 &&
+            (best < 0 || bytes[i] < bytes[(uint64_t)best]))
+            best = (int64_t)i;
+    return best;
+}
+
+/* One device buffer of `bytes` for a returning parameter, planned: from
+ * the spares the plan will hold, else allocated now into *staged. */
+static owl_status plan_buffer(owl_optimizer *opt, uint64_t *n, size_t bytes,
+                              void **staged, const char *what)
+{
+    int64_t j = best_fit(opt->plan_bytes, *n, bytes);
+    if (j >= 0) {
+        opt->plan_bytes[j] = 0;
+        return OWL_OK;
+    }
+    return owl__cuda_alloc(opt->ctx, bytes, staged, what);
+}
+
+/* The OFFLOAD part of staging: pinned buffers for first offloads, device
+ * buffers for returns no spare will fit. Changes nothing else. */
+static owl_status stage_offload(owl_optimizer *opt)
+{
+    owl_context *ctx = opt->ctx;
+    uint64_t n = opt->num_spares;
+    memcpy(opt->plan_bytes, opt->spare_bytes, (size_t)n * sizeof(size_t));
+    owl_status s = OWL_OK;
+    for (uint64_t i = 0; i < opt->num_params && s == OWL_OK; i++) {
+        owl_opt_param *p = &opt->params[i];
+        if (!freezing(opt, p) || p->adam == NULL || p->offloaded)
+            continue;
+        const size_t b = half_moment_bytes(p->adam);
+        if (p->host_m == NULL) {
+            s = owl__cuda_host_alloc(ctx, b, &p->new_host_m,
+                                     "offloaded first moment");
+            if (s == OWL_OK)
+                s = owl__cuda_host_alloc(ctx, b, &p->new_host_v,
+                                         "offloaded second moment");
+        }
+        opt->plan_bytes[n++] = b;
+        opt->plan_bytes[n++] = b;
+    }
+    for (uint64_t i = 0; i < opt->num_params && s == OWL_OK; i++) {
+        owl_opt_param *p = &opt->params[i];
+        if (!is_updated(opt, p) || p->adam == NULL || !p->offloaded)
+            continue;
+        const size_t b = half_moment_bytes(p->adam);
+        s = plan_buffer(opt, &n, b, &p->new_dev_m, "first moment");
+        if (s == OWL_OK)
+            s = plan_buffer(opt, &n, b, &p->new_dev_v, "second moment");
+    }
+    return s;
+}
+
+static void spare_put(owl_optimizer *opt, void *ptr, size_t bytes)
+{
+    /* Room (checked by the callers all the same): every spare is a moment
+     * buffer, and there are at most 2 per parameter of those. A buffer is
+     * allocated only when no spare fits, i.e. when every buffer at least
+     * that large is in use by a resident parameter, so for any size the
+     * buffers at least that large number at most 2 per parameter; steps
+     * that create fresh state end with no spares. cap_spares is twice
+     * that. */
+    opt->spare_ptr[opt->num_spares] = ptr;
+    opt->spare_bytes[opt->num_spares] = bytes;
+    opt->num_spares++;
+}
+
+static void *spare_take(owl_optimizer *opt, size_t bytes)
+{
+    int64_t j = best_fit(opt->spare_bytes, opt->num_spares, bytes);
+    if (j < 0)
+        return NULL;
+    void *ptr = opt->spare_ptr[j];
+    opt->spare_ptr[j] = NULL;
+    opt->spare_bytes[j] = 0;
+    return ptr;
+}
+
+/* The end of a step's OFFLOAD work: empty slots squeezed out, and when
+ * the step has waited for the device already (it created fresh state),
+ * the spares nobody took released. */
+static void settle_spares(owl_optimizer *opt, bool release)
+{
+    uint64_t k = 0;
+    /* A spare's offload copy may be in flight: wait for it explicitly
+     * rather than rely on cudaFree's implicit synchronization. If the wait
+     * fails the spares are kept (the error surfaces at the next call). */
+    if (release && opt->num_spares > 0 &&
+        owl__cuda_synchronize(opt->ctx) != OWL_OK)
+        release = false;
+    for (uint64_t i = 0; i < opt->num_spares; i++) {
+        if (opt->spare_bytes[i] == 0)
+            continue;
+        if (release) {
+            owl__cuda_free(opt->spare_ptr[i]);
+            continue;
+        }
+        opt->spare_ptr[k] = opt->spare_ptr[i];
+        opt->spare_bytes[k] = opt->spare_bytes[i];
+        k++;
+    }
+    opt->num_spares = k;
+}
+
+static owl_status copy_status(owl_context *ctx, int e, const char *what)
+{
+    return e == 0 ? OWL_OK : owl__cuda_fail(ctx, e, what);
+}
+
+/* The moments to the pinned copies (enqueued), the device buffers to the
+ * spares. */
 static owl_status offload(owl_optimizer *opt, owl_opt_param *p)
 {
     owl_context *ctx = opt->ctx;
     owl_adamw *a = p->adam;
-    size_t bytes = (size_t)(owl__adamw_moment_bytes(a) / 2);
-    owl_status s = OWL_OK;
-    if (p->host_m == NULL)
-        s = owl__cuda_host_alloc(ctx, bytes, &p->host_m, "offloaded moments");
-    if (s == OWL_OK && p->host_v == NULL)
-        s = owl__cuda_host_alloc(ctx, bytes, &p->host_v, "offloaded moments");
+    if (p->offloaded)
+        return OWL_OK;
+    if (p->new_host_m != NULL) {
+        p->host_m = p->new_host_m;
+        p->host_v = p->new_host_v;
+        p->new_host_m = p->new_host_v = NULL;
+    }
+    if (p->host_m == NULL || p->host_v == NULL)
+        return owl__fail(ctx, OWL_ERR_INTERNAL,
+                         "offload without pinned buffers");
+    const size_t b = half_moment_bytes(a);
+    if (opt->num_spares + 2 > opt->cap_spares)
+        return owl__fail(ctx, OWL_ERR_INTERNAL,
+                         "spare moment buffers: %" PRIu64 " of %" PRIu64
+                         " slots in use",
+                         opt->num_spares, opt->cap_spares);
+    void *stream = owl__cuda_stream(ctx);
+    owl_status s = copy_status(
+        ctx, owl__k_opt_copy_to_host(stream, p->host_m, a->m, b),
+        "offloading the first moment");
     if (s == OWL_OK)
-        s = owl__cuda_download(ctx, p->host_m, a->m, bytes);
-    if (s == OWL_OK)
-        s = owl__cuda_download(ctx, p->host_v, a->v, bytes);
+        s = copy_status(ctx,
+                        owl__k_opt_copy_to_host(stream, p->host_v, a->v, b),
+                        "offloading the second moment");
     if (s != OWL_OK)
         return s; /* the moments stay on the device */
-    owl__cuda_free(a->m);
-    owl__cuda_free(a->v);
+    spare_put(opt, a->m, b);
+    spare_put(opt, a->v, b);
     a->m = a->v = NULL;
     p->offloaded = true;
     return OWL_OK;
 }
 
-/* Back to the device buffers staged for this step. */
+/* Device buffers (staged, or spares) and the copies back, enqueued. */
 static owl_status bring_back(owl_optimizer *opt, owl_opt_param *p)
 {
+    owl_context *ctx = opt->ctx;
     owl_adamw *a = p->adam;
-    size_t bytes = (size_t)(owl__adamw_moment_bytes(a) / 2);
-    owl_status s = owl__cuda_upload(opt->ctx, p->new_dev_m, p->host_m, bytes);
-    if (s == OWL_OK)
-        s = owl__cuda_upload(opt->ctx, p->new_dev_v, p->host_v, bytes);
-    if (s != OWL_OK)
-        return s;
-    a->m = p->new_dev_m;
-    a->v = p->new_dev_v;
-    p->new_dev_m = p->new_dev_v = NULL;
+    const size_t b = half_moment_bytes(a);
+    void *m = p->new_dev_m != NULL ? p->new_dev_m : spare_take(opt, b);
+    p->new_dev_m = NULL;
+    void *v = p->new_dev_v != NULL ? p->new_dev_v : spare_take(opt, b);
+    p->new_dev_v = NULL;
+    if (m == NULL || v == NULL) {
+        /* staging planned one for each: cannot happen */
+        owl__cuda_free(m);
+        owl__cuda_free(v);
+        return owl__fail(ctx, OWL_ERR_INTERNAL,
+                         "no device buffer for returning moments");
+    }
+    a->m = m;
+    a->v = v;
     p->offloaded = false;
-    return OWL_OK;
+    void *stream = owl__cuda_stream(ctx);
+    owl_status s = copy_status(
+        ctx, owl__k_opt_copy_to_device(stream, a->m, p->host_m, b),
+        "restoring the first moment");
+    if (s == OWL_OK)
+        s = copy_status(ctx,
+                        owl__k_opt_copy_to_device(stream, a->v, p->host_v, b),
+                        "restoring the second moment");
+    return s;
 }
 #endif
 
-/* A parameter whose layer was active at the previous step and is not now. */
+/* Everything this step's commit needs that can fail: new state for
+ * parameters without any; on CUDA with OFFLOAD, pinned and device room for
+ * moments leaving and coming back. *fresh says whether any state was
+ * created. */
+static owl_status stage(owl_optimizer *opt, bool *fresh)
+{
+    owl_status s = OWL_OK;
+    *fresh = false;
+    for (uint64_t i = 0; i < opt->num_params && s == OWL_OK; i++) {
+        owl_opt_param *p = &opt->params[i];
+        if (!is_updated(opt, p) || p->adam != NULL)
+            continue;
+        s = owl__optimizer_new_state(opt, p, &p->new_adam, &p->new_proj);
+        *fresh = true;
+    }
+#ifdef OWL_HAVE_CUDA
+    if (s == OWL_OK && on_cuda(opt) &&
+        opt->opts.frozen_policy == OWL_FROZEN_OFFLOAD)
+        s = stage_offload(opt);
+#endif
+    if (s != OWL_OK)
+        drop_staging(opt);
+    return s;
+}
+
+/* A parameter whose layer has just frozen. */
 static owl_status freeze(owl_optimizer *opt, owl_opt_param *p)
 {
     p->parked = true;
@@ -732,6 +993,7 @@ static owl_status freeze(owl_optimizer *opt, owl_opt_param *p)
         return OWL_OK;
     switch (opt->opts.frozen_policy) {
     case OWL_FROZEN_FREE:
+        /* on CUDA, cudaFree synchronizes the device */
         owl_adamw_free(p->adam);
         owl_galore_free(p->proj);
         p->adam = NULL;
@@ -760,14 +1022,16 @@ static owl_status activate(owl_optimizer *opt, owl_opt_param *p)
         p->parked = false;
         return OWL_OK;
     }
-    if (!p->parked)
-        return OWL_OK;
     owl_status s = OWL_OK;
 #ifdef OWL_HAVE_CUDA
+    /* Offloaded state is brought back even when not parked (a loaded
+     * state may say so). */
     if (p->offloaded)
         s = bring_back(opt, p);
 #endif
-    if (s == OWL_OK && opt->opts.frozen_policy == OWL_FROZEN_RESET)
+    if (!p->parked || s != OWL_OK)
+        return s;
+    if (opt->opts.frozen_policy == OWL_FROZEN_RESET)
         s = owl_adamw_reset(p->adam);
     if (s == OWL_OK && opt->opts.refresh_on_activation && p->proj != NULL)
         s = owl_galore_invalidate(p->proj);
@@ -837,12 +1101,105 @@ static void clip(owl_optimizer *opt, double norm)
     }
 }
 
-static owl_status update(owl_optimizer *opt, owl_opt_param *p, double lr)
+static owl_status update(owl_opt_param *p, double lr)
 {
     if (p->proj != NULL)
         return owl_adamw_lowrank(p->adam, p->proj, &p->weight, &p->grad, lr);
     return owl_adamw_full(p->adam, &p->weight, &p->grad, lr);
 }
+
+/* The policy's transitions (freezing first, so a returning layer can take
+ * the buffers a leaving one released), then every updated parameter's
+ * activation work and update. */
+static owl_status transitions_and_updates(owl_optimizer *opt, double lr)
+{
+    owl_status s = OWL_OK;
+    for (uint64_t i = 0; i < opt->num_params && s == OWL_OK; i++) {
+        owl_opt_param *p = &opt->params[i];
+        if (freezing(opt, p))
+            s = freeze(opt, p);
+    }
+    for (uint64_t i = 0; i < opt->num_params && s == OWL_OK; i++) {
+        owl_opt_param *p = &opt->params[i];
+        if (!is_updated(opt, p))
+            continue;
+        s = activate(opt, p);
+        if (s == OWL_OK)
+            s = update(p, lr);
+    }
+    return s;
+}
+
+#ifdef OWL_HAVE_CUDA
+/* The CUDA gradient pass, enqueued inside the step's guard: every updated
+ * gradient read once (NaN/Inf into the context's flag, squares into its
+ * partials), the norm and clipping factor formed on the device, and with
+ * clipping on each gradient scaled in place -- by kernels that do nothing
+ * when the flag is set. */
+static owl_status cuda_grad_pass(owl_optimizer *opt)
+{
+    owl_context *ctx = opt->ctx;
+    void *stream = owl__cuda_stream(ctx);
+    int32_t *flag = owl__cuda_flag(ctx);
+    uint64_t count = 0;
+    int e = 0;
+    for (uint64_t i = 0; i < opt->num_params && e == 0; i++) {
+        const owl_opt_param *p = &opt->params[i];
+        if (!is_updated(opt, p))
+            continue;
+        const owl_tensor *g = &p->grad;
+        e = owl__k_opt_grad_sumsq(stream, g->data, g->dtype, g->rows,
+                                  g->cols, g->row_stride,
+                                  opt->dev_partials +
+                                      count * OWL_K_OPT_PARTIALS,
+                                  flag);
+        count++;
+    }
+    if (e != 0)
+        return owl__cuda_fail(ctx, e, "gradient norm kernel");
+    e = owl__k_opt_grad_norm(stream, opt->dev_partials, count,
+                             opt->opts.max_grad_norm, flag, opt->dev_stats);
+    if (e != 0)
+        return owl__cuda_fail(ctx, e, "gradient norm reduction");
+    if (!(opt->opts.max_grad_norm > 0))
+        return OWL_OK;
+    for (uint64_t i = 0; i < opt->num_params && e == 0; i++) {
+        const owl_opt_param *p = &opt->params[i];
+        if (!is_updated(opt, p))
+            continue;
+        const owl_tensor *g = &p->grad;
+        e = owl__k_opt_grad_scale(stream, ctx->cuda->sm_count, g->data,
+                                  g->dtype, g->rows, g->cols, g->row_stride,
+                                  opt->dev_stats, flag);
+    }
+    return e == 0 ? OWL_OK : owl__cuda_fail(ctx, e, "gradient clipping kernel");
+}
+
+/* The CUDA commit: one non-finite guard over the whole step, so a NaN/Inf
+ * in any updated gradient skips every update of the step on the device
+ * (and counts one skip); nothing here waits for the device unless staging
+ * created state or released spares. */
+static owl_status cuda_commit(owl_optimizer *opt, double lr, bool fresh)
+{
+    owl_context *ctx = opt->ctx;
+    owl_cuda_guard g;
+    owl_status s = owl__cuda_enter(ctx, &g);
+    if (s != OWL_OK)
+        return s;
+    if ((s = owl__cuda_guard_open(ctx)) == OWL_OK) {
+        s = cuda_grad_pass(opt);
+        if (s == OWL_OK)
+            s = transitions_and_updates(opt, lr);
+        const owl_status c = owl__cuda_guard_close(ctx);
+        if (s == OWL_OK)
+            s = c;
+    }
+    if (opt->opts.frozen_policy == OWL_FROZEN_OFFLOAD)
+        settle_spares(opt, fresh);
+    owl__cuda_leave(&g);
+    return s;
+}
+#endif
 
 owl_status owl_optimizer_step(owl_optimizer *opt, double lr)
 {
@@ -863,7 +1220,8 @@ owl_status owl_optimizer_step(owl_optimizer *opt, double lr)
     if (s != OWL_OK)
         return s;
 
-    /* 1. Checks that change nothing. */
+    /* 1. Checks that change nothing (on CUDA the gradients are checked on
+     * the device, inside the commit). */
     double norm = NAN;
     if (!on_cuda(opt)) {
         uint64_t bad;
@@ -879,35 +1237,30 @@ owl_status owl_optimizer_step(owl_optimizer *opt, double lr)
                              bad, p->grad.rows, p->grad.cols, opt->step);
         }
     }
-    if ((s = stage(opt)) != OWL_OK)
+    bool fresh = false;
+    if ((s = stage(opt, &fresh)) != OWL_OK)
         return s;
 
     /* 2. Commit. */
-    if (opt->opts.max_grad_norm > 0)
-        clip(opt, norm);
-    for (uint64_t i = 0; i < opt->num_params && s == OWL_OK; i++) {
-        owl_opt_param *p = &opt->params[i];
-        if (p->layer == OWL_LAYER_ALWAYS)
-            continue;
-        if (!is_updated(opt, p) && opt->was_active[p->layer])
-            s = freeze(opt, p);
-    }
-    for (uint64_t i = 0; i < opt->num_params && s == OWL_OK; i++) {
-        owl_opt_param *p = &opt->params[i];
-        if (!is_updated(opt, p))
-            continue;
-        s = activate(opt, p);
-        if (s == OWL_OK)
-            s = update(opt, p, lr);
+#ifdef OWL_HAVE_CUDA
+    if (on_cuda(opt)) {
+        s = cuda_commit(opt, lr, fresh);
+    } else
+#endif
+    {
+        if (opt->opts.max_grad_norm > 0)
+            clip(opt, norm);
+        s = transitions_and_updates(opt, lr);
     }
     drop_staging(opt); /* only left over after a failure above */
     if (s != OWL_OK)
         return s;
 
-    /* 3. Advance. */
+    /* 3. Advance. On CUDA this happens whether or not the device skips the
+     * step: the host cannot know without waiting. */
     memcpy(opt->was_active, opt->mask, (size_t)opt->opts.num_layers);
     opt->last_norm = norm;
-    opt->has_norm = !on_cuda(opt);
+    opt->has_norm = true;
     opt->step++;
     return OWL_OK;
 }
@@ -934,10 +1287,23 @@ owl_status owl_optimizer_last_grad_norm(const owl_optimizer *opt, double *norm)
     OWL_REQUIRE_PTR(opt->ctx, norm);
     if (!opt->has_norm)
         return owl__fail(opt->ctx, OWL_ERR_STATE,
-                         on_cuda(opt)
-                             ? "the gradient norm is not computed on the "
-                               "CUDA backend yet"
-                             : "no step has been taken yet");
+                         "no step has been taken yet");
+#ifdef OWL_HAVE_CUDA
+    if (on_cuda(opt)) {
+        /* The last completed step's norm: waits for the stream. */
+        double v = NAN;
+        owl_status s = owl__cuda_download(opt->ctx, &v, opt->dev_stats,
+                                          sizeof v);
+        if (s != OWL_OK)
+            return s;
+        if (isnan(v))
+            return owl__fail(opt->ctx, OWL_ERR_STATE,
+                             "every step so far was skipped for a "
+                             "non-finite gradient: no norm yet");
+        *norm = v;
+        return OWL_OK;
+    }
+#endif
     *norm = opt->last_norm;
     return OWL_OK;
 }
@@ -962,14 +1328,16 @@ owl_status owl_optimizer_memory(const owl_optimizer *opt,
         const owl_opt_param *p = &opt->params[i];
         if (p->adam != NULL) {
             uint64_t b = owl__adamw_moment_bytes(p->adam);
-            if (!cuda)
+            if (!cuda) {
                 u.host_moments += b;
-            else if (p->offloaded)
-                u.host_moments += b;
-            else
-                u.device_moments += b;
-            if (cuda && !p->offloaded && p->host_m != NULL)
-                u.host_moments += b; /* pinned copies kept for reuse */
+            } else {
+                if (!p->offloaded)
+                    u.device_moments += b;
+                /* the pinned copies, kept once made (while offloaded they
+                 * hold the moments) */
+                if (p->host_m != NULL)
+                    u.host_moments += b;
+            }
         }
         if (p->proj != NULL) {
             if (cuda)
@@ -980,8 +1348,12 @@ owl_status owl_optimizer_memory(const owl_optimizer *opt,
     }
     u.host_workspace = (uint64_t)ctx->scratch_bytes;
 #ifdef OWL_HAVE_CUDA
-    if (cuda)
+    if (cuda) {
         u.device_workspace = (uint64_t)ctx->cuda->scratch_bytes;
+        /* OFFLOAD's spare device buffers are moment memory too */
+        for (uint64_t i = 0; i < opt->num_spares; i++)
+            u.device_moments += opt->spare_bytes[i];
+    }
 #endif
     /* Only the fields that fit in the caller's struct. */
     uint64_t size = usage->struct_size;

@@ -25,10 +25,13 @@ typedef struct owl_opt_param {
      * moments live there now (adam->m and adam->v are then NULL). */
     void *host_m, *host_v;
     bool offloaded;
-    /* Staging of the current step (allocated before anything changes). */
+    /* Staging of the current step (allocated before anything changes):
+     * fresh state; on CUDA, device buffers for moments coming back when no
+     * spare fits, and the pinned copies of a first offload. */
     owl_adamw *new_adam;
     owl_galore *new_proj;
     void *new_dev_m, *new_dev_v;
+    void *new_host_m, *new_host_v;
 } owl_opt_param;
 
 struct owl_optimizer {
@@ -52,7 +55,24 @@ struct owl_optimizer {
     int32_t mask_resampled;
     uint8_t *was_active;  /* layers updated by the previous step */
     bool has_norm;
-    double last_norm;
+    double last_norm; /* CPU; on CUDA the norm lives in dev_stats */
+
+    /* CUDA. dev_stats: [0] the last completed step's gradient norm (NaN
+     * before any), [1] its clipping factor. dev_partials: the gradient
+     * pass's partial sums, OWL_K_OPT_PARTIALS per parameter, sized with
+     * the parameter table (add_param), so a step allocates nothing. */
+    double *dev_stats;
+    double *dev_partials;
+    uint64_t partial_params;
+    /* CUDA, OFFLOAD: device moment buffers released by frozen parameters
+     * and not yet taken by a returning one (spare_bytes 0: an empty slot),
+     * and the staging plan's copy of their sizes. Room for 4 per
+     * parameter: the spares left by earlier steps (at most 2 per
+     * parameter) plus those the current step's freezing adds. */
+    void **spare_ptr;
+    size_t *spare_bytes;
+    size_t *plan_bytes;
+    uint64_t num_spares, cap_spares;
 };
 
 /* Fresh state for parameter p (a projector on the low-rank path, and

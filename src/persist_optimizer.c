@@ -24,9 +24,24 @@
  * state against the live handle's, or, for state the live optimizer has
  * not allocated yet, against fresh state created in the parameter's staging
  * slots -- and only then installs it, so a failed load changes nothing and
- * frees what it staged. */
+ * frees what it staged.
+ *
+ * CUDA: the gradient norm lives on the device (downloaded by save,
+ * uploaded by load). Under OFFLOAD a parked parameter's moments live in its
+ * pinned host copies: save waits for the stream and writes them through a
+ * temporary device copy (the AdamW payload writer reads device memory);
+ * load makes every loaded parameter resident, installs the payloads, and
+ * offloads the parked ones again, waiting for the stream before it
+ * returns. Saving and loading are allowed to wait and allocate; steps are
+ * not. */
 #include "optimizer_internal.h"
 #include "persist.h"
+
+#ifdef OWL_HAVE_CUDA
+#include "cuda_internal.h"
+#endif
+
+#include <math.h>
 
 #include <inttypes.h>
 #include <stdlib.h>
@@ -65,13 +80,84 @@ static void put_options(const owl_optimizer *opt, owl_writer *w)
     owl__put_u64(w, a->seed);
 }
 
+#ifdef OWL_HAVE_CUDA
+static bool on_cuda(const owl_optimizer *opt)
+{
+    return opt->ctx->backend == OWL_BACKEND_CUDA;
+}
+#endif
+
+/* The last norm as the blob holds it: on CUDA downloaded (NaN there: no
+ * step completed on the device yet), only when writing -- the size does
+ * not depend on it. */
+static owl_status saved_norm(const owl_optimizer *opt, const owl_writer *w,
+                             bool *has, double *norm)
+{
+    *has = opt->has_norm;
+    *norm = opt->has_norm ? opt->last_norm : 0.0;
+#ifdef OWL_HAVE_CUDA
+    if (on_cuda(opt) && opt->has_norm && w->buf != NULL) {
+        double v = NAN;
+        owl_status st = owl__cuda_download(opt->ctx, &v, opt->dev_stats,
+                                           sizeof v);
+        if (st != OWL_OK)
+            return st;
+        *has = !isnan(v);
+        *norm = *has ? v : 0.0;
+    }
+#else
+    (void)w;
+#endif
+    return OWL_OK;
+}
+
+/* A parameter's AdamW payload; offloaded moments (CUDA) are read from the
+ * pinned copies through a temporary device copy of them. */
+static owl_status write_adamw(const owl_optimizer *opt, const owl_opt_param *p,
+                              owl_writer *w)
+{
+#ifdef OWL_HAVE_CUDA
+    if (p->offloaded) {
+        owl_context *ctx = opt->ctx;
+        owl_adamw tmp = *p->adam; /* the same counters and options */
+        tmp.m = tmp.v = NULL;
+        if (w->buf == NULL)
+            return owl__adamw_state_write(&tmp, w); /* counting only */
+        const size_t b = (size_t)(owl__adamw_moment_bytes(p->adam) / 2);
+        /* the step's copies into the pinned buffers must have landed */
+        owl_status st = owl__cuda_synchronize(ctx);
+        if (st == OWL_OK)
+            st = owl__cuda_alloc(ctx, b, &tmp.m, "saving offloaded moments");
+        if (st == OWL_OK)
+            st = owl__cuda_alloc(ctx, b, &tmp.v, "saving offloaded moments");
+        if (st == OWL_OK)
+            st = owl__cuda_upload(ctx, tmp.m, p->host_m, b);
+        if (st == OWL_OK)
+            st = owl__cuda_upload(ctx, tmp.v, p->host_v, b);
+        if (st == OWL_OK)
+            st = owl__adamw_state_write(&tmp, w);
+        owl__cuda_free(tmp.m);
+        owl__cuda_free(tmp.v);
+        return st;
+    }
+#else
+    (void)opt;
+#endif
+    return owl__adamw_state_write(p->adam, w);
+}
+
 static owl_status write_state(const void *handle, owl_writer *w)
 {
     const owl_optimizer *opt = handle;
+    bool has_norm;
+    double norm;
+    owl_status st0 = saved_norm(opt, w, &has_norm, &norm);
+    if (st0 != OWL_OK)
+        return st0;
     put_options(opt, w);
     owl__put_u64(w, opt->step);
-    owl__put_u8(w, opt->has_norm ? 1 : 0);
-    owl__put_f64(w, opt->has_norm ? opt->last_norm : 0.0);
+    owl__put_u8(w, has_norm ? 1 : 0);
+    owl__put_f64(w, norm);
     owl__put_u8(w, opt->sampler != NULL ? 1 : 0);
     owl_status st = OWL_OK;
     if (opt->sampler != NULL &&
@@ -92,24 +178,9 @@ static owl_status write_state(const void *handle, owl_writer *w)
         if (p->proj != NULL &&
             (st = owl__galore_state_write(p->proj, w)) != OWL_OK)
             return st;
-        if ((st = owl__adamw_state_write(p->adam, w)) != OWL_OK)
+        if ((st = write_adamw(opt, p, w)) != OWL_OK)
             return st;
     }
-    return OWL_OK;
-}
-
-/* Moments parked in host memory (OFFLOAD on CUDA) are not where the AdamW
- * payload writer reads them. */
-static owl_status check_saveable(const owl_optimizer *opt)
-{
-    for (uint64_t i = 0; i < opt->num_params; i++)
-        if (opt->params[i].offloaded)
-            return owl__fail(opt->ctx, OWL_ERR_UNSUPPORTED,
-                             "parameter %" PRIu64 "'s moments are offloaded "
-                             "to host memory; saving them is not supported "
-                             "yet (save while its layer is active, or use "
-                             "KEEP)",
-                             i);
     return OWL_OK;
 }
 
@@ -119,9 +190,6 @@ owl_status owl_optimizer_state_size(const owl_optimizer *opt, uint64_t *bytes)
         return OWL_ERR_NULL_POINTER;
     owl__clear_error(opt->ctx);
     OWL_REQUIRE_PTR(opt->ctx, bytes);
-    owl_status st = check_saveable(opt);
-    if (st != OWL_OK)
-        return st;
     return owl__state_measure(OWL_STATE_OPTIMIZER, write_state, opt, bytes);
 }
 
@@ -133,9 +201,6 @@ owl_status owl_optimizer_save(const owl_optimizer *opt, void *buf,
     owl__clear_error(opt->ctx);
     OWL_REQUIRE_PTR(opt->ctx, buf);
     OWL_REQUIRE_PTR(opt->ctx, written);
-    owl_status st = check_saveable(opt);
-    if (st != OWL_OK)
-        return st;
     return owl__state_save(opt->ctx, OWL_STATE_OPTIMIZER, write_state, opt,
                            buf, capacity, written);
 }
@@ -146,9 +211,6 @@ owl_status owl_optimizer_save_file(const owl_optimizer *opt, const char *path)
         return OWL_ERR_NULL_POINTER;
     owl__clear_error(opt->ctx);
     OWL_REQUIRE_PTR(opt->ctx, path);
-    owl_status st = check_saveable(opt);
-    if (st != OWL_OK)
-        return st;
     return owl__state_save_file(opt->ctx, OWL_STATE_OPTIMIZER, write_state,
                                 opt, path);
 }
@@ -248,6 +310,52 @@ typedef struct {
     double norm;
 } saved_scalars;
 
+/* Whether a loaded parameter's moments belong in its pinned copies: OFFLOAD
+ * on CUDA keeps a parked parameter's state there (as its freezing put it
+ * there). */
+#ifdef OWL_HAVE_CUDA
+static bool lands_offloaded(const owl_optimizer *opt, bool parked)
+{
+    return on_cuda(opt) && parked &&
+           opt->opts.frozen_policy == OWL_FROZEN_OFFLOAD;
+}
+#endif
+
+/* What the apply phase needs for a loaded (allocated) parameter's
+ * residency: device buffers when its moments are offloaded now (the
+ * payload is installed on the device), pinned buffers when they land
+ * offloaded and it has none. */
+static owl_status stage_residency(owl_optimizer *opt, owl_opt_param *p,
+                                  bool parked)
+{
+#ifdef OWL_HAVE_CUDA
+    owl_context *ctx = opt->ctx;
+    if (p->adam == NULL && !lands_offloaded(opt, parked))
+        return OWL_OK;
+    const owl_adamw *a = p->adam != NULL ? p->adam : p->new_adam;
+    const size_t b = (size_t)(owl__adamw_moment_bytes(a) / 2);
+    owl_status st = OWL_OK;
+    if (p->offloaded) {
+        st = owl__cuda_alloc(ctx, b, &p->new_dev_m, "first moment");
+        if (st == OWL_OK)
+            st = owl__cuda_alloc(ctx, b, &p->new_dev_v, "second moment");
+    }
+    if (st == OWL_OK && lands_offloaded(opt, parked) && p->host_m == NULL) {
+        st = owl__cuda_host_alloc(ctx, b, &p->new_host_m,
+                                  "offloaded first moment");
+        if (st == OWL_OK)
+            st = owl__cuda_host_alloc(ctx, b, &p->new_host_v,
+                                      "offloaded second moment");
+    }
+    return st;
+#else
+    (void)opt;
+    (void)p;
+    (void)parked;
+    return OWL_OK;
+#endif
+}
+
 static owl_status check_param(owl_optimizer *opt, uint64_t i, owl_reader *r)
 {
     owl_context *ctx = opt->ctx;
@@ -283,12 +391,6 @@ static owl_status check_param(owl_optimizer *opt, uint64_t i, owl_reader *r)
         return st;
     if (!allocated)
         return OWL_OK;
-    if (p->offloaded)
-        return owl__fail(ctx, OWL_ERR_UNSUPPORTED,
-                         "parameter %" PRIu64 "'s moments are offloaded to "
-                         "host memory; loading over them is not supported "
-                         "yet",
-                         i);
     const owl_adamw *adam = p->adam;
     const owl_galore *proj = p->proj;
     if (adam == NULL) {
@@ -302,7 +404,9 @@ static owl_status check_param(owl_optimizer *opt, uint64_t i, owl_reader *r)
     }
     if (proj != NULL && (st = owl__galore_state_check(proj, r)) != OWL_OK)
         return st;
-    return owl__adamw_state_check(adam, r);
+    if ((st = owl__adamw_state_check(adam, r)) != OWL_OK)
+        return st;
+    return stage_residency(opt, p, parked);
 }
 
 static void drop_load_staging(owl_optimizer *opt)
@@ -313,6 +417,14 @@ static void drop_load_staging(owl_optimizer *opt)
         owl_galore_free(p->new_proj);
         p->new_adam = NULL;
         p->new_proj = NULL;
+#ifdef OWL_HAVE_CUDA
+        owl__cuda_free(p->new_dev_m);
+        owl__cuda_free(p->new_dev_v);
+        owl__cuda_host_free(p->new_host_m);
+        owl__cuda_host_free(p->new_host_v);
+#endif
+        p->new_dev_m = p->new_dev_v = NULL;
+        p->new_host_m = p->new_host_v = NULL;
     }
 }
 
@@ -332,6 +444,15 @@ static owl_status check_state(owl_optimizer *opt, owl_reader *r,
         st = owl__get_u8(r, &b, "has_sampler");
     if (st != OWL_OK)
         return st;
+    /* A norm is a finite f64 >= 0 (squares of finite values); without one
+     * the writer puts +0.0, the only canonical value. */
+    const uint64_t zero_bits = 0;
+    if (sv->has_norm ? !(isfinite(sv->norm) && sv->norm >= 0)
+                     : memcmp(&sv->norm, &zero_bits, sizeof sv->norm) != 0)
+        return owl__fail(ctx, OWL_ERR_CORRUPT,
+                         "optimizer state is corrupt: the last gradient norm "
+                         "is %g with has_norm %d",
+                         sv->norm, sv->has_norm ? 1 : 0);
     if (b != (opt->sampler != NULL ? 1 : 0))
         return owl__fail(ctx, OWL_ERR_CORRUPT,
                          "optimizer state is corrupt: has_sampler is %u for "
@@ -356,6 +477,47 @@ static owl_status check_state(owl_optimizer *opt, owl_reader *r,
     return owl__reader_expect_end(r, "optimizer");
 }
 
+#ifdef OWL_HAVE_CUDA
+/* Before a load installs anything on CUDA: every copy and kernel that uses
+ * the pinned copies or the spare buffers has finished, and the spares are
+ * released (a load may wait). */
+static owl_status settle_for_load(owl_optimizer *opt)
+{
+    owl_status st = owl__cuda_synchronize(opt->ctx);
+    if (st != OWL_OK)
+        return st;
+    for (uint64_t i = 0; i < opt->num_spares; i++)
+        owl__cuda_free(opt->spare_ptr[i]);
+    opt->num_spares = 0;
+    return OWL_OK;
+}
+
+/* A loaded parameter that lands offloaded: its just-installed device
+ * moments go to the pinned copies (waiting), and the device buffers are
+ * released. */
+static owl_status offload_loaded(owl_optimizer *opt, owl_opt_param *p)
+{
+    owl_context *ctx = opt->ctx;
+    owl_adamw *a = p->adam;
+    if (p->new_host_m != NULL) {
+        p->host_m = p->new_host_m;
+        p->host_v = p->new_host_v;
+        p->new_host_m = p->new_host_v = NULL;
+    }
+    const size_t b = (size_t)(owl__adamw_moment_bytes(a) / 2);
+    owl_status st = owl__cuda_download(ctx, p->host_m, a->m, b);
+    if (st == OWL_OK)
+        st = owl__cuda_download(ctx, p->host_v, a->v, b);
+    if (st != OWL_OK)
+        return st; /* still resident: consistent, merely not offloaded */
+    owl__cuda_free(a->m);
+    owl__cuda_free(a->v);
+    a->m = a->v = NULL;
+    p->offloaded = true;
+    return OWL_OK;
+}
+#endif
+
 /* Installs a blob that check_state accepted; on the CPU backend this
  * cannot fail. */
 static owl_status apply_state(owl_optimizer *opt, owl_reader *r,
@@ -374,6 +536,10 @@ static owl_status apply_state(owl_optimizer *opt, owl_reader *r,
     const uint8_t *was = NULL;
     if (st == OWL_OK)
         st = owl__get_bytes(r, opt->opts.num_layers, &was, "was_active mask");
+#ifdef OWL_HAVE_CUDA
+    if (st == OWL_OK && on_cuda(opt))
+        st = settle_for_load(opt);
+#endif
     if (st != OWL_OK)
         return st;
     memcpy(opt->was_active, was, (size_t)opt->opts.num_layers);
@@ -396,6 +562,13 @@ static owl_status apply_state(owl_optimizer *opt, owl_reader *r,
             owl_galore_free(p->proj);
             p->adam = NULL;
             p->proj = NULL;
+#ifdef OWL_HAVE_CUDA
+            /* settled above: no copy uses them */
+            owl__cuda_host_free(p->host_m);
+            owl__cuda_host_free(p->host_v);
+#endif
+            p->host_m = p->host_v = NULL;
+            p->offloaded = false;
             continue;
         }
         if (p->adam == NULL) {
@@ -404,11 +577,30 @@ static owl_status apply_state(owl_optimizer *opt, owl_reader *r,
             p->new_adam = NULL;
             p->new_proj = NULL;
         }
+#ifdef OWL_HAVE_CUDA
+        if (p->offloaded) {
+            /* resident for the payload (device buffers staged) */
+            p->adam->m = p->new_dev_m;
+            p->adam->v = p->new_dev_v;
+            p->new_dev_m = p->new_dev_v = NULL;
+            p->offloaded = false;
+        }
+#endif
         if (p->proj != NULL)
             st = owl__galore_state_apply(p->proj, r);
         if (st == OWL_OK)
             st = owl__adamw_state_apply(p->adam, r);
+#ifdef OWL_HAVE_CUDA
+        if (st == OWL_OK && lands_offloaded(opt, parked))
+            st = offload_loaded(opt, p);
+#endif
     }
+#ifdef OWL_HAVE_CUDA
+    if (st == OWL_OK && on_cuda(opt)) {
+        const double norm = sv->has_norm ? sv->norm : NAN;
+        st = owl__cuda_upload(opt->ctx, opt->dev_stats, &norm, sizeof norm);
+    }
+#endif
     opt->step = sv->step;
     opt->has_norm = sv->has_norm;
     opt->last_norm = sv->has_norm ? sv->norm : 0.0;

@@ -1306,6 +1306,83 @@ static void test_resume_bit_identical_free_file(void **state)
 
 /* Corrupted, truncated, wrong-version or mismatched blobs are refused, and
  * the optimizer that refused them saves exactly what it saved before. */
+/* The saved last norm: finite and >= 0 when present, +0.0 when absent (the
+ * one value the writer puts), anything else refused as corrupt with
+ * nothing changed; a blob without a norm loads and reports none. The field
+ * is found by its value (the live norm's f64 bytes), has_norm just before
+ * it, and the checksum resealed. */
+static void test_saved_norm_checked(void **state)
+{
+    (void)state;
+    owl_context *ctx = test_cpu_context(1);
+    model md;
+    model_init(&md);
+    run_cfg c = default_cfg(OWL_METHOD_LISA);
+    c.max_grad_norm = 1.0;
+    owl_optimizer *opt = make_opt(ctx, &md, &c);
+    if (!persistence_available(ctx, opt)) {
+        owl_optimizer_free(opt);
+        model_free(&md);
+        owl_context_free(ctx);
+        skip();
+    }
+    for (int t = 0; t < 3; t++)
+        train_step(ctx, opt, &md, 1e-3, NULL);
+    double norm = 0;
+    assert_owl_ok(ctx, owl_optimizer_last_grad_norm(opt, &norm));
+    assert_true(norm > 0);
+    uint64_t size;
+    unsigned char *blob = save_state(ctx, opt, &size);
+    unsigned char le[8];
+    uint64_t bits;
+    memcpy(&bits, &norm, 8);
+    for (int k = 0; k < 8; k++)
+        le[k] = (unsigned char)(bits >> (8 * k));
+    size_t at = 0;
+    int found = 0;
+    for (size_t i = 1; i + 8 <= (size_t)size; i++)
+        if (memcmp(blob + i, le, 8) == 0) {
+            at = i;
+            found++;
+        }
+    assert_int_equal(found, 1);
+    assert_int_equal(blob[at - 1], 1); /* has_norm */
+    unsigned char *bad = malloc((size_t)size);
+    assert_non_null(bad);
+    const struct {
+        unsigned char has;
+        double value;
+        owl_status want;
+    } cases[] = {
+        {1, -1.0, OWL_ERR_CORRUPT},    {1, NAN, OWL_ERR_CORRUPT},
+        {1, INFINITY, OWL_ERR_CORRUPT}, {0, 2.5, OWL_ERR_CORRUPT},
+        {0, -0.0, OWL_ERR_CORRUPT},    {0, 0.0, OWL_OK},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        memcpy(bad, blob, (size_t)size);
+        bad[at - 1] = cases[k].has;
+        memcpy(&bits, &cases[k].value, 8);
+        for (int b = 0; b < 8; b++)
+            bad[at + (size_t)b] = (unsigned char)(bits >> (8 * b));
+        put_le32(bad, (size_t)size - 4, crc32c(bad, (size_t)size - 4));
+        assert_owl_status(ctx, owl_optimizer_load(opt, bad, size),
+                          cases[k].want);
+        double now = 0;
+        if (cases[k].want == OWL_OK) {
+            assert_owl_status(ctx, owl_optimizer_last_grad_norm(opt, &now),
+                              OWL_ERR_STATE);
+        } else {
+            assert_owl_ok(ctx, owl_optimizer_last_grad_norm(opt, &now));
+            assert_true(now == norm);
+        }
+    }
+    free(bad);
+    free(blob);
+    owl_optimizer_free(opt);
+    model_free(&md);
+    owl_context_free(ctx);
+}
+
 static void test_corrupt_state_rejected(void **state)
 {
     (void)state;
@@ -1466,6 +1543,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_resume_bit_identical),
         cmocka_unit_test(test_resume_bit_identical_free_file),
         cmocka_unit_test(test_corrupt_state_rejected),
+        cmocka_unit_test(test_saved_norm_checked),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     refdata_free(g_ref);

@@ -50,6 +50,23 @@ static owl_status a_load(void *h, const void *buf, uint64_t n)
     return owl_adamw_load(h, buf, n);
 }
 
+static owl_status o_size(const void *h, uint64_t *b)
+{
+    return owl_optimizer_state_size(h, b);
+}
+static owl_status o_save(const void *h, void *buf, uint64_t c, uint64_t *w)
+{
+    return owl_optimizer_save(h, buf, c, w);
+}
+static owl_status o_load(void *h, const void *buf, uint64_t n)
+{
+    return owl_optimizer_load(h, buf, n);
+}
+static void o_free(void *h)
+{
+    owl_optimizer_free(h);
+}
+
 static void s_free(void *h)
 {
     owl_sampler_free(h);
@@ -68,6 +85,61 @@ static void add(fuzz_handles *h, fuzz_target t)
     if (h->count >= FUZZ_MAX_TARGETS)
         abort();
     h->targets[h->count++] = t;
+}
+
+/* The optimizer's parameters: storage that outlives the handle (it keeps
+ * the descriptors). Layer 0: a 4 x 3 low-rank matrix, layer 1: a 3 x 2
+ * full-rank one, layer 2: a 2 x 2 low-rank one, and a 1 x 3 always-trained
+ * vector. */
+enum { OPT_PARAMS = 4 };
+static const uint64_t opt_layer[OPT_PARAMS] = {0, 1, 2, OWL_LAYER_ALWAYS};
+static const int64_t opt_rows[OPT_PARAMS] = {4, 3, 2, 1};
+static const int64_t opt_cols[OPT_PARAMS] = {3, 2, 2, 3};
+static const int32_t opt_lowrank[OPT_PARAMS] = {1, 0, 1, 0};
+static float opt_w[OPT_PARAMS][12], opt_g[OPT_PARAMS][12];
+
+/* OWLORE over 3 layers (one drawn per period of 2), rank 1, clipping,
+ * after 5 steps: some parameters allocated (projector and moments), some
+ * parked, maybe some never drawn. */
+static owl_optimizer *make_optimizer(owl_context *ctx)
+{
+    static const double lod[3] = {0.3, 0.2, 0.1};
+    owl_sampler_options so;
+    owl_galore_options go;
+    owl_optimizer_options oo;
+    must(ctx, owl_sampler_options_init(&so, sizeof so), "sampler options");
+    must(ctx, owl_galore_options_init(&go, sizeof go), "galore options");
+    must(ctx, owl_optimizer_options_init(&oo, sizeof oo), "options");
+    so.gamma = 1;
+    so.period = 2;
+    so.seed = 3;
+    so.weights = lod;
+    go.rank = 1;
+    go.update_gap = 2;
+    oo.method = OWL_METHOD_OWLORE;
+    oo.num_layers = 3;
+    oo.max_grad_norm = 1.0;
+    oo.sampler = &so;
+    oo.galore = &go;
+    owl_optimizer *opt = NULL;
+    must(ctx, owl_optimizer_create(ctx, &oo, &opt), "optimizer");
+    for (int i = 0; i < OPT_PARAMS; i++) {
+        owl_tensor w, g;
+        for (int k = 0; k < 12; k++)
+            opt_w[i][k] = (float)((k * 5 + i * 3) % 7) * 0.2f - 0.6f;
+        owl_tensor_init(&w, opt_w[i], OWL_DTYPE_F32, opt_rows[i], opt_cols[i]);
+        owl_tensor_init(&g, opt_g[i], OWL_DTYPE_F32, opt_rows[i], opt_cols[i]);
+        must(ctx, owl_optimizer_add_param(opt, opt_layer[i], &w, &g,
+                                          opt_lowrank[i], NULL),
+             "add_param");
+    }
+    for (int s = 0; s < 5; s++) {
+        for (int i = 0; i < OPT_PARAMS; i++)
+            for (int k = 0; k < 12; k++)
+                opt_g[i][k] = opt_w[i][k] - (float)((k + s) % 3) * 0.3f;
+        must(ctx, owl_optimizer_step(opt, 0.05), "optimizer step");
+    }
+    return opt;
 }
 
 void fuzz_handles_create(fuzz_handles *h)
@@ -129,10 +201,8 @@ void fuzz_handles_create(fuzz_handles *h)
     add(h, (fuzz_target){"galore", p, g_size, g_save, g_load, g_free});
     add(h, (fuzz_target){"adamw-f32", a32, a_size, a_save, a_load, a_free});
     add(h, (fuzz_target){"adamw-bf16", a16, a_size, a_save, a_load, a_free});
-    /* Hook for further loaders (the optimizer's): create a small handle
-     * here and add(h, (fuzz_target){...}) with its state_size, save and
-     * load and free; the fuzz target and the seed generator pick it
-     * up. */
+    add(h, (fuzz_target){"optimizer", make_optimizer(ctx), o_size, o_save,
+                         o_load, o_free});
 }
 
 void fuzz_handles_free(fuzz_handles *h)

@@ -1,6 +1,6 @@
 /* libFuzzer target for the state loaders: the input is offered to every
- * loader of fuzz_handles.c (sampler, projector, AdamW; more via the hook
- * there). Properties, checked with abort():
+ * loader of fuzz_handles.c (sampler, projector, AdamW, optimizer).
+ * Properties, checked with abort():
  *   - no crash, no sanitizer report, no read outside the input;
  *   - a failed load leaves the handle's saved state byte for byte as it
  *     was;
