@@ -599,7 +599,7 @@ typedef struct owl_memory_usage {
     uint64_t device_moments;     /* AdamW m and v on the GPU */
     uint64_t device_projectors;  /* GaLore bases on the GPU */
     uint64_t device_workspace;   /* the context's GPU scratch */
-    uint64_t host_moments;       /* CPU backend moments, or offloaded ones */
+    uint64_t host_moments;       /* CPU moments, or OFFLOAD's pinned copies (CUDA) */
     uint64_t host_projectors;
     uint64_t host_workspace;     /* the context's host scratch */
 } owl_memory_usage;
