@@ -536,6 +536,21 @@ static void test_roundtrip_f32(void **state)
         assert_memory_equal(back.w.base, m.w.base,
                             m.w.count * sizeof(float));
 
+        /* Refused saves: an unwritable place, a dtype with no
+         * safetensors meaning here, missing arguments. */
+        assert_int_equal(ckpt_save_safetensors("/nonexistent/m.safetensors",
+                                               &m, OWL_DTYPE_F32, NULL, err,
+                                               sizeof err), -1);
+        assert_non_null(strstr(err, "temporary file"));
+        assert_int_equal(ckpt_save_safetensors(wpath, &m, OWL_DTYPE_F64,
+                                               NULL, err, sizeof err), -1);
+        assert_non_null(strstr(err, "not F32, BF16 or F16"));
+        assert_int_equal(ckpt_save_safetensors(NULL, &m, OWL_DTYPE_F32,
+                                               NULL, err, sizeof err), -1);
+        assert_int_equal(ckpt_load_safetensors(wpath, NULL, err,
+                                               sizeof err), -1);
+        assert_non_null(strstr(err, "model"));
+
         /* Saving again over the same file replaces it. */
         m.w.rms_final[0] = 123.0f;
         save_model(&m, dir, OWL_DTYPE_F32);

@@ -748,6 +748,15 @@ static uint64_t mul_u64(uint64_t a, uint64_t b, int *ovf)
     return a * b;
 }
 
+static uint64_t add_u64(uint64_t a, uint64_t b, int *ovf)
+{
+    if (b > UINT64_MAX - a) {
+        *ovf = 1;
+        return 0;
+    }
+    return a + b;
+}
+
 int ckpt_load_llama2c(const char *path, llama_model *m, int max_batch,
                       char *err, size_t errlen)
 {
@@ -836,14 +845,13 @@ int ckpt_load_llama2c(const char *path, llama_model *m, int max_batch,
     uint64_t hdm = mul_u64(hid, dim, &ovf);
     uint64_t per_layer = 0, parts[] = {dim, dd, kd, kd, dd, dim, hdm, hdm,
                                        hdm};
-    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
-        per_layer += parts[i];
-        ovf |= per_layer < parts[i];
-    }
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
+        per_layer = add_u64(per_layer, parts[i], &ovf);
     uint64_t freq = mul_u64((uint64_t)c.seq_len, hd, &ovf); /* real+imag */
-    uint64_t floats = emb + mul_u64(L, per_layer, &ovf) + dim + freq +
-                      (c.tied ? 0 : emb);
-    uint64_t want = 28 + mul_u64(floats, 4, &ovf);
+    uint64_t floats = add_u64(emb, mul_u64(L, per_layer, &ovf), &ovf);
+    floats = add_u64(floats, dim + freq, &ovf); /* each < 2^62 */
+    floats = add_u64(floats, c.tied ? 0 : emb, &ovf);
+    uint64_t want = add_u64(28, mul_u64(floats, 4, &ovf), &ovf);
     if (ovf || want != size) {
         set_err(err, errlen, "%s: %llu bytes, but its header (dim %d, "
                 "hidden_dim %d, n_layers %d, n_heads %d, n_kv_heads %d, "
