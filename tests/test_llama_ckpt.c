@@ -4,7 +4,10 @@
  * stories260K.bin. References: hand-built files and values exactly
  * representable or rounded by hand, a nearest-value search over the
  * 16-bit formats decoded from their definitions, RoPE computed in double
- * in both conventions, and SHA-256 (FIPS 180-4) for the data file. */
+ * in both conventions, SHA-256 (FIPS 180-4) for the data file, and
+ * llama2.c's forward pass in PyTorch (ref/gen_llama2c.py) for the logits
+ * of the loaded stories260K model. */
+#include "common/refdata.h"
 #include "common/testutil.h"
 
 #include "checkpoint.h"
@@ -21,6 +24,7 @@
 #include <unistd.h>
 
 static const char *g_stories_path;
+static const char *g_llama2c_ref_path;
 
 /* ---- helpers -------------------------------------------------------- */
 
@@ -1321,6 +1325,45 @@ static void test_stories260k(void **state)
     free(b);
 }
 
+/* The loaded llama2.c model computes what llama2.c computes: logits of
+ * the model's forward pass (Hugging Face RoPE on the reordered rows)
+ * against llama2.c's forward (interleaved RoPE on the file's rows) in
+ * PyTorch float64. */
+static void test_stories260k_logits(void **state)
+{
+    (void)state;
+    struct stat st;
+    refdata *ref = g_llama2c_ref_path ? refdata_load(g_llama2c_ref_path)
+                                      : NULL;
+    if (!ref || refdata_get(ref, "absent") || !g_stories_path ||
+        stat(g_stories_path, &st) != 0) {
+        print_message("no stories260K.bin or its reference: skipped\n");
+        refdata_free(ref);
+        skip();
+    }
+    const refarray *tok = refdata_need(ref, "tokens");
+    const refarray *lg = refdata_need(ref, "logits");
+    int T = (int)tok->count;
+    llama_model m;
+    char err[512];
+    if (ckpt_load_llama2c(g_stories_path, &m, 1, err, sizeof err) != 0)
+        fail_msg("load: %s", err);
+    assert_int_equal(lg->count, (uint64_t)T * m.cfg.vocab_size);
+    int32_t *tokens = malloc((size_t)T * sizeof *tokens);
+    float *logits = malloc(lg->count * sizeof *logits);
+    for (int t = 0; t < T; t++)
+        tokens[t] = (int32_t)tok->i64[t];
+    llama_forward(&m, tokens, NULL, 1, T, logits, NULL);
+    double err_rel = test_max_rel_err(logits, lg->f64, lg->count, 1.0);
+    print_message("stories260K logits: max error %.3g of the largest\n",
+                  err_rel);
+    assert_true(err_rel < 1e-4);
+    free(tokens);
+    free(logits);
+    llama_destroy(&m);
+    refdata_free(ref);
+}
+
 /* ---- random damage never crashes ----------------------------------------- */
 
 static void test_fuzz_header(void **state)
@@ -1386,6 +1429,7 @@ static void test_fuzz_header(void **state)
 int main(int argc, char **argv)
 {
     g_stories_path = argc > 1 ? argv[1] : getenv("LLAMA_STORIES260K");
+    g_llama2c_ref_path = argc > 2 ? argv[2] : NULL;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_json_valid),
         cmocka_unit_test(test_json_malformed),
@@ -1398,6 +1442,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_llama2c_tiny),
         cmocka_unit_test(test_sha256_vectors),
         cmocka_unit_test(test_stories260k),
+        cmocka_unit_test(test_stories260k_logits),
         cmocka_unit_test(test_fuzz_header),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
