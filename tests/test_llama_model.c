@@ -294,6 +294,12 @@ static void test_frozen_head(void **state)
     check_case("frozen_head");
 }
 
+static void test_embed_only(void **state)
+{
+    (void)state;
+    check_case("embed_only");
+}
+
 static void test_tied(void **state)
 {
     (void)state;
@@ -416,6 +422,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_full),
         cmocka_unit_test(test_frozen),
         cmocka_unit_test(test_frozen_head),
+        cmocka_unit_test(test_embed_only),
         cmocka_unit_test(test_tied),
         cmocka_unit_test(test_finite_differences),
         cmocka_unit_test(test_forward_refuses),

@@ -22,6 +22,8 @@ gradient of every trainable tensor as <case>/g/<name>):
   frozen        embeddings frozen, layers 0 and 2 frozen, head trainable:
                 the pass goes through layer 2 and stops below layer 1
   frozen_head   embeddings, head and layers 0-1 frozen: only layer 2 trains
+  embed_only    every layer and the head frozen, embeddings trainable: the
+                pass goes through all layers without a weight gradient
   tied          the head is the embedding matrix (tied/w/... weights), only
                 "head" and layer 2 trainable: the shared matrix gets its full
                 gradient (both uses), so the pass goes through the frozen
@@ -298,6 +300,7 @@ def main():
         run_case(out, "full", w, tokens, targets, [1, 1, 1], 1, 1, False)
         run_case(out, "frozen", w, tokens, targets, [0, 1, 0], 0, 1, False)
         run_case(out, "frozen_head", w, tokens, targets, [0, 0, 1], 0, 0, False)
+        run_case(out, "embed_only", w, tokens, targets, [0, 0, 0], 1, 0, False)
         run_case(out, "tied", wt, tokens, targets, [0, 0, 1], 0, 1, True)
 
 
