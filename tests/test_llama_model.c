@@ -306,6 +306,30 @@ static void test_tied(void **state)
     check_case("tied");
 }
 
+/* A shorter, smaller batch than the model was created for: the second
+ * sequence alone, its first T/2 tokens. Attention is causal, so its logits
+ * are the reference's logits of those positions. */
+static void test_prefix(void **state)
+{
+    (void)state;
+    llama_model m;
+    load_model(&m, 0);
+    int T = m.cfg.seq_len, V = m.cfg.vocab_size, half = T / 2;
+    size_t nt;
+    int32_t *tokens = ref_ints("full/tokens", &nt);
+    float *logits = malloc((size_t)half * V * sizeof(float));
+    assert_non_null(logits);
+    float loss = llama_forward(&m, tokens + T, NULL, 1, half, logits, NULL);
+    assert_true(loss == 0.0f); /* no targets */
+    const refarray *rl = refdata_need(g_ref, "full/logits");
+    double e = rel_err(logits, rl->f64 + (size_t)T * V, (size_t)half * V);
+    printf("prefix: logits rel err %.2e\n", e);
+    assert_true(e <= TOL_LOGITS);
+    free(logits);
+    free(tokens);
+    llama_destroy(&m);
+}
+
 /* ------------------------------------------------------------------ */
 /* Finite differences                                                  */
 /* ------------------------------------------------------------------ */
@@ -424,6 +448,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_frozen_head),
         cmocka_unit_test(test_embed_only),
         cmocka_unit_test(test_tied),
+        cmocka_unit_test(test_prefix),
         cmocka_unit_test(test_finite_differences),
         cmocka_unit_test(test_forward_refuses),
     };
