@@ -1,0 +1,898 @@
+/* LLaMa checkpoints: Hugging Face safetensors (+ config.json, optionally
+ * sharded) and llama2.c .bin files; see checkpoint.h. Loads check the
+ * whole input (every tensor's presence, dtype and shape) before writing
+ * any weight, so a refused file leaves the model as it was. */
+#include "checkpoint.h"
+
+#include "json.h"
+#include "safetensors.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* ---- the tensors of a model, by Hugging Face name --------------------- */
+
+typedef struct weight_ref {
+    char name[80];
+    int ndim;
+    uint64_t shape[2];
+    float *data; /* NULL while only the shapes are known */
+} weight_ref;
+
+/* Rotary-embedding frequency buffers that older Hugging Face LLaMa
+ * checkpoints saved per layer; they follow from rope_theta, so a loader
+ * skips them rather than refusing the file. */
+static int is_derived_buffer(const char *name)
+{
+    const char *suffix = ".self_attn.rotary_emb.inv_freq";
+    size_t n = strlen(name), s = strlen(suffix);
+    return n > s && strcmp(name + n - s, suffix) == 0;
+}
+
+static size_t table_size(const llama_config *c)
+{
+    return 2 + 9 * (size_t)c->n_layers + (c->tied ? 0 : 1);
+}
+
+static void add_ref(weight_ref *t, size_t *n, const char *name, uint64_t rows,
+                    uint64_t cols, float *data)
+{
+    weight_ref *r = &t[(*n)++];
+    snprintf(r->name, sizeof r->name, "%s", name);
+    r->ndim = cols ? 2 : 1;
+    r->shape[0] = rows;
+    r->shape[1] = cols;
+    r->data = data;
+}
+
+/* Fills t[table_size(c)] in file order; w may be NULL (shapes only). */
+static void build_table(const llama_config *c, const llama_params *w,
+                        weight_ref *t)
+{
+    uint64_t dim = (uint64_t)c->dim, hid = (uint64_t)c->hidden_dim;
+    uint64_t hd = dim / (uint64_t)c->n_heads;
+    uint64_t qdim = hd * (uint64_t)c->n_heads;
+    uint64_t kvdim = hd * (uint64_t)c->n_kv_heads;
+    uint64_t vocab = (uint64_t)c->vocab_size;
+    size_t n = 0;
+    char name[80];
+    add_ref(t, &n, "model.embed_tokens.weight", vocab, dim,
+            w ? w->embed : NULL);
+    for (int l = 0; l < c->n_layers; l++) {
+        const llama_layer *L = w ? &w->layers[l] : NULL;
+        struct {
+            const char *suffix;
+            uint64_t rows, cols;
+            float *data;
+        } parts[9] = {
+            {"self_attn.q_proj.weight", qdim, dim, L ? L->wq : NULL},
+            {"self_attn.k_proj.weight", kvdim, dim, L ? L->wk : NULL},
+            {"self_attn.v_proj.weight", kvdim, dim, L ? L->wv : NULL},
+            {"self_attn.o_proj.weight", dim, qdim, L ? L->wo : NULL},
+            {"mlp.gate_proj.weight", hid, dim, L ? L->w_gate : NULL},
+            {"mlp.up_proj.weight", hid, dim, L ? L->w_up : NULL},
+            {"mlp.down_proj.weight", dim, hid, L ? L->w_down : NULL},
+            {"input_layernorm.weight", dim, 0, L ? L->rms_att : NULL},
+            {"post_attention_layernorm.weight", dim, 0,
+             L ? L->rms_ffn : NULL},
+        };
+        for (int p = 0; p < 9; p++) {
+            snprintf(name, sizeof name, "model.layers.%d.%s", l,
+                     parts[p].suffix);
+            add_ref(t, &n, name, parts[p].rows, parts[p].cols, parts[p].data);
+        }
+    }
+    add_ref(t, &n, "model.norm.weight", dim, 0, w ? w->rms_final : NULL);
+    if (!c->tied)
+        add_ref(t, &n, "lm_head.weight", vocab, dim, w ? w->head : NULL);
+}
+
+static weight_ref *find_ref(weight_ref *t, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(t[i].name, name) == 0)
+            return &t[i];
+    return NULL;
+}
+
+static void format_shape(char *buf, size_t len, int ndim,
+                         const uint64_t *shape)
+{
+    size_t at = 0;
+    at += (size_t)snprintf(buf, len, "[");
+    for (int d = 0; d < ndim && at < len; d++)
+        at += (size_t)snprintf(buf + at, len - at, "%s%llu", d ? ", " : "",
+                               (unsigned long long)shape[d]);
+    if (at < len)
+        snprintf(buf + at, len - at, "]");
+}
+
+/* Checks that st holds tensor r, with its
+ * shape; returns the tensor or NULL with a message. */
+static const st_tensor *check_tensor(const st_file *st, const char *path,
+                                     const weight_ref *r, char *err,
+                                     size_t errlen)
+{
+    const st_tensor *t = st_find(st, r->name);
+    if (!t) {
+        set_err(err, errlen, "%s: tensor '%s' is missing", path, r->name);
+        return NULL;
+    }
+    int same = t->ndim == r->ndim;
+    for (int d = 0; same && d < r->ndim; d++)
+        same = t->shape[d] == r->shape[d];
+    if (!same) {
+        char got[96], want[96];
+        format_shape(got, sizeof got, t->ndim, t->shape);
+        format_shape(want, sizeof want, r->ndim, r->shape);
+        set_err(err, errlen, "%s: tensor '%s' has shape %s, the model's "
+                "configuration needs %s", path, r->name, got, want);
+        return NULL;
+    }
+    return t;
+}
+
+/* Every tensor in st must be one of the model's (and, when owner is given,
+ * one the index assigns to this file). */
+static int check_no_extra(const st_file *st, const char *path, weight_ref *t,
+                          size_t n, const int *owner, int which, char *err,
+                          size_t errlen)
+{
+    for (size_t i = 0; i < st->count; i++) {
+        const char *name = st->tensors[i].name;
+        if (is_derived_buffer(name))
+            continue;
+        weight_ref *r = find_ref(t, n, name);
+        if (!r) {
+            set_err(err, errlen, "%s: unexpected tensor '%s' (not part of "
+                    "this model's configuration)", path, name);
+            return -1;
+        }
+        if (owner && owner[r - t] != which) {
+            set_err(err, errlen, "%s: tensor '%s' is in this shard, but the "
+                    "index puts it in another", path, name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* ---- files -------------------------------------------------------------- */
+
+static char *join_path(const char *dir, const char *name)
+{
+    size_t a = strlen(dir), b = strlen(name);
+    char *p = malloc(a + b + 2);
+    if (!p)
+        return NULL;
+    memcpy(p, dir, a);
+    size_t at = a;
+    if (a > 0 && dir[a - 1] != '/')
+        p[at++] = '/';
+    memcpy(p + at, name, b + 1);
+    return p;
+}
+
+static int file_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+/* Reads a whole (small) file: config.json, the shard index. */
+static char *read_small_file(const char *path, size_t limit, size_t *len,
+                             char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        set_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    char *buf = NULL;
+    size_t n = 0, cap = 0;
+    for (;;) {
+        if (n == cap) {
+            if (cap >= limit) {
+                set_err(err, errlen, "%s: larger than the %zu-byte limit",
+                        path, limit);
+                goto fail;
+            }
+            cap = cap ? cap * 2 : 4096;
+            if (cap > limit)
+                cap = limit;
+            char *b = realloc(buf, cap);
+            if (!b) {
+                set_err(err, errlen, "%s: out of memory", path);
+                goto fail;
+            }
+            buf = b;
+        }
+        size_t got = fread(buf + n, 1, cap - n, f);
+        n += got;
+        if (got == 0) {
+            if (ferror(f)) {
+                set_err(err, errlen, "%s: read error", path);
+                goto fail;
+            }
+            break;
+        }
+    }
+    fclose(f);
+    *len = n;
+    return buf ? buf : calloc(1, 1);
+fail:
+    fclose(f);
+    free(buf);
+    return NULL;
+}
+
+static json_value *read_json(const char *path, char *err, size_t errlen)
+{
+    size_t len;
+    char *text = read_small_file(path, (size_t)16 << 20, &len, err, errlen);
+    if (!text)
+        return NULL;
+    char jerr[200];
+    json_value *v = json_parse(text, len, jerr, sizeof jerr);
+    free(text);
+    if (!v) {
+        set_err(err, errlen, "%s: %s", path, jerr);
+        return NULL;
+    }
+    if (v->type != JSON_OBJECT) {
+        set_err(err, errlen, "%s: a JSON %s, not an object", path,
+                json_type_name(v->type));
+        json_free(v);
+        return NULL;
+    }
+    return v;
+}
+
+/* ---- config.json ---------------------------------------------------------- */
+
+static int config_int(const json_value *cfg, const char *path,
+                      const char *key, int required, int fallback, int *out,
+                      char *err, size_t errlen)
+{
+    const json_value *v = json_get(cfg, key);
+    if (!v || (!required && v->type == JSON_NULL)) {
+        if (required) {
+            set_err(err, errlen, "%s: '%s' is missing", path, key);
+            return -1;
+        }
+        *out = fallback;
+        return 0;
+    }
+    if (v->type != JSON_NUMBER || !v->is_uint || v->uint < 1 ||
+        v->uint > INT_MAX) {
+        set_err(err, errlen, "%s: '%s' must be an integer in [1, %d]", path,
+                key, INT_MAX);
+        return -1;
+    }
+    *out = (int)v->uint;
+    return 0;
+}
+
+static int config_float(const json_value *cfg, const char *path,
+                        const char *key, float fallback, float *out,
+                        char *err, size_t errlen)
+{
+    const json_value *v = json_get(cfg, key);
+    if (!v || v->type == JSON_NULL) {
+        *out = fallback;
+        return 0;
+    }
+    float f = v->type == JSON_NUMBER ? (float)v->number : 0.0f;
+    if (v->type != JSON_NUMBER || !(f > 0.0f) || !isfinite(f)) {
+        set_err(err, errlen, "%s: '%s' must be a positive number that "
+                "fits in a float", path, key);
+        return -1;
+    }
+    *out = f;
+    return 0;
+}
+
+/* Hugging Face LlamaConfig fields and defaults: num_key_value_heads
+ * defaults to num_attention_heads, rope_theta to 10000, rms_norm_eps to
+ * 1e-6, tie_word_embeddings to false. Anything that would change the
+ * architecture this model implements is refused. */
+static int parse_config(const json_value *j, const char *path,
+                        llama_config *c, char *err, size_t errlen)
+{
+    memset(c, 0, sizeof *c);
+    if (config_int(j, path, "hidden_size", 1, 0, &c->dim, err, errlen) ||
+        config_int(j, path, "intermediate_size", 1, 0, &c->hidden_dim, err,
+                   errlen) ||
+        config_int(j, path, "num_hidden_layers", 1, 0, &c->n_layers, err,
+                   errlen) ||
+        config_int(j, path, "num_attention_heads", 1, 0, &c->n_heads, err,
+                   errlen) ||
+        config_int(j, path, "num_key_value_heads", 0, c->n_heads,
+                   &c->n_kv_heads, err, errlen) ||
+        config_int(j, path, "vocab_size", 1, 0, &c->vocab_size, err,
+                   errlen) ||
+        config_int(j, path, "max_position_embeddings", 1, 0, &c->seq_len,
+                   err, errlen) ||
+        config_float(j, path, "rope_theta", 10000.0f, &c->rope_theta, err,
+                     errlen) ||
+        config_float(j, path, "rms_norm_eps", 1e-6f, &c->norm_eps, err,
+                     errlen))
+        return -1;
+    const json_value *v = json_get(j, "tie_word_embeddings");
+    if (v && v->type != JSON_BOOL && v->type != JSON_NULL) {
+        set_err(err, errlen, "%s: 'tie_word_embeddings' must be true or "
+                "false", path);
+        return -1;
+    }
+    c->tied = v && v->type == JSON_BOOL && v->boolean;
+    v = json_get(j, "rope_scaling");
+    if (v && v->type != JSON_NULL) {
+        set_err(err, errlen, "%s: rope_scaling is not supported (only null "
+                "or absent)", path);
+        return -1;
+    }
+    v = json_get(j, "hidden_act");
+    if (v && (v->type != JSON_STRING || strcmp(v->string, "silu") != 0)) {
+        set_err(err, errlen, "%s: hidden_act must be \"silu\"", path);
+        return -1;
+    }
+    static const char *const no_bias[] = {"attention_bias", "mlp_bias"};
+    for (int i = 0; i < 2; i++) {
+        v = json_get(j, no_bias[i]);
+        if (v && !(v->type == JSON_NULL ||
+                   (v->type == JSON_BOOL && !v->boolean))) {
+            set_err(err, errlen, "%s: '%s' must be false (the model has no "
+                    "biases)", path, no_bias[i]);
+            return -1;
+        }
+    }
+    v = json_get(j, "head_dim");
+    if (v && v->type != JSON_NULL &&
+        (v->type != JSON_NUMBER || !v->is_uint ||
+         v->uint * (uint64_t)c->n_heads != (uint64_t)c->dim)) {
+        set_err(err, errlen, "%s: head_dim must be hidden_size / "
+                "num_attention_heads = %d / %d", path, c->dim, c->n_heads);
+        return -1;
+    }
+    char merr[256];
+    if (llama_config_check(c, merr, sizeof merr) != 0) {
+        set_err(err, errlen, "%s: %s", path, merr);
+        return -1;
+    }
+    return 0;
+}
+
+/* The shortest decimal form that reads back as the same float. */
+static void format_float(char *buf, size_t len, float x)
+{
+    for (int prec = 6; prec <= 9; prec++) {
+        snprintf(buf, len, "%.*g", prec, (double)x);
+        if (strtof(buf, NULL) == x)
+            return;
+    }
+}
+
+static int write_config(const char *path, const llama_config *c,
+                        owl_dtype dtype, char *err, size_t errlen)
+{
+    char theta[32], eps[32], text[1024];
+    format_float(theta, sizeof theta, c->rope_theta);
+    format_float(eps, sizeof eps, c->norm_eps);
+    const char *torch_dtype = dtype == OWL_DTYPE_BF16  ? "bfloat16"
+                              : dtype == OWL_DTYPE_F16 ? "float16"
+                                                       : "float32";
+    int n = snprintf(text, sizeof text,
+        "{\n"
+        "  \"architectures\": [\"LlamaForCausalLM\"],\n"
+        "  \"model_type\": \"llama\",\n"
+        "  \"hidden_act\": \"silu\",\n"
+        "  \"hidden_size\": %d,\n"
+        "  \"intermediate_size\": %d,\n"
+        "  \"num_hidden_layers\": %d,\n"
+        "  \"num_attention_heads\": %d,\n"
+        "  \"num_key_value_heads\": %d,\n"
+        "  \"vocab_size\": %d,\n"
+        "  \"max_position_embeddings\": %d,\n"
+        "  \"rope_theta\": %s,\n"
+        "  \"rope_scaling\": null,\n"
+        "  \"rms_norm_eps\": %s,\n"
+        "  \"tie_word_embeddings\": %s,\n"
+        "  \"torch_dtype\": \"%s\"\n"
+        "}\n",
+        c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads,
+        c->vocab_size, c->seq_len, theta, eps, c->tied ? "true" : "false",
+        torch_dtype);
+    if (n < 0 || (size_t)n >= sizeof text) {
+        set_err(err, errlen, "%s: config text too long", path);
+        return -1;
+    }
+    return st_write_file_atomic(path, text, (size_t)n, err, errlen);
+}
+
+/* ---- loading safetensors ---------------------------------------------- */
+
+/* Copies every table entry from its file (already checked). */
+static void copy_tensors(const st_file *files, const int *owner,
+                         const weight_ref *t, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const st_file *f = &files[owner ? owner[i] : 0];
+        st_read_f32(f, st_find(f, t[i].name), t[i].data);
+    }
+}
+
+/* Checks one file against the table, then (unless check_only) copies. */
+static int load_single(const char *path, weight_ref *t, size_t n,
+                       int check_only, char *err, size_t errlen)
+{
+    st_file f;
+    if (st_open(&f, path, err, errlen) != 0)
+        return -1;
+    int rc = check_no_extra(&f, path, t, n, NULL, 0, err, errlen);
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        if (!check_tensor(&f, path, &t[i], err, errlen))
+            rc = -1;
+    if (rc == 0 && !check_only)
+        copy_tensors(&f, NULL, t, n);
+    st_close(&f);
+    return rc;
+}
+
+int ckpt_load_safetensors(const char *path, llama_model *m, char *err,
+                          size_t errlen)
+{
+    if (!path || !m || !m->w.base || !m->w.layers) {
+        set_err(err, errlen, "ckpt_load_safetensors: %s is NULL or not a "
+                "created model", !path ? "path" : "model");
+        return -1;
+    }
+    size_t n = table_size(&m->cfg);
+    weight_ref *t = calloc(n, sizeof *t);
+    if (!t) {
+        set_err(err, errlen, "%s: out of memory", path);
+        return -1;
+    }
+    build_table(&m->cfg, &m->w, t);
+    int rc = load_single(path, t, n, 0, err, errlen);
+    free(t);
+    return rc;
+}
+
+/* A shard name from the index must be a plain file name: the shards live
+ * next to the index, and a path could reach anywhere. */
+static int plain_file_name(const char *s)
+{
+    return s[0] != '\0' && strchr(s, '/') == NULL && strcmp(s, ".") != 0 &&
+           strcmp(s, "..") != 0;
+}
+
+/* Loads the sharded form: the index's weight_map names each tensor's
+ * shard. All shards are opened and checked before any weight is written. */
+static int load_sharded(const char *dir, const char *index_path,
+                        weight_ref *t, size_t n, int check_only,
+                        char *err, size_t errlen)
+{
+    json_value *idx = read_json(index_path, err, errlen);
+    if (!idx)
+        return -1;
+    int rc = -1;
+    const char **shard_names = NULL;
+    st_file *files = NULL;
+    size_t nfiles = 0;
+    int *owner = calloc(n, sizeof *owner);
+    const json_value *map = json_get(idx, "weight_map");
+    if (!owner) {
+        set_err(err, errlen, "%s: out of memory", index_path);
+        goto done;
+    }
+    if (!map || map->type != JSON_OBJECT) {
+        set_err(err, errlen, "%s: 'weight_map' must be an object",
+                index_path);
+        goto done;
+    }
+    shard_names = calloc(map->count ? map->count : 1, sizeof *shard_names);
+    files = calloc(map->count ? map->count : 1, sizeof *files);
+    if (!shard_names || !files) {
+        set_err(err, errlen, "%s: out of memory", index_path);
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++)
+        owner[i] = -1;
+    for (size_t i = 0; i < map->count; i++) {
+        const char *name = map->keys[i];
+        const json_value *v = &map->items[i];
+        if (v->type != JSON_STRING || !plain_file_name(v->string)) {
+            set_err(err, errlen, "%s: weight_map['%s'] must be a file name "
+                    "in the same directory", index_path, name);
+            goto done;
+        }
+        if (is_derived_buffer(name))
+            continue;
+        weight_ref *r = find_ref(t, n, name);
+        if (!r) {
+            set_err(err, errlen, "%s: unexpected tensor '%s' (not part of "
+                    "this model's configuration)", index_path, name);
+            goto done;
+        }
+        size_t s = 0;
+        while (s < nfiles && strcmp(shard_names[s], v->string) != 0)
+            s++;
+        if (s == nfiles)
+            shard_names[nfiles++] = v->string;
+        owner[r - t] = (int)s;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (owner[i] < 0) {
+            set_err(err, errlen, "%s: tensor '%s' is missing from "
+                    "weight_map", index_path, t[i].name);
+            goto done;
+        }
+    }
+    size_t opened = 0;
+    for (; opened < nfiles; opened++) {
+        char *p = join_path(dir, shard_names[opened]);
+        if (!p) {
+            set_err(err, errlen, "%s: out of memory", index_path);
+            break;
+        }
+        int bad = st_open(&files[opened], p, err, errlen) != 0;
+        if (!bad)
+            bad = check_no_extra(&files[opened], p, t, n, owner,
+                                 (int)opened, err, errlen) != 0;
+        for (size_t i = 0; !bad && i < n; i++)
+            if (owner[i] == (int)opened &&
+                !check_tensor(&files[opened], p, &t[i], err, errlen))
+                bad = 1;
+        free(p);
+        if (bad) {
+            if (files[opened].map)
+                st_close(&files[opened]);
+            break;
+        }
+    }
+    if (opened == nfiles) {
+        if (!check_only)
+            copy_tensors(files, owner, t, n);
+        rc = 0;
+    }
+    for (size_t s = 0; s < opened; s++)
+        st_close(&files[s]);
+done:
+    free(owner);
+    free(shard_names);
+    free(files);
+    json_free(idx);
+    return rc;
+}
+
+int ckpt_load_hf(const char *dir, llama_model *m, int max_batch, char *err,
+                 size_t errlen)
+{
+    if (!dir || !m) {
+        set_err(err, errlen, "ckpt_load_hf: %s is NULL",
+                !dir ? "dir" : "model");
+        return -1;
+    }
+    memset(m, 0, sizeof *m);
+    char *config_path = join_path(dir, "config.json");
+    char *index_path = join_path(dir, "model.safetensors.index.json");
+    char *single_path = join_path(dir, "model.safetensors");
+    weight_ref *t = NULL;
+    json_value *j = NULL;
+    int rc = -1;
+    llama_config cfg;
+    if (!config_path || !index_path || !single_path) {
+        set_err(err, errlen, "%s: out of memory", dir);
+        goto done;
+    }
+    j = read_json(config_path, err, errlen);
+    if (!j || parse_config(j, config_path, &cfg, err, errlen))
+        goto done;
+    int sharded = file_exists(index_path);
+    if (!sharded && !file_exists(single_path)) {
+        set_err(err, errlen, "%s: neither model.safetensors nor "
+                "model.safetensors.index.json is there", dir);
+        goto done;
+    }
+    size_t n = table_size(&cfg);
+    t = calloc(n, sizeof *t);
+    if (!t) {
+        set_err(err, errlen, "%s: out of memory", dir);
+        goto done;
+    }
+    /* Check the files against the configuration's shapes first, so a bad
+     * checkpoint is refused before a possibly large model is allocated. */
+    build_table(&cfg, NULL, t);
+    if (sharded ? load_sharded(dir, index_path, t, n, 1, err, errlen)
+                : load_single(single_path, t, n, 1, err, errlen))
+        goto done;
+    char merr[256];
+    if (llama_create(m, &cfg, max_batch, merr, sizeof merr) != 0) {
+        set_err(err, errlen, "%s: %s", dir, merr);
+        goto done;
+    }
+    build_table(&cfg, &m->w, t);
+    rc = sharded ? load_sharded(dir, index_path, t, n, 0, err, errlen)
+                 : load_single(single_path, t, n, 0, err, errlen);
+    if (rc != 0)
+        llama_destroy(m);
+done:
+    free(t);
+    json_free(j);
+    free(config_path);
+    free(index_path);
+    free(single_path);
+    return rc;
+}
+
+/* ---- saving ---------------------------------------------------------------- */
+
+int ckpt_save_safetensors(const char *path, const llama_model *m,
+                          owl_dtype dtype, const char *config_path,
+                          char *err, size_t errlen)
+{
+    if (!path || !m || !m->w.base || !m->w.layers) {
+        set_err(err, errlen, "ckpt_save_safetensors: %s is NULL or not a "
+                "created model", !path ? "path" : "model");
+        return -1;
+    }
+    st_dtype sd;
+    switch (dtype) {
+    case OWL_DTYPE_F32: sd = ST_F32; break;
+    case OWL_DTYPE_BF16: sd = ST_BF16; break;
+    case OWL_DTYPE_F16: sd = ST_F16; break;
+    default:
+        set_err(err, errlen, "%s: dtype %d is not F32, BF16 or F16", path,
+                (int)dtype);
+        return -1;
+    }
+    size_t n = table_size(&m->cfg);
+    weight_ref *t = calloc(n, sizeof *t);
+    st_out_tensor *o = calloc(n, sizeof *o);
+    int rc = -1;
+    if (!t || !o) {
+        set_err(err, errlen, "%s: out of memory", path);
+        goto done;
+    }
+    build_table(&m->cfg, &m->w, t);
+    for (size_t i = 0; i < n; i++) {
+        o[i].name = t[i].name;
+        o[i].ndim = t[i].ndim;
+        o[i].shape[0] = t[i].shape[0];
+        o[i].shape[1] = t[i].shape[1];
+        o[i].data = t[i].data;
+    }
+    rc = st_write(path, o, n, sd, err, errlen);
+    if (rc == 0 && config_path)
+        rc = write_config(config_path, &m->cfg, dtype, err, errlen);
+done:
+    free(t);
+    free(o);
+    return rc;
+}
+
+/* ---- llama2.c ---------------------------------------------------------------- */
+
+static float load_f32le(const unsigned char *p)
+{
+    uint32_t b = (uint32_t)p[0] | (uint32_t)p[1] << 8 |
+                 (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+    float x;
+    memcpy(&x, &b, sizeof x);
+    return x;
+}
+
+static void read_f32s(float *dst, const unsigned char *src, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] = load_f32le(src + 4 * i);
+}
+
+/*
+ * llama2.c and Hugging Face place the two coordinates RoPE rotates
+ * together differently within a head of size hd (freq_i = theta^(-2i/hd)):
+ *   llama2.c rotates (x[2i], x[2i+1])      by pos * freq_i,
+ *   HF (rotate_half) rotates (y[i], y[i+hd/2]) by pos * freq_i.
+ * Let P reorder a head's coordinates: y[i] = x[2i], y[i+hd/2] = x[2i+1]
+ * (the even coordinates first, then the odd ones). Then pair i of y is
+ * pair i of x, rotated by the same angle, so RoPE_hf(P x) = P RoPE_2c(x).
+ * Since q = Wq h, P q = (P Wq) h: reordering the rows of Wq within each
+ * head the same way makes the HF model's rotated queries the permuted
+ * llama2.c ones, and likewise for Wk per kv head. Attention only uses dot
+ * products of a rotated query head with a rotated key head, and
+ * (P a).(P b) = a.b, so every score, and so the model's function, is
+ * unchanged; wv and wo are untouched.
+ */
+static void permute_rope_rows(float *dst, const unsigned char *src,
+                              int heads, int hd, int cols)
+{
+    size_t row = (size_t)cols * 4;
+    for (int h = 0; h < heads; h++) {
+        const unsigned char *s = src + (size_t)h * hd * row;
+        float *d = dst + (size_t)h * hd * cols;
+        for (int i = 0; i < hd / 2; i++) {
+            read_f32s(d + (size_t)i * cols, s + (size_t)(2 * i) * row,
+                      (size_t)cols);
+            read_f32s(d + (size_t)(hd / 2 + i) * cols,
+                      s + (size_t)(2 * i + 1) * row, (size_t)cols);
+        }
+    }
+}
+
+/* a * b, or 0 with *ovf set when it would not fit in 64 bits. */
+static uint64_t mul_u64(uint64_t a, uint64_t b, int *ovf)
+{
+    if (a != 0 && b > UINT64_MAX / a) {
+        *ovf = 1;
+        return 0;
+    }
+    return a * b;
+}
+
+static uint64_t add_u64(uint64_t a, uint64_t b, int *ovf)
+{
+    if (b > UINT64_MAX - a) {
+        *ovf = 1;
+        return 0;
+    }
+    return a + b;
+}
+
+int ckpt_load_llama2c(const char *path, llama_model *m, int max_batch,
+                      char *err, size_t errlen)
+{
+    if (!path || !m) {
+        set_err(err, errlen, "ckpt_load_llama2c: %s is NULL",
+                !path ? "path" : "model");
+        return -1;
+    }
+    memset(m, 0, sizeof *m);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) {
+        set_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        set_err(err, errlen, "%s: not a readable regular file", path);
+        close(fd);
+        return -1;
+    }
+    uint64_t size = (uint64_t)st.st_size;
+    if (size < 28) {
+        set_err(err, errlen, "%s: %llu bytes, shorter than the 28-byte "
+                "header", path, (unsigned long long)size);
+        close(fd);
+        return -1;
+    }
+    if (size > (uint64_t)SIZE_MAX) {
+        set_err(err, errlen, "%s: too large to map", path);
+        close(fd);
+        return -1;
+    }
+    void *map = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED) {
+        set_err(err, errlen, "%s: cannot map: %s", path, strerror(errno));
+        return -1;
+    }
+    const unsigned char *b = map;
+    int32_t h[7];
+    for (int i = 0; i < 7; i++)
+        h[i] = (int32_t)((uint32_t)b[4 * i] | (uint32_t)b[4 * i + 1] << 8 |
+                         (uint32_t)b[4 * i + 2] << 16 |
+                         (uint32_t)b[4 * i + 3] << 24);
+    int rc = -1;
+    llama_config c;
+    memset(&c, 0, sizeof c);
+    c.dim = h[0];
+    c.hidden_dim = h[1];
+    c.n_layers = h[2];
+    c.n_heads = h[3];
+    c.n_kv_heads = h[4];
+    /* A negative vocab_size marks an unshared classifier (llama2.c). */
+    c.tied = h[5] > 0;
+    c.vocab_size = h[5] == INT32_MIN ? 0 : (h[5] < 0 ? -h[5] : h[5]);
+    c.seq_len = h[6];
+    c.rope_theta = 10000.0f;
+    c.norm_eps = 1e-5f;
+    if (c.dim <= 0 || c.hidden_dim <= 0 || c.n_layers <= 0 ||
+        c.n_heads <= 0 || c.n_kv_heads <= 0 || c.vocab_size <= 0 ||
+        c.seq_len <= 0) {
+        set_err(err, errlen, "%s: header values must be positive (vocab_size "
+                "may be negative): dim %d, hidden_dim %d, n_layers %d, "
+                "n_heads %d, n_kv_heads %d, vocab_size %d, seq_len %d", path,
+                h[0], h[1], h[2], h[3], h[4], h[5], h[6]);
+        goto done;
+    }
+    if (c.n_heads % c.n_kv_heads != 0 || c.dim % c.n_heads != 0) {
+        set_err(err, errlen, "%s: n_heads %d must be a multiple of "
+                "n_kv_heads %d, and dim %d a multiple of n_heads", path,
+                c.n_heads, c.n_kv_heads, c.dim);
+        goto done;
+    }
+    char merr[256];
+    if (llama_config_check(&c, merr, sizeof merr) != 0) {
+        set_err(err, errlen, "%s: %s", path, merr);
+        goto done;
+    }
+    uint64_t dim = (uint64_t)c.dim, hid = (uint64_t)c.hidden_dim;
+    uint64_t L = (uint64_t)c.n_layers, V = (uint64_t)c.vocab_size;
+    uint64_t hd = dim / (uint64_t)c.n_heads;
+    uint64_t kvdim = hd * (uint64_t)c.n_kv_heads;
+    int ovf = 0;
+    uint64_t emb = mul_u64(V, dim, &ovf);
+    uint64_t dd = mul_u64(dim, dim, &ovf), kd = mul_u64(kvdim, dim, &ovf);
+    uint64_t hdm = mul_u64(hid, dim, &ovf);
+    uint64_t per_layer = 0, parts[] = {dim, dd, kd, kd, dd, dim, hdm, hdm,
+                                       hdm};
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
+        per_layer = add_u64(per_layer, parts[i], &ovf);
+    uint64_t freq = mul_u64((uint64_t)c.seq_len, hd, &ovf); /* real+imag */
+    uint64_t floats = add_u64(emb, mul_u64(L, per_layer, &ovf), &ovf);
+    floats = add_u64(floats, dim + freq, &ovf); /* each < 2^62 */
+    floats = add_u64(floats, c.tied ? 0 : emb, &ovf);
+    uint64_t want = add_u64(28, mul_u64(floats, 4, &ovf), &ovf);
+    if (ovf || want != size) {
+        set_err(err, errlen, "%s: %llu bytes, but its header (dim %d, "
+                "hidden_dim %d, n_layers %d, n_heads %d, n_kv_heads %d, "
+                "vocab_size %d, seq_len %d) describes %s%llu bytes", path,
+                (unsigned long long)size, h[0], h[1], h[2], h[3], h[4], h[5],
+                h[6], ovf ? "more than 2^64 " : "",
+                ovf ? 0ULL : (unsigned long long)want);
+        goto done;
+    }
+    if (llama_create(m, &c, max_batch, merr, sizeof merr) != 0) {
+        set_err(err, errlen, "%s: %s", path, merr);
+        goto done;
+    }
+    /* The arrays follow the header in this order, each for all layers. */
+    const unsigned char *p = b + 28;
+    llama_params *w = &m->w;
+    read_f32s(w->embed, p, emb);
+    p += 4 * emb;
+#define PER_LAYER(field, count, body)                                      \
+    for (uint64_t l = 0; l < L; l++, p += 4 * (count)) {                   \
+        float *dst = w->layers[l].field;                                   \
+        body;                                                              \
+    }
+    PER_LAYER(rms_att, dim, read_f32s(dst, p, dim))
+    PER_LAYER(wq, dd, permute_rope_rows(dst, p, c.n_heads, (int)hd, c.dim))
+    PER_LAYER(wk, kd,
+              permute_rope_rows(dst, p, c.n_kv_heads, (int)hd, c.dim))
+    PER_LAYER(wv, kd, read_f32s(dst, p, kd))
+    PER_LAYER(wo, dd, read_f32s(dst, p, dd))
+    PER_LAYER(rms_ffn, dim, read_f32s(dst, p, dim))
+    PER_LAYER(w_gate, hdm, read_f32s(dst, p, hdm)) /* w1 */
+    PER_LAYER(w_down, hdm, read_f32s(dst, p, hdm)) /* w2 */
+    PER_LAYER(w_up, hdm, read_f32s(dst, p, hdm))   /* w3 */
+#undef PER_LAYER
+    read_f32s(w->rms_final, p, dim);
+    p += 4 * dim;
+    p += 4 * freq; /* legacy freq_cis_real and freq_cis_imag */
+    if (!c.tied)
+        read_f32s(w->head, p, emb);
+    rc = 0;
+done:
+    munmap(map, (size_t)size);
+    return rc;
+}
