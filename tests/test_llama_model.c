@@ -2,7 +2,9 @@
  * The LLaMa example model (examples/llama/model.c) against PyTorch: the
  * loss, logits, every gradient and the activation statistics of a small
  * grouped-query model written by tests/ref/gen_llama.py, which computes them
- * in float64 with autograd from the same float32 weights. Also a central
+ * in float64 with autograd from the same float32 weights. The model is read
+ * from the Hugging Face checkpoint (safetensors + config.json) the script
+ * wrote, through ckpt_load_hf, as a trainer would. Also a central
  * finite-difference check of the gradients that does not depend on
  * PyTorch, and the forward pass's refusal of unusable arguments.
  *
@@ -22,6 +24,7 @@
 #include "common/refdata.h"
 #include "common/testutil.h"
 
+#include "checkpoint.h"
 #include "llama.h"
 
 #include <math.h>
@@ -36,6 +39,7 @@
 #define SENTINEL 12345.0f
 
 static refdata *g_ref;
+static const char *g_hf_dir; /* the checkpoints gen_llama.py wrote */
 
 /* ------------------------------------------------------------------ */
 /* The model's tensors by Hugging Face name                            */
@@ -109,22 +113,38 @@ static llama_config ref_config(int tied)
     return c;
 }
 
-/* A model holding the reference weights (prefix "w/" or "tied/w/"). */
+/* The model of the Hugging Face checkpoint gen_llama.py wrote
+ * (<hf dir>/untied or /tied), read with ckpt_load_hf; its configuration and
+ * every weight must be the reference's, bit for bit. */
 static void load_model(llama_model *m, int tied)
 {
+    char path[4096], err[256];
+    snprintf(path, sizeof path, "%s/%s", g_hf_dir, tied ? "tied" : "untied");
+    if (ckpt_load_hf(path, m, ref_int("config/batch"), err, sizeof err) != 0)
+        fail_msg("ckpt_load_hf(%s): %s", path, err);
     llama_config c = ref_config(tied);
-    char err[256];
-    if (llama_create(m, &c, ref_int("config/batch"), err, sizeof err) != 0)
-        fail_msg("llama_create: %s", err);
+    assert_int_equal(m->cfg.dim, c.dim);
+    assert_int_equal(m->cfg.hidden_dim, c.hidden_dim);
+    assert_int_equal(m->cfg.n_layers, c.n_layers);
+    assert_int_equal(m->cfg.n_heads, c.n_heads);
+    assert_int_equal(m->cfg.n_kv_heads, c.n_kv_heads);
+    assert_int_equal(m->cfg.vocab_size, c.vocab_size);
+    assert_int_equal(m->cfg.seq_len, c.seq_len);
+    assert_true(m->cfg.rope_theta == c.rope_theta);
+    assert_true(m->cfg.norm_eps == c.norm_eps);
+    assert_int_equal(m->cfg.tied, tied);
     named_tensor t[MAX_TENSORS];
     int n = list_tensors(m, &m->w, t);
     for (int i = 0; i < n; i++) {
         char key[160];
-        snprintf(key, sizeof key, "%s%.96s", tied ? "tied/w/" : "w/", t[i].name);
+        snprintf(key, sizeof key, "%s%.96s", tied ? "tied/w/" : "w/",
+                 t[i].name);
         const refarray *a = refdata_need(g_ref, key);
         assert_int_equal(a->count, t[i].count);
         for (size_t j = 0; j < a->count; j++)
-            t[i].data[j] = (float)a->f64[j];
+            if (t[i].data[j] != (float)a->f64[j])
+                fail_msg("%s[%zu] loaded as %.9g, written as %.9g",
+                         t[i].name, j, (double)t[i].data[j], a->f64[j]);
     }
 }
 
@@ -439,7 +459,8 @@ static void test_forward_refuses(void **state)
 
 int main(int argc, char **argv)
 {
-    g_ref = refdata_load(test_arg(argc, argv, 1, "llama.ref"));
+    g_ref = refdata_load(test_arg(argc, argv, 1, "llama_model.ref"));
+    g_hf_dir = test_arg(argc, argv, 2, "llama_model_hf");
     if (!g_ref)
         return 1;
     const struct CMUnitTest tests[] = {

@@ -6,9 +6,11 @@ A LLaMa decoder written here in PyTorch from the Hugging Face
 LlamaForCausalLM definitions (no transformers library): token embedding,
 RMSNorm, rotate_half RoPE, grouped-query causal attention, SwiGLU MLP, final
 norm, LM head, mean cross-entropy over targets >= 0. Random f32 weights
-(seeded) are written to HF_DIR as config.json plus model.safetensors with
-Hugging Face tensor names, and into OUT.ref as w/<name>, so the C test
-(tests/test_llama_model.c) can load the same model either way.
+(seeded) are written as Hugging Face checkpoints (config.json plus
+model.safetensors) to HF_DIR/untied and HF_DIR/tied (no lm_head.weight,
+tie_word_embeddings true), which the C test (tests/test_llama_model.c)
+loads with ckpt_load_hf, and into OUT.ref as w/<name> and tied/w/<name>, so
+the test can check that it loaded exactly these numbers.
 
 The reference is computed in float64 from the float32 weights with
 autograd, so what the C side (float32 throughout) is compared against is
@@ -285,9 +287,11 @@ def main():
     # Some positions without a target: the mean is over the others.
     targets[torch.rand(B, T, generator=gen) < 0.15] = -1
 
-    os.makedirs(hf_dir, exist_ok=True)
-    write_safetensors(os.path.join(hf_dir, "model.safetensors"), w)
-    write_config(os.path.join(hf_dir, "config.json"), tied=False)
+    for sub, weights, tied in (("untied", w, False), ("tied", wt, True)):
+        d = os.path.join(hf_dir, sub)
+        os.makedirs(d, exist_ok=True)
+        write_safetensors(os.path.join(d, "model.safetensors"), weights)
+        write_config(os.path.join(d, "config.json"), tied)
 
     with RefWriter(out_path) as out:
         for k, v in CFG.items():
