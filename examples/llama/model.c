@@ -632,6 +632,11 @@ static double softmax_cross_entropy(float *probs, const int32_t *targets,
     return total;
 }
 
+/* Errors (an argument out of range, or the statistics hook failing) are
+ * printed to stderr and reported as a NaN loss: llama.h returns a float,
+ * and a trainer already treats a non-finite loss as a failed step. After a
+ * failure there is nothing for llama_backward to differentiate; statistics
+ * of the layers before a failing hook call have been accumulated. */
 float llama_forward(llama_model *m, const int32_t *tokens,
                     const int32_t *targets, int B, int T, float *logits,
                     const llama_act_stats *stats)
