@@ -487,7 +487,7 @@ static void test_validation(void **state)
     expect_failure(ctx, &s, bind(&b), OWL_ERR_DTYPE, "moment_dtype");
     b = c;
     b.adamw.beta1 = 1.0;
-    expect_failure(ctx, &s, bind(&b), OWL_ERR_INVALID_ARGUMENT, "betas");
+    expect_failure(ctx, &s, bind(&b), OWL_ERR_INVALID_ARGUMENT, "beta1");
     b = c;
     b.galore.update_gap = 0;
     expect_failure(ctx, &s, bind(&b), OWL_ERR_INVALID_ARGUMENT, "update_gap");
