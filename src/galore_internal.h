@@ -68,7 +68,8 @@ struct owl_adamw {
 };
 
 /* STD projects the smaller side: right when m >= n, left otherwise. */
-static inline bool owl__galore_projects_left(owl_proj_type t, uint64_t m, uint64_t n)
+static inline bool owl__galore_projects_left(owl_proj_type t, uint64_t m,
+                                             uint64_t n)
 {
     switch (t) {
     case OWL_PROJ_STD: return m < n;

@@ -360,7 +360,8 @@ owl_status owl_memory_plan_compute(owl_context *ctx,
                          "bits (method %s)",
                          (unsigned long long)L, (unsigned long long)h,
                          (unsigned long long)s.intermediate,
-                         (unsigned long long)s.vocab, owl__method_name(o.method));
+                         (unsigned long long)s.vocab,
+                         owl__method_name(o.method));
 
     /* The fields that fit in the caller's struct (an older, smaller one
      * gets only those it knows). */

@@ -649,7 +649,7 @@ static bool on_cuda(const owl_optimizer *opt)
     return opt->ctx->backend == OWL_BACKEND_CUDA;
 }
 
-static void drop_staging(owl_optimizer *opt)
+void owl__optimizer_drop_staging(owl_optimizer *opt)
 {
     for (uint64_t i = 0; i < opt->num_params; i++) {
         owl_opt_param *p = &opt->params[i];
@@ -942,7 +942,7 @@ static owl_status stage(owl_optimizer *opt, bool *fresh)
         s = stage_offload(opt);
 #endif
     if (s != OWL_OK)
-        drop_staging(opt);
+        owl__optimizer_drop_staging(opt);
     return s;
 }
 
@@ -1213,7 +1213,8 @@ owl_status owl_optimizer_step(owl_optimizer *opt, double lr)
             clip(opt, norm);
         s = transitions_and_updates(opt, lr);
     }
-    drop_staging(opt); /* only left over after a failure above */
+    /* Only left over after a failure above. */
+    owl__optimizer_drop_staging(opt);
     if (s != OWL_OK)
         return s;
 

@@ -117,6 +117,11 @@ owl_status owl__optimizer_sampler_options(owl_context *ctx,
 owl_status owl__optimizer_new_state(owl_optimizer *opt, const owl_opt_param *p,
                                     owl_adamw **adam, owl_galore **proj);
 
+/* Frees every parameter's staged state (new_adam, new_proj and the new_*
+ * moment buffers) and clears the pointers: the undo of a step's or a
+ * load's staging when a later check fails, and the cleanup after either. */
+void owl__optimizer_drop_staging(owl_optimizer *opt);
+
 /* Bytes of a projector's own buffers (basis, next basis, low-rank
  * scratch), as galore.c allocates them. */
 static inline uint64_t owl__galore_bytes(const owl_galore *p)
