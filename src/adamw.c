@@ -92,47 +92,52 @@ owl_status owl_adamw_options_init(owl_adamw_options *opts, uint64_t struct_size)
                              sizeof adamw_defaults);
 }
 
-static owl_status validate_options(owl_context *ctx, const owl_adamw_options *o)
+/* One set of rules for AdamW's options, shared by owl_adamw_create, the
+ * optimizer and the memory planner. `prefix` names the struct in messages
+ * ("owl_adamw_options." or "owl_optimizer_options.adamw->"). */
+owl_status owl__adamw_check_options(owl_context *ctx,
+                                    const owl_adamw_options *o,
+                                    const char *prefix)
 {
     if (!(o->beta1 >= 0 && o->beta1 < 1))
         return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "owl_adamw_options.beta1 is %g; it must be in [0, 1)",
-                         o->beta1);
+                         "%sbeta1 is %g; it must be in [0, 1)",
+                         prefix, o->beta1);
     if (!(o->beta2 >= 0 && o->beta2 < 1))
         return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "owl_adamw_options.beta2 is %g; it must be in [0, 1)",
-                         o->beta2);
+                         "%sbeta2 is %g; it must be in [0, 1)",
+                         prefix, o->beta2);
     if (!isfinite(o->eps) || !((float)o->eps > 0) || !isfinite((float)o->eps))
         return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "owl_adamw_options.eps is %g; it must be > 0 and "
+                         "%seps is %g; it must be > 0 and "
                          "finite in f32",
-                         o->eps);
+                         prefix, o->eps);
     if (!isfinite(o->weight_decay) || !(o->weight_decay >= 0))
         return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "owl_adamw_options.weight_decay is %g; it must be "
+                         "%sweight_decay is %g; it must be "
                          "finite and >= 0",
-                         o->weight_decay);
+                         prefix, o->weight_decay);
     if (o->semantics != OWL_ADAMW_GALORE && o->semantics != OWL_ADAMW_TORCH)
         return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "owl_adamw_options.semantics is %d; expected "
+                         "%ssemantics is %d; expected "
                          "OWL_ADAMW_GALORE or OWL_ADAMW_TORCH",
-                         (int)o->semantics);
+                         prefix, (int)o->semantics);
     if (o->moment_dtype != OWL_DTYPE_F32 && o->moment_dtype != OWL_DTYPE_BF16)
         return owl__fail(ctx, OWL_ERR_DTYPE,
-                         "owl_adamw_options.moment_dtype is %s (%d); expected "
+                         "%smoment_dtype is %s (%d); expected "
                          "f32 or bf16",
-                         owl__dtype_name(o->moment_dtype),
+                         prefix, owl__dtype_name(o->moment_dtype),
                          (int)o->moment_dtype);
     if (o->on_refresh != OWL_MOMENTS_KEEP && o->on_refresh != OWL_MOMENTS_RESET)
         return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "owl_adamw_options.on_refresh is %d; expected "
+                         "%son_refresh is %d; expected "
                          "OWL_MOMENTS_KEEP or OWL_MOMENTS_RESET",
-                         (int)o->on_refresh);
+                         prefix, (int)o->on_refresh);
     if (o->rounding != OWL_ROUND_NEAREST && o->rounding != OWL_ROUND_STOCHASTIC)
         return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "owl_adamw_options.rounding is %d; expected "
+                         "%srounding is %d; expected "
                          "OWL_ROUND_NEAREST or OWL_ROUND_STOCHASTIC",
-                         (int)o->rounding);
+                         prefix, (int)o->rounding);
     return OWL_OK;
 }
 
@@ -176,7 +181,8 @@ owl_status owl_adamw_create(owl_context *ctx, const owl_adamw_options *opts,
                                      "owl_adamw_options");
     if (s != OWL_OK)
         return s;
-    if ((s = validate_options(ctx, &o)) != OWL_OK)
+    if ((s = owl__adamw_check_options(ctx, &o, "owl_adamw_options.")) !=
+        OWL_OK)
         return s;
     size_t count;
     if (rows < 1 || cols < 1 || rows > INT64_MAX || cols > INT64_MAX ||

@@ -57,64 +57,61 @@ static const char *proj_type_name(owl_proj_type t)
     }
 }
 
-/* STD projects the smaller side: right when m >= n, left otherwise. */
-static bool projects_left(owl_proj_type t, uint64_t m, uint64_t n)
+/* One set of rules for a projector's options, shared by owl_galore_create,
+ * the optimizer and the memory planner so they accept the same values.
+ * `prefix` names the struct in messages ("owl_galore_options." or
+ * "owl_optimizer_options.galore->"). Without check_shape, rows and cols are
+ * not known yet: only rank >= 1 is checked, and the caller checks
+ * rank <= min(m, n) per matrix. */
+owl_status owl__galore_check_options(owl_context *ctx,
+                                     const owl_galore_options *o,
+                                     const char *prefix, bool check_shape)
 {
-    switch (t) {
-    case OWL_PROJ_STD: return m < n;
-    case OWL_PROJ_REVERSE_STD: return m >= n;
-    case OWL_PROJ_LEFT: return true;
-    default: return false;
-    }
-}
-
-static owl_status validate_options(owl_context *ctx, const owl_galore_options *o)
-{
-    if (o->rows < 1 || o->cols < 1)
+    if (check_shape && (o->rows < 1 || o->cols < 1))
         return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "owl_galore_options rows x cols is %llux%llu; both "
-                         "must be >= 1",
-                         (unsigned long long)o->rows,
+                         "%srows x cols is %llux%llu; both must be >= 1",
+                         prefix, (unsigned long long)o->rows,
                          (unsigned long long)o->cols);
-    if (o->rows > INT32_MAX || o->cols > INT32_MAX)
+    if (check_shape && (o->rows > INT32_MAX || o->cols > INT32_MAX))
         return owl__fail(ctx, OWL_ERR_UNSUPPORTED,
-                         "owl_galore_options rows x cols is %llux%llu; each "
-                         "must be < 2^31 for BLAS/LAPACK",
-                         (unsigned long long)o->rows,
+                         "%srows x cols is %llux%llu; each must be < 2^31 for "
+                         "BLAS/LAPACK",
+                         prefix, (unsigned long long)o->rows,
                          (unsigned long long)o->cols);
     uint64_t mn = o->rows < o->cols ? o->rows : o->cols;
-    if (o->rank < 1 || o->rank > mn)
+    if (o->rank < 1)
         return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "owl_galore_options.rank is %llu; it must be in "
-                         "[1, min(rows, cols)] = [1, %llu] for a %llux%llu "
-                         "weight",
-                         (unsigned long long)o->rank, (unsigned long long)mn,
-                         (unsigned long long)o->rows,
+                         "%srank is 0; it must be >= 1", prefix);
+    if (check_shape && o->rank > mn)
+        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
+                         "%srank is %llu; it must be in [1, min(rows, cols)] "
+                         "= [1, %llu] for a %llux%llu weight",
+                         prefix, (unsigned long long)o->rank,
+                         (unsigned long long)mn, (unsigned long long)o->rows,
                          (unsigned long long)o->cols);
     if (o->update_gap < 1)
         return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "owl_galore_options.update_gap is 0; it must be >= 1");
+                         "%supdate_gap is 0; it must be >= 1", prefix);
     if (!isfinite(o->scale) || !(o->scale > 0) || !isfinite((float)o->scale) ||
         !((float)o->scale > 0))
         return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "owl_galore_options.scale is %g; it must be a finite "
-                         "value > 0 (representable in f32)",
-                         o->scale);
+                         "%sscale is %g; it must be a finite value > 0 "
+                         "(representable in f32)",
+                         prefix, o->scale);
     if (o->proj_type < OWL_PROJ_STD || o->proj_type > OWL_PROJ_RIGHT)
         return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "owl_galore_options.proj_type is %d; expected "
-                         "OWL_PROJ_STD, _REVERSE_STD, _LEFT or _RIGHT",
-                         (int)o->proj_type);
+                         "%sproj_type is %d; expected OWL_PROJ_STD, "
+                         "_REVERSE_STD, _LEFT or _RIGHT",
+                         prefix, (int)o->proj_type);
     if (o->svd_method != OWL_SVD_EXACT && o->svd_method != OWL_SVD_RANDOMIZED)
         return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "owl_galore_options.svd_method is %d; expected "
-                         "OWL_SVD_EXACT or OWL_SVD_RANDOMIZED",
-                         (int)o->svd_method);
+                         "%ssvd_method is %d; expected OWL_SVD_EXACT or "
+                         "OWL_SVD_RANDOMIZED",
+                         prefix, (int)o->svd_method);
     if (o->power_iters > OWL_MAX_POWER_ITERS)
         return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "owl_galore_options.power_iters is %llu; at most %d "
-                         "are allowed",
-                         (unsigned long long)o->power_iters,
+                         "%spower_iters is %llu; at most %d are allowed",
+                         prefix, (unsigned long long)o->power_iters,
                          OWL_MAX_POWER_ITERS);
     return OWL_OK;
 }
@@ -146,7 +143,8 @@ owl_status owl_galore_create(owl_context *ctx, const owl_galore_options *opts,
                                      "owl_galore_options");
     if (s != OWL_OK)
         return s;
-    if ((s = validate_options(ctx, &o)) != OWL_OK)
+    if ((s = owl__galore_check_options(ctx, &o, "owl_galore_options.",
+                                       true)) != OWL_OK)
         return s;
 
     owl_galore *p = owl__alloc(ctx, 1, sizeof *p, "owl_galore");
@@ -157,7 +155,7 @@ owl_status owl_galore_create(owl_context *ctx, const owl_galore_options *opts,
     p->m = (int64_t)o.rows;
     p->n = (int64_t)o.cols;
     p->r = (int64_t)o.rank;
-    p->left = projects_left(o.proj_type, o.rows, o.cols);
+    p->left = owl__galore_projects_left(o.proj_type, o.rows, o.cols);
     p->d = p->left ? p->m : p->n;
     p->lr_rows = p->left ? p->r : p->m;
     p->lr_cols = p->left ? p->n : p->r;

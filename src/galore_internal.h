@@ -67,6 +67,28 @@ struct owl_adamw {
     unsigned long long *dev_skipped;
 };
 
+/* STD projects the smaller side: right when m >= n, left otherwise. */
+static inline bool owl__galore_projects_left(owl_proj_type t, uint64_t m,
+                                             uint64_t n)
+{
+    switch (t) {
+    case OWL_PROJ_STD: return m < n;
+    case OWL_PROJ_REVERSE_STD: return m >= n;
+    case OWL_PROJ_LEFT: return true;
+    default: return false;
+    }
+}
+
+/* Check a projector's / AdamW's options as their create functions do,
+ * naming the fields with `prefix` (galore.c, adamw.c). Without check_shape
+ * the rows, cols and rank <= min(rows, cols) are left to the caller. */
+owl_status owl__galore_check_options(owl_context *ctx,
+                                     const owl_galore_options *o,
+                                     const char *prefix, bool check_shape);
+owl_status owl__adamw_check_options(owl_context *ctx,
+                                    const owl_adamw_options *o,
+                                    const char *prefix);
+
 /* Brings the subspace up to date for the parameter's update `iter` (the
  * refresh rule of owl_galore_project) and writes R = project(G) as f32 into
  * dst (low-rank shape, row stride ldd). grad must already be validated

@@ -6,7 +6,7 @@
  * planned by the projector's own planner (svd.h), so the figure is the one
  * the context reserves, whatever LAPACK's block sizes are. docs/memory.md
  * describes the model of each category. */
-#include "internal.h"
+#include "optimizer_internal.h"
 #include "svd.h"
 
 #include <math.h>
@@ -97,40 +97,6 @@ static void layer_matrices(const owl_model_shape *s, matrix out[NUM_MATRICES])
     memcpy(out, mats, sizeof mats);
 }
 
-static const char *method_name(owl_method m)
-{
-    switch (m) {
-    case OWL_METHOD_OWLORE: return "OWLORE";
-    case OWL_METHOD_OWLORE_FULL: return "OWLORE_FULL";
-    case OWL_METHOD_LISA: return "LISA";
-    case OWL_METHOD_GALORE: return "GALORE";
-    case OWL_METHOD_FULL: return "FULL";
-    default: return "unknown";
-    }
-}
-
-static bool method_samples(owl_method m)
-{
-    return m == OWL_METHOD_OWLORE || m == OWL_METHOD_OWLORE_FULL ||
-           m == OWL_METHOD_LISA;
-}
-
-static bool method_lowrank(owl_method m)
-{
-    return m == OWL_METHOD_OWLORE || m == OWL_METHOD_GALORE;
-}
-
-/* STD projects the smaller side (galore.c's rule, spec section 3). */
-static bool projects_left(owl_proj_type t, uint64_t m, uint64_t n)
-{
-    switch (t) {
-    case OWL_PROJ_STD: return m < n;
-    case OWL_PROJ_REVERSE_STD: return m >= n;
-    case OWL_PROJ_LEFT: return true;
-    default: return false;
-    }
-}
-
 /* ---- validation ------------------------------------------------------- */
 
 static bool storage_dtype(owl_dtype dt)
@@ -183,114 +149,20 @@ static owl_status check_shape(owl_context *ctx, const owl_model_shape *s)
     return OWL_OK;
 }
 
+/* What owl_optimizer_create checks, plus the agreement with the shape. */
 static owl_status check_optimizer(owl_context *ctx,
                                   const owl_optimizer_options *o,
                                   const owl_model_shape *s)
 {
-    if (o->method < OWL_METHOD_OWLORE || o->method > OWL_METHOD_FULL)
-        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "opts->method is %d; expected OWLORE (0), "
-                         "OWLORE_FULL (1), LISA (2), GALORE (3) or FULL (4)",
-                         (int)o->method);
-    if (o->frozen_policy < OWL_FROZEN_KEEP || o->frozen_policy > OWL_FROZEN_FREE)
-        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "opts->frozen_policy is %d; expected KEEP (0), "
-                         "RESET (1), OFFLOAD (2) or FREE (3)",
-                         (int)o->frozen_policy);
+    owl_status st = owl__optimizer_check_options(ctx, o);
+    if (st != OWL_OK)
+        return st;
     if (o->num_layers != s->num_layers)
         return owl__fail(ctx, OWL_ERR_MISMATCH,
                          "opts->num_layers is %llu but shape->num_layers is "
                          "%llu; they must agree",
                          (unsigned long long)o->num_layers,
                          (unsigned long long)s->num_layers);
-    if (!isfinite(o->max_grad_norm) || !(o->max_grad_norm >= 0))
-        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "opts->max_grad_norm is %g; it must be finite and "
-                         ">= 0 (0 = off)",
-                         o->max_grad_norm);
-    if (o->refresh_on_activation != 0 && o->refresh_on_activation != 1)
-        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "opts->refresh_on_activation is %d; expected 0 or 1",
-                         (int)o->refresh_on_activation);
-    if (o->reserved != 0)
-        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "opts->reserved is %d; it must be 0",
-                         (int)o->reserved);
-    return OWL_OK;
-}
-
-/* The AdamW checks of owl_adamw_create. */
-static owl_status check_adamw(owl_context *ctx, const owl_adamw_options *o)
-{
-    if (!(o->beta1 >= 0 && o->beta1 < 1) || !(o->beta2 >= 0 && o->beta2 < 1))
-        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "opts->adamw betas are (%g, %g); each must be in "
-                         "[0, 1)",
-                         o->beta1, o->beta2);
-    if (!isfinite(o->eps) || !((float)o->eps > 0) || !isfinite((float)o->eps))
-        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "opts->adamw->eps is %g; it must be > 0 and finite "
-                         "in f32",
-                         o->eps);
-    if (!isfinite(o->weight_decay) || !(o->weight_decay >= 0))
-        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "opts->adamw->weight_decay is %g; it must be finite "
-                         "and >= 0",
-                         o->weight_decay);
-    if (o->semantics != OWL_ADAMW_GALORE && o->semantics != OWL_ADAMW_TORCH)
-        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "opts->adamw->semantics is %d; expected "
-                         "OWL_ADAMW_GALORE or OWL_ADAMW_TORCH",
-                         (int)o->semantics);
-    if (o->moment_dtype != OWL_DTYPE_F32 && o->moment_dtype != OWL_DTYPE_BF16)
-        return owl__fail(ctx, OWL_ERR_DTYPE,
-                         "opts->adamw->moment_dtype is %s (%d); expected f32 "
-                         "or bf16",
-                         owl__dtype_name(o->moment_dtype), (int)o->moment_dtype);
-    if (o->on_refresh != OWL_MOMENTS_KEEP && o->on_refresh != OWL_MOMENTS_RESET)
-        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "opts->adamw->on_refresh is %d; expected "
-                         "OWL_MOMENTS_KEEP or OWL_MOMENTS_RESET",
-                         (int)o->on_refresh);
-    if (o->rounding != OWL_ROUND_NEAREST && o->rounding != OWL_ROUND_STOCHASTIC)
-        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "opts->adamw->rounding is %d; expected "
-                         "OWL_ROUND_NEAREST or OWL_ROUND_STOCHASTIC",
-                         (int)o->rounding);
-    return OWL_OK;
-}
-
-/* The scalar checks of owl_galore_create (rows and cols are the matrices'
- * own, checked with the rank in check_rank). */
-static owl_status check_galore(owl_context *ctx, const owl_galore_options *o)
-{
-    if (o->rank < 1)
-        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "opts->galore->rank is 0; it must be >= 1");
-    if (o->update_gap < 1)
-        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "opts->galore->update_gap is 0; it must be >= 1");
-    if (!isfinite(o->scale) || !(o->scale > 0) || !isfinite((float)o->scale) ||
-        !((float)o->scale > 0))
-        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "opts->galore->scale is %g; it must be a finite "
-                         "value > 0 (representable in f32)",
-                         o->scale);
-    if (o->proj_type < OWL_PROJ_STD || o->proj_type > OWL_PROJ_RIGHT)
-        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "opts->galore->proj_type is %d; expected "
-                         "OWL_PROJ_STD, _REVERSE_STD, _LEFT or _RIGHT",
-                         (int)o->proj_type);
-    if (o->svd_method != OWL_SVD_EXACT && o->svd_method != OWL_SVD_RANDOMIZED)
-        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "opts->galore->svd_method is %d; expected "
-                         "OWL_SVD_EXACT or OWL_SVD_RANDOMIZED",
-                         (int)o->svd_method);
-    if (o->power_iters > 100) /* galore.c's OWL_MAX_POWER_ITERS */
-        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "opts->galore->power_iters is %llu; at most 100 are "
-                         "allowed",
-                         (unsigned long long)o->power_iters);
     return OWL_OK;
 }
 
@@ -310,9 +182,9 @@ static owl_status check_rank(owl_context *ctx, const matrix mats[NUM_MATRICES],
         uint64_t mn = x->m < x->n ? x->m : x->n;
         if (rank > mn)
             return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                             "opts->galore->rank is %llu but the %s "
-                             "projection is %llux%llu; the rank must be <= "
-                             "%llu",
+                             "owl_optimizer_options.galore->rank is %llu but "
+                             "the %s projection is %llux%llu; the rank must "
+                             "be <= %llu",
                              (unsigned long long)rank, x->name,
                              (unsigned long long)x->m,
                              (unsigned long long)x->n, (unsigned long long)mn);
@@ -320,72 +192,16 @@ static owl_status check_rank(owl_context *ctx, const matrix mats[NUM_MATRICES],
     return OWL_OK;
 }
 
-/* The sampler checks of owl_sampler_create that bear on the plan or that
- * create would refuse. The weights themselves do not change the memory, so
- * a weight mode that takes them may leave them NULL here; given, they are
- * checked, and layers of weight 0 (never drawn) hold no state.
- * *reachable receives the number of layers that can ever be drawn. */
-static owl_status check_sampler(owl_context *ctx, const owl_sampler_options *o,
-                                uint64_t L, bool uniform_only,
-                                uint64_t *reachable)
+/* The layers that can ever be drawn: those of weight > 0 when weights are
+ * given (already checked), else all of them. */
+static uint64_t reachable_layers(const owl_sampler_options *o)
 {
-    *reachable = L;
-    if (o->gamma < 1 || o->gamma > L)
-        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "opts->sampler->gamma is %llu with num_layers %llu; "
-                         "need 1 <= gamma <= num_layers",
-                         (unsigned long long)o->gamma, (unsigned long long)L);
-    if (o->period < 1)
-        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "opts->sampler->period is 0; the resampling period "
-                         "K must be >= 1");
-    if (o->law < OWL_DRAW_SYSTEMATIC || o->law > OWL_DRAW_BERNOULLI)
-        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "opts->sampler->law is %d; expected SYSTEMATIC (0), "
-                         "REFERENCE (1) or BERNOULLI (2)",
-                         (int)o->law);
-    if (uniform_only) /* LISA: the weight mode and weights are not used */
-        return OWL_OK;
-    if (o->weight_mode < OWL_WEIGHTS_OWLORE || o->weight_mode > OWL_WEIGHTS_CUSTOM)
-        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "opts->sampler->weight_mode is %d; expected OWLORE "
-                         "(0), UNIFORM (1), DECREASING (2), INCREASING (3) or "
-                         "CUSTOM (4)",
-                         (int)o->weight_mode);
-    bool takes = o->weight_mode == OWL_WEIGHTS_OWLORE ||
-                 o->weight_mode == OWL_WEIGHTS_CUSTOM;
     if (o->weights == NULL)
-        return OWL_OK;
-    if (!takes)
-        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "opts->sampler->weights is set but its weight_mode "
-                         "(%d) ignores it; use OWLORE or CUSTOM to pass "
-                         "weights, or leave it NULL",
-                         (int)o->weight_mode);
+        return o->num_layers;
     uint64_t positive = 0;
-    for (uint64_t l = 0; l < L; l++) {
-        double w = o->weights[l];
-        if (!isfinite(w))
-            return owl__fail(ctx, OWL_ERR_NONFINITE,
-                             "opts->sampler->weights[%llu] is %g; weights "
-                             "must be finite",
-                             (unsigned long long)l, w);
-        if (w < 0)
-            return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                             "opts->sampler->weights[%llu] is %g; weights "
-                             "must be >= 0",
-                             (unsigned long long)l, w);
-        if (w > 0)
-            positive++;
-    }
-    if (positive < o->gamma)
-        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "opts->sampler->gamma is %llu but only %llu of the "
-                         "%llu weights are > 0",
-                         (unsigned long long)o->gamma,
-                         (unsigned long long)positive, (unsigned long long)L);
-    *reachable = positive;
-    return OWL_OK;
+    for (uint64_t l = 0; l < o->num_layers; l++)
+        positive += o->weights[l] > 0;
+    return positive;
 }
 
 /* ---- the plan --------------------------------------------------------- */
@@ -433,12 +249,16 @@ owl_status owl_memory_plan_compute(owl_context *ctx,
                          "owl_memory_plan_init",
                          (unsigned long long)plan->struct_size);
 
+    /* The options are checked by the optimizer's own functions, in
+     * owl_optimizer_create's order, so the planner accepts what create
+     * accepts. The one exception: the OWLORE methods' LOD ratios may be
+     * left out, as they do not change the memory (a plan is often made
+     * before they are known). */
     owl_model_shape s = shape_defaults;
     owl_optimizer_options o = optimizer_defaults;
     owl_sampler_options so;
     owl_galore_options go;
     owl_adamw_options ao;
-    owl_sampler_options_init(&so, sizeof so);
     owl_galore_options_init(&go, sizeof go);
     owl_adamw_options_init(&ao, sizeof ao);
     owl_status st = owl__read_options(ctx, &s, sizeof s, shape,
@@ -451,24 +271,25 @@ owl_status owl_memory_plan_compute(owl_context *ctx,
     if (st == OWL_OK)
         st = check_optimizer(ctx, &o, &s);
     if (st == OWL_OK)
-        st = read_nested(ctx, &so, sizeof so, o.sampler,
-                         "owl_optimizer_options.sampler");
-    if (st == OWL_OK)
         st = read_nested(ctx, &go, sizeof go, o.galore,
                          "owl_optimizer_options.galore");
     if (st == OWL_OK)
         st = read_nested(ctx, &ao, sizeof ao, o.adamw,
                          "owl_optimizer_options.adamw");
+    if (st == OWL_OK && owl__method_lowrank(o.method))
+        st = owl__galore_check_options(ctx, &go,
+                                       "owl_optimizer_options.galore->", false);
     if (st == OWL_OK)
-        st = check_adamw(ctx, &ao);
+        st = owl__adamw_check_options(ctx, &ao,
+                                      "owl_optimizer_options.adamw->");
     if (st == OWL_OK)
-        st = check_galore(ctx, &go);
+        st = owl__optimizer_sampler_options(ctx, &o, &so, false);
     if (st != OWL_OK)
         return st;
 
     const uint64_t L = s.num_layers;
-    const bool sampled = method_samples(o.method);
-    const bool lowrank = method_lowrank(o.method);
+    const bool sampled = owl__method_samples(o.method);
+    const bool lowrank = owl__method_lowrank(o.method);
     matrix mats[NUM_MATRICES];
     layer_matrices(&s, mats);
 
@@ -476,20 +297,12 @@ owl_status owl_memory_plan_compute(owl_context *ctx,
      * state sits where the backend computes at peak. */
     uint64_t trained = L, held = L;
     if (sampled) {
-        /* OWLORE methods with no sampler options draw by LOD ratios. */
-        if (o.sampler == NULL && o.method != OWL_METHOD_LISA)
-            so.weight_mode = OWL_WEIGHTS_OWLORE;
-        uint64_t reachable;
-        st = check_sampler(ctx, &so, L, o.method == OWL_METHOD_LISA,
-                           &reachable);
-        if (st != OWL_OK)
-            return st;
         trained = so.gamma;
         /* KEEP and RESET keep the state of every layer ever drawn: over a
          * long run, every layer that can be drawn. */
         held = o.frozen_policy == OWL_FROZEN_KEEP ||
                        o.frozen_policy == OWL_FROZEN_RESET
-                   ? reachable
+                   ? reachable_layers(&so)
                    : so.gamma;
     }
     if (lowrank && (st = check_rank(ctx, mats, go.rank)) != OWL_OK)
@@ -509,7 +322,7 @@ owl_status owl_memory_plan_compute(owl_context *ctx,
             layer_moments = add(&c, layer_moments, numel);
             continue;
         }
-        bool left = projects_left(go.proj_type, x->m, x->n);
+        bool left = owl__galore_projects_left(go.proj_type, x->m, x->n);
         uint64_t d = left ? x->m : x->n;             /* basis vector length */
         uint64_t low = mul(&c, go.rank, left ? x->n : x->m); /* R's numel */
         layer_moments = add(&c, layer_moments, low);
@@ -547,7 +360,8 @@ owl_status owl_memory_plan_compute(owl_context *ctx,
                          "bits (method %s)",
                          (unsigned long long)L, (unsigned long long)h,
                          (unsigned long long)s.intermediate,
-                         (unsigned long long)s.vocab, method_name(o.method));
+                         (unsigned long long)s.vocab,
+                         owl__method_name(o.method));
 
     /* The fields that fit in the caller's struct (an older, smaller one
      * gets only those it knows). */

@@ -30,6 +30,7 @@
  * index, policy transitions) advances as for a completed step. OFFLOAD
  * moves moments with asynchronous copies on the stream (see below). */
 #include "optimizer_internal.h"
+#include "sampler_internal.h"
 
 #ifdef OWL_HAVE_CUDA
 #include "cuda_internal.h"
@@ -81,34 +82,14 @@ owl_status owl_memory_usage_init(owl_memory_usage *usage, uint64_t struct_size)
     return owl__init_options(usage, struct_size, &zeroed, sizeof zeroed);
 }
 
-static const char *method_name(owl_method m)
-{
-    switch (m) {
-    case OWL_METHOD_OWLORE: return "OWLORE";
-    case OWL_METHOD_OWLORE_FULL: return "OWLORE_FULL";
-    case OWL_METHOD_LISA: return "LISA";
-    case OWL_METHOD_GALORE: return "GALORE";
-    case OWL_METHOD_FULL: return "FULL";
-    default: return "unknown";
-    }
-}
-
-static bool method_samples(owl_method m)
-{
-    return m == OWL_METHOD_OWLORE || m == OWL_METHOD_OWLORE_FULL ||
-           m == OWL_METHOD_LISA;
-}
-
-static bool method_lowrank(owl_method m)
-{
-    return m == OWL_METHOD_OWLORE || m == OWL_METHOD_GALORE;
-}
-
 /* ------------------------------------------------------------------ */
 /* Create / free                                                       */
 /* ------------------------------------------------------------------ */
 
-static owl_status check_scalars(owl_context *ctx, const owl_optimizer_options *o)
+/* The top-level fields of owl_optimizer_options, shared with the memory
+ * planner so both accept the same options. */
+owl_status owl__optimizer_check_options(owl_context *ctx,
+                                        const owl_optimizer_options *o)
 {
     if (o->method < OWL_METHOD_OWLORE || o->method > OWL_METHOD_FULL)
         return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
@@ -143,62 +124,29 @@ static owl_status check_scalars(owl_context *ctx, const owl_optimizer_options *o
     return OWL_OK;
 }
 
-/* The projector options every low-rank parameter shares, checked once here
- * so a bad value is reported at create rather than at a layer's first
- * step. Shape-dependent checks (rank <= min(m, n)) happen at add_param. */
-static owl_status check_galore(owl_context *ctx, const owl_galore_options *g)
-{
-    if (g->rank < 1)
-        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "owl_optimizer_options.galore->rank is 0; it must "
-                         "be >= 1");
-    if (g->update_gap < 1)
-        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "owl_optimizer_options.galore->update_gap is 0; it "
-                         "must be >= 1");
-    if (!isfinite(g->scale) || !((float)g->scale > 0) ||
-        !isfinite((float)g->scale))
-        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "owl_optimizer_options.galore->scale is %g; it must "
-                         "be finite and > 0 in f32",
-                         g->scale);
-    if (g->proj_type < OWL_PROJ_STD || g->proj_type > OWL_PROJ_RIGHT)
-        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "owl_optimizer_options.galore->proj_type is %d; "
-                         "expected OWL_PROJ_STD, _REVERSE_STD, _LEFT or "
-                         "_RIGHT",
-                         (int)g->proj_type);
-    if (g->svd_method != OWL_SVD_EXACT && g->svd_method != OWL_SVD_RANDOMIZED)
-        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "owl_optimizer_options.galore->svd_method is %d; "
-                         "expected OWL_SVD_EXACT or OWL_SVD_RANDOMIZED",
-                         (int)g->svd_method);
-    if (g->power_iters > 100)
-        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "owl_optimizer_options.galore->power_iters is %" PRIu64
-                         "; at most 100 are allowed",
-                         g->power_iters);
-    return OWL_OK;
-}
-
 /* The sampler's options as the method uses them: num_layers from the
  * optimizer, OWLORE weights by default for the OWLORE methods, uniform
- * draws for LISA. */
-static owl_status prepare_sampler(owl_context *ctx, owl_optimizer *opt,
-                                  const owl_sampler_options *caller)
+ * draws for LISA; then checked as owl_sampler_create checks them (for a
+ * method that samples). Shared
+ * with the memory planner, which passes need_weights false (the LOD ratios
+ * do not change the memory). so->weights still points at the caller's. */
+owl_status owl__optimizer_sampler_options(owl_context *ctx,
+                                          const owl_optimizer_options *o,
+                                          owl_sampler_options *so,
+                                          bool need_weights)
 {
-    owl_sampler_options *so = &opt->sampler_opts;
-    const owl_method method = opt->opts.method;
+    const owl_method method = o->method;
     owl_sampler_options_init(so, sizeof *so);
-    if (caller != NULL) {
-        owl_status s = owl__read_options(ctx, so, sizeof *so, caller,
+    if (o->sampler != NULL) {
+        owl_status s = owl__read_options(ctx, so, sizeof *so, o->sampler,
                                          "owl_optimizer_options.sampler");
         if (s != OWL_OK)
             return s;
     }
-    so->num_layers = opt->opts.num_layers;
-    if (!method_samples(method)) {
-        /* GALORE and FULL train every layer: nothing to draw. */
+    so->num_layers = o->num_layers;
+    if (!owl__method_samples(method)) {
+        /* GALORE and FULL train every layer: nothing to draw, and the
+         * sampler options are not used (nor checked). */
         so->weights = NULL;
         return OWL_OK;
     }
@@ -217,14 +165,27 @@ static owl_status prepare_sampler(owl_context *ctx, owl_optimizer *opt,
          * the sampler anyway. Other modes are ablations, taken as given. */
         if (so->weight_mode == OWL_WEIGHTS_UNIFORM)
             so->weight_mode = OWL_WEIGHTS_OWLORE;
-        if (so->weight_mode == OWL_WEIGHTS_OWLORE && so->weights == NULL)
+        if (so->weight_mode == OWL_WEIGHTS_OWLORE && so->weights == NULL &&
+            need_weights)
             return owl__fail(ctx, OWL_ERR_NULL_POINTER,
                              "method %s samples layers by their LOD ratios: "
                              "set sampler->weights to the %" PRIu64
                              " layers' outlier ratios (for uniform draws use "
                              "CUSTOM weights of 1, or method LISA)",
-                             method_name(method), opt->opts.num_layers);
+                             owl__method_name(method), o->num_layers);
     }
+    return owl__sampler_check_options(ctx, so,
+                                      "owl_optimizer_options.sampler->",
+                                      need_weights);
+}
+
+static owl_status prepare_sampler(owl_context *ctx, owl_optimizer *opt,
+                                  const owl_optimizer_options *caller)
+{
+    owl_sampler_options *so = &opt->sampler_opts;
+    owl_status s = owl__optimizer_sampler_options(ctx, caller, so, true);
+    if (s != OWL_OK || !owl__method_samples(caller->method))
+        return s;
     if (so->weights != NULL) {
         /* Copied, so the caller's array may go away after create. */
         opt->sampler_weights = owl__alloc(ctx, (size_t)so->num_layers,
@@ -285,7 +246,7 @@ owl_status owl_optimizer_create(owl_context *ctx,
                                      "owl_optimizer_options");
     if (s != OWL_OK)
         return s;
-    if ((s = check_scalars(ctx, &o)) != OWL_OK)
+    if ((s = owl__optimizer_check_options(ctx, &o)) != OWL_OK)
         return s;
 
     owl_optimizer *opt = owl__alloc(ctx, 1, sizeof *opt, "owl_optimizer");
@@ -305,17 +266,17 @@ owl_status owl_optimizer_create(owl_context *ctx,
     if (s == OWL_OK && o.adamw != NULL)
         s = owl__read_options(ctx, &opt->adamw_opts, sizeof opt->adamw_opts,
                               o.adamw, "owl_optimizer_options.adamw");
-    if (s == OWL_OK && method_lowrank(o.method))
-        s = check_galore(ctx, &opt->galore_opts);
-    if (s == OWL_OK) {
-        /* The AdamW options are checked by the primitive itself, on a
-         * 1 x 1 state that is dropped at once. */
-        owl_adamw *probe = NULL;
-        s = owl_adamw_create(ctx, &opt->adamw_opts, 1, 1, &probe);
-        owl_adamw_free(probe);
-    }
+    /* The projector options every low-rank parameter shares are checked
+     * once here, so a bad value is reported at create rather than at a
+     * layer's first step; rank <= min(m, n) waits for add_param. */
+    if (s == OWL_OK && owl__method_lowrank(o.method))
+        s = owl__galore_check_options(ctx, &opt->galore_opts,
+                                      "owl_optimizer_options.galore->", false);
     if (s == OWL_OK)
-        s = prepare_sampler(ctx, opt, o.sampler);
+        s = owl__adamw_check_options(ctx, &opt->adamw_opts,
+                                     "owl_optimizer_options.adamw->");
+    if (s == OWL_OK)
+        s = prepare_sampler(ctx, opt, &o);
     if (s == OWL_OK) {
         opt->mask = owl__alloc(ctx, (size_t)o.num_layers, 1, "layer mask");
         opt->was_active = owl__alloc(ctx, (size_t)o.num_layers, 1,
@@ -461,7 +422,7 @@ owl_status owl_optimizer_add_param(owl_optimizer *opt, uint64_t layer,
                              weight->data, i);
 
     const bool takes_lowrank = lowrank == 1 && layer != OWL_LAYER_ALWAYS &&
-                               method_lowrank(opt->opts.method);
+                               owl__method_lowrank(opt->opts.method);
     if (takes_lowrank) {
         const uint64_t m = (uint64_t)weight->rows, n = (uint64_t)weight->cols;
         const uint64_t mn = m < n ? m : n;
@@ -688,7 +649,7 @@ static bool on_cuda(const owl_optimizer *opt)
     return opt->ctx->backend == OWL_BACKEND_CUDA;
 }
 
-static void drop_staging(owl_optimizer *opt)
+void owl__optimizer_drop_staging(owl_optimizer *opt)
 {
     for (uint64_t i = 0; i < opt->num_params; i++) {
         owl_opt_param *p = &opt->params[i];
@@ -981,7 +942,7 @@ static owl_status stage(owl_optimizer *opt, bool *fresh)
         s = stage_offload(opt);
 #endif
     if (s != OWL_OK)
-        drop_staging(opt);
+        owl__optimizer_drop_staging(opt);
     return s;
 }
 
@@ -1252,7 +1213,8 @@ owl_status owl_optimizer_step(owl_optimizer *opt, double lr)
             clip(opt, norm);
         s = transitions_and_updates(opt, lr);
     }
-    drop_staging(opt); /* only left over after a failure above */
+    /* Only left over after a failure above. */
+    owl__optimizer_drop_staging(opt);
     if (s != OWL_OK)
         return s;
 

@@ -75,11 +75,52 @@ struct owl_optimizer {
     uint64_t num_spares, cap_spares;
 };
 
+/* What each method does: its name in messages, whether it samples layers,
+ * whether it projects (shared by the optimizer and the memory planner). */
+static inline const char *owl__method_name(owl_method m)
+{
+    switch (m) {
+    case OWL_METHOD_OWLORE: return "OWLORE";
+    case OWL_METHOD_OWLORE_FULL: return "OWLORE_FULL";
+    case OWL_METHOD_LISA: return "LISA";
+    case OWL_METHOD_GALORE: return "GALORE";
+    case OWL_METHOD_FULL: return "FULL";
+    default: return "unknown";
+    }
+}
+
+static inline bool owl__method_samples(owl_method m)
+{
+    return m == OWL_METHOD_OWLORE || m == OWL_METHOD_OWLORE_FULL ||
+           m == OWL_METHOD_LISA;
+}
+
+static inline bool owl__method_lowrank(owl_method m)
+{
+    return m == OWL_METHOD_OWLORE || m == OWL_METHOD_GALORE;
+}
+
+/* The option checks of owl_optimizer_create, shared with the memory
+ * planner so both accept the same options: the top-level fields, and the
+ * sampler's options as the method uses them (read over their defaults into
+ * *so; need_weights false accepts missing LOD ratios). optimizer.c. */
+owl_status owl__optimizer_check_options(owl_context *ctx,
+                                        const owl_optimizer_options *o);
+owl_status owl__optimizer_sampler_options(owl_context *ctx,
+                                          const owl_optimizer_options *o,
+                                          owl_sampler_options *so,
+                                          bool need_weights);
+
 /* Fresh state for parameter p (a projector on the low-rank path, and
  * AdamW moments of the projected or full shape), not yet installed. On
  * failure both are NULL. */
 owl_status owl__optimizer_new_state(owl_optimizer *opt, const owl_opt_param *p,
                                     owl_adamw **adam, owl_galore **proj);
+
+/* Frees every parameter's staged state (new_adam, new_proj and the new_*
+ * moment buffers) and clears the pointers: the undo of a step's or a
+ * load's staging when a later check fails, and the cleanup after either. */
+void owl__optimizer_drop_staging(owl_optimizer *opt);
 
 /* Bytes of a projector's own buffers (basis, next basis, low-rank
  * scratch), as galore.c allocates them. */

@@ -409,25 +409,6 @@ static owl_status check_param(owl_optimizer *opt, uint64_t i, owl_reader *r)
     return stage_residency(opt, p, parked);
 }
 
-static void drop_load_staging(owl_optimizer *opt)
-{
-    for (uint64_t i = 0; i < opt->num_params; i++) {
-        owl_opt_param *p = &opt->params[i];
-        owl_adamw_free(p->new_adam);
-        owl_galore_free(p->new_proj);
-        p->new_adam = NULL;
-        p->new_proj = NULL;
-#ifdef OWL_HAVE_CUDA
-        owl__cuda_free(p->new_dev_m);
-        owl__cuda_free(p->new_dev_v);
-        owl__cuda_host_free(p->new_host_m);
-        owl__cuda_host_free(p->new_host_v);
-#endif
-        p->new_dev_m = p->new_dev_v = NULL;
-        p->new_host_m = p->new_host_v = NULL;
-    }
-}
-
 static owl_status check_state(owl_optimizer *opt, owl_reader *r,
                               saved_scalars *sv)
 {
@@ -624,12 +605,13 @@ owl_status owl_optimizer_load(owl_optimizer *opt, const void *buf,
     saved_scalars sv;
     st = check_state(opt, &r, &sv);
     if (st != OWL_OK) {
-        drop_load_staging(opt);
+        owl__optimizer_drop_staging(opt);
         return st;
     }
     r = start;
     st = apply_state(opt, &r, &sv);
-    drop_load_staging(opt); /* empty unless apply failed (CUDA only) */
+    /* Empty unless apply failed (CUDA only). */
+    owl__optimizer_drop_staging(opt);
     return st;
 }
 

@@ -66,79 +66,88 @@ static bool mode_takes_weights(owl_weight_mode mode)
     return mode == OWL_WEIGHTS_OWLORE || mode == OWL_WEIGHTS_CUSTOM;
 }
 
-/* The scalar fields and the presence of the weights array. */
-static owl_status check_options(owl_context *ctx, const owl_sampler_options *o)
+/* One set of rules for the sampler's options, shared by owl_sampler_create,
+ * the optimizer and the memory planner. `prefix` names the struct in
+ * messages ("" or "owl_optimizer_options.sampler->"). need_weights false
+ * lets a mode that takes weights leave them NULL (the planner: the weights
+ * do not change the memory); weights that are given are always checked:
+ * finite, >= 0, and at least gamma of them > 0. */
+owl_status owl__sampler_check_options(owl_context *ctx,
+                                      const owl_sampler_options *o,
+                                      const char *prefix, bool need_weights)
 {
     if (o->num_layers < 1)
         return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "num_layers is 0; set it to the model's decoder "
-                         "layer count (>= 1)");
+                         "%snum_layers is 0; set it to the model's decoder "
+                         "layer count (>= 1)",
+                         prefix);
     if (o->num_layers > (uint64_t)SIZE_MAX / sizeof(double))
         return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "num_layers is %llu, more than can be addressed",
-                         (unsigned long long)o->num_layers);
+                         "%snum_layers is %llu, more than can be addressed",
+                         prefix, (unsigned long long)o->num_layers);
     if (o->gamma < 1 || o->gamma > o->num_layers)
         return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "gamma is %llu with num_layers %llu; need 1 <= gamma "
-                         "<= num_layers",
-                         (unsigned long long)o->gamma,
+                         "%sgamma is %llu with num_layers %llu; need 1 <= "
+                         "gamma <= num_layers",
+                         prefix, (unsigned long long)o->gamma,
                          (unsigned long long)o->num_layers);
     if (o->period < 1)
         return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "period is 0; the resampling period K must be >= 1");
+                         "%speriod is 0; the resampling period K must be >= 1",
+                         prefix);
     if (o->weight_mode < OWL_WEIGHTS_OWLORE || o->weight_mode > OWL_WEIGHTS_CUSTOM)
         return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "weight_mode is %d; expected OWLORE (0), UNIFORM (1), "
-                         "DECREASING (2), INCREASING (3) or CUSTOM (4)",
-                         (int)o->weight_mode);
+                         "%sweight_mode is %d; expected OWLORE (0), UNIFORM "
+                         "(1), DECREASING (2), INCREASING (3) or CUSTOM (4)",
+                         prefix, (int)o->weight_mode);
     if (o->law < OWL_DRAW_SYSTEMATIC || o->law > OWL_DRAW_BERNOULLI)
         return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "law is %d; expected SYSTEMATIC (0), REFERENCE (1) or "
-                         "BERNOULLI (2)",
-                         (int)o->law);
-    if (mode_takes_weights(o->weight_mode) && o->weights == NULL)
+                         "%slaw is %d; expected SYSTEMATIC (0), REFERENCE (1) "
+                         "or BERNOULLI (2)",
+                         prefix, (int)o->law);
+    const bool takes = mode_takes_weights(o->weight_mode);
+    if (takes && o->weights == NULL && need_weights)
         return owl__fail(ctx, OWL_ERR_NULL_POINTER,
-                         "weights is NULL; weight_mode %s needs num_layers "
+                         "%sweights is NULL; weight_mode %s needs num_layers "
                          "(%llu) weights",
-                         weight_mode_name(o->weight_mode),
+                         prefix, weight_mode_name(o->weight_mode),
                          (unsigned long long)o->num_layers);
     /* Weights passed with a mode that ignores them are almost surely a
      * forgotten weight_mode, which would silently train uniformly. */
-    if (!mode_takes_weights(o->weight_mode) && o->weights != NULL)
+    if (!takes && o->weights != NULL)
         return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "weights is set but weight_mode %s ignores it; use "
+                         "%sweights is set but weight_mode %s ignores it; use "
                          "OWLORE or CUSTOM to pass weights, or leave it NULL",
-                         weight_mode_name(o->weight_mode));
-    return OWL_OK;
-}
-
-/* The caller's weights: finite, >= 0, and at least gamma of them > 0. */
-static owl_status check_weights(owl_context *ctx, const double *w, uint64_t L,
-                                uint64_t gamma)
-{
+                         prefix, weight_mode_name(o->weight_mode));
+    if (o->weights == NULL)
+        return OWL_OK;
+    const double *w = o->weights;
+    const uint64_t L = o->num_layers;
     uint64_t positive = 0;
     for (uint64_t l = 0; l < L; l++) {
         if (!isfinite(w[l]))
             return owl__fail(ctx, OWL_ERR_NONFINITE,
-                             "weights[%llu] is %g; weights must be finite",
-                             (unsigned long long)l, w[l]);
+                             "%sweights[%llu] is %g; weights must be finite",
+                             prefix, (unsigned long long)l, w[l]);
         if (w[l] < 0)
             return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                             "weights[%llu] is %g; weights must be >= 0",
-                             (unsigned long long)l, w[l]);
+                             "%sweights[%llu] is %g; weights must be >= 0",
+                             prefix, (unsigned long long)l, w[l]);
         if (w[l] > 0)
             positive++;
     }
     if (positive == 0)
         return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "all %llu weights are 0; at least gamma (%llu) must "
-                         "be > 0",
-                         (unsigned long long)L, (unsigned long long)gamma);
-    if (positive < gamma)
+                         "all %llu %sweights are 0; at least gamma (%llu) "
+                         "must be > 0",
+                         (unsigned long long)L, prefix,
+                         (unsigned long long)o->gamma);
+    if (positive < o->gamma)
         return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
-                         "gamma is %llu but only %llu of the %llu weights are "
-                         "> 0; exactly gamma distinct layers cannot be drawn",
-                         (unsigned long long)gamma,
+                         "%sgamma is %llu but only %llu of the %llu weights "
+                         "are > 0; exactly gamma distinct layers cannot be "
+                         "drawn",
+                         prefix, (unsigned long long)o->gamma,
                          (unsigned long long)positive, (unsigned long long)L);
     return OWL_OK;
 }
@@ -256,14 +265,9 @@ owl_status owl_sampler_create(owl_context *ctx, const owl_sampler_options *opts,
                                      "owl_sampler_options");
     if (st != OWL_OK)
         return st;
-    st = check_options(ctx, &o);
+    st = owl__sampler_check_options(ctx, &o, "", true);
     if (st != OWL_OK)
         return st;
-    if (mode_takes_weights(o.weight_mode)) {
-        st = check_weights(ctx, o.weights, o.num_layers, o.gamma);
-        if (st != OWL_OK)
-            return st;
-    }
 
     owl_sampler *s = owl__alloc(ctx, 1, sizeof *s, "sampler");
     if (s == NULL)

@@ -28,4 +28,11 @@ struct owl_sampler {
  * the handle's existing arrays: it allocates nothing and cannot fail. */
 void owl__sampler_rebuild(owl_sampler *s);
 
+/* Checks sampler options as owl_sampler_create does, naming the fields with
+ * `prefix`; need_weights false accepts NULL weights for a mode that takes
+ * them (sampler.c). */
+owl_status owl__sampler_check_options(owl_context *ctx,
+                                      const owl_sampler_options *o,
+                                      const char *prefix, bool need_weights);
+
 #endif /* OWLORE_SAMPLER_INTERNAL_H */

@@ -7,6 +7,7 @@
 
 #include "../src/internal.h"
 
+#include <math.h>
 #include <string.h>
 
 /* ---- helpers -------------------------------------------------------- */
@@ -487,7 +488,7 @@ static void test_validation(void **state)
     expect_failure(ctx, &s, bind(&b), OWL_ERR_DTYPE, "moment_dtype");
     b = c;
     b.adamw.beta1 = 1.0;
-    expect_failure(ctx, &s, bind(&b), OWL_ERR_INVALID_ARGUMENT, "betas");
+    expect_failure(ctx, &s, bind(&b), OWL_ERR_INVALID_ARGUMENT, "beta1");
     b = c;
     b.galore.update_gap = 0;
     expect_failure(ctx, &s, bind(&b), OWL_ERR_INVALID_ARGUMENT, "update_gap");
@@ -519,6 +520,179 @@ static void test_validation(void **state)
     owl_context_free(ctx);
 }
 
+/* ---- the planner accepts what owl_optimizer_create accepts ------------ */
+
+/* A 4-layer model small enough to create optimizers for. */
+static owl_model_shape tiny_shape(void)
+{
+    owl_model_shape s;
+    assert_int_equal(owl_model_shape_init(&s, sizeof s), OWL_OK);
+    s.num_layers = 4;
+    s.hidden = 16;
+    s.intermediate = 24;
+    s.heads = 2;
+    s.kv_heads = 2;
+    s.vocab = 10;
+    return s;
+}
+
+static const double LOD_RATIOS[4] = {0.5, 1.0, 2.0, 1.5};
+
+/* One change to a valid OWLORE configuration (rank 4, gamma 2, the LOD
+ * ratios above) and the status owl_optimizer_create documents for it. A
+ * rank above a matrix's min(m, n) is not here: create can only see it at
+ * add_param, the planner sees the shapes at once. */
+typedef struct {
+    const char *name;
+    void (*apply)(config *c, double *w);
+    owl_status want;
+} options_case;
+
+#define CASE(label, body)                                                      \
+    static void label(config *c, double *w)                                    \
+    {                                                                          \
+        (void)c;                                                               \
+        (void)w;                                                               \
+        body;                                                                  \
+    }
+CASE(valid, (void)0)
+CASE(method_9, c->opt.method = 9)
+CASE(policy_neg, c->opt.frozen_policy = -1)
+CASE(policy_4, c->opt.frozen_policy = 4)
+CASE(layers_0, c->opt.num_layers = 0)
+CASE(norm_neg, c->opt.max_grad_norm = -1.0)
+CASE(norm_nan, c->opt.max_grad_norm = NAN)
+CASE(norm_inf, c->opt.max_grad_norm = INFINITY)
+CASE(refresh_2, c->opt.refresh_on_activation = 2)
+CASE(reserved_1, c->opt.reserved = 1)
+CASE(opt_size, c->opt.struct_size = 3)
+CASE(rank_0, c->galore.rank = 0)
+CASE(gap_0, c->galore.update_gap = 0)
+CASE(scale_0, c->galore.scale = 0)
+CASE(scale_nan, c->galore.scale = NAN)
+CASE(scale_f32_inf, c->galore.scale = 1e300)
+CASE(scale_f32_zero, c->galore.scale = 1e-300)
+CASE(proj_7, c->galore.proj_type = 7)
+CASE(svd_5, c->galore.svd_method = 5)
+CASE(power_101, c->galore.power_iters = 101)
+CASE(galore_size, c->galore.struct_size = 3)
+CASE(lisa_rank_0, (c->opt.method = OWL_METHOD_LISA, c->galore.rank = 0,
+                   c->sampler.weight_mode = OWL_WEIGHTS_UNIFORM,
+                   c->sampler.weights = NULL))
+CASE(full_gap_0, (c->opt.method = OWL_METHOD_FULL, c->galore.update_gap = 0))
+CASE(beta1_1, c->adamw.beta1 = 1.0)
+CASE(beta2_neg, c->adamw.beta2 = -0.1)
+CASE(eps_0, c->adamw.eps = 0)
+CASE(eps_f32_zero, c->adamw.eps = 1e-300)
+CASE(decay_neg, c->adamw.weight_decay = -1)
+CASE(semantics_9, c->adamw.semantics = 9)
+CASE(moments_f16, c->adamw.moment_dtype = OWL_DTYPE_F16)
+CASE(on_refresh_5, c->adamw.on_refresh = 5)
+CASE(rounding_5, c->adamw.rounding = 5)
+CASE(gamma_0, c->sampler.gamma = 0)
+CASE(gamma_5, c->sampler.gamma = 5)
+CASE(period_0, c->sampler.period = 0)
+CASE(law_9, c->sampler.law = 9)
+CASE(mode_9, c->sampler.weight_mode = 9)
+CASE(weight_neg, w[2] = -1.0)
+CASE(weight_nan, w[1] = NAN)
+CASE(weights_zero, (w[0] = w[1] = w[2] = w[3] = 0))
+CASE(one_positive, (w[0] = w[1] = w[2] = 0))
+CASE(mode_ignores_weights, c->sampler.weight_mode = OWL_WEIGHTS_DECREASING)
+CASE(decreasing, (c->sampler.weight_mode = OWL_WEIGHTS_DECREASING,
+                  c->sampler.weights = NULL))
+CASE(lisa_weighted, c->opt.method = OWL_METHOD_LISA)
+CASE(lisa_uniform, (c->opt.method = OWL_METHOD_LISA,
+                    c->sampler.weight_mode = OWL_WEIGHTS_UNIFORM,
+                    c->sampler.weights = NULL))
+CASE(galore_gamma_0, (c->opt.method = OWL_METHOD_GALORE,
+                      c->sampler.gamma = 0))
+CASE(sampler_size, c->sampler.struct_size = 3)
+#undef CASE
+
+static void test_plan_accepts_what_create_accepts(void **state)
+{
+    (void)state;
+    /* The statuses owl_optimizer_create documents for each change. */
+    const options_case cases[] = {
+        {"valid", valid, OWL_OK},
+        {"method 9", method_9, OWL_ERR_INVALID_ARGUMENT},
+        {"frozen_policy -1", policy_neg, OWL_ERR_INVALID_ARGUMENT},
+        {"frozen_policy 4", policy_4, OWL_ERR_INVALID_ARGUMENT},
+        {"num_layers 0", layers_0, OWL_ERR_INVALID_ARGUMENT},
+        {"max_grad_norm -1", norm_neg, OWL_ERR_INVALID_ARGUMENT},
+        {"max_grad_norm NaN", norm_nan, OWL_ERR_INVALID_ARGUMENT},
+        {"max_grad_norm Inf", norm_inf, OWL_ERR_INVALID_ARGUMENT},
+        {"refresh_on_activation 2", refresh_2, OWL_ERR_INVALID_ARGUMENT},
+        {"reserved 1", reserved_1, OWL_ERR_INVALID_ARGUMENT},
+        {"struct_size 3", opt_size, OWL_ERR_STRUCT_SIZE},
+        {"rank 0", rank_0, OWL_ERR_INVALID_ARGUMENT},
+        {"update_gap 0", gap_0, OWL_ERR_INVALID_ARGUMENT},
+        {"scale 0", scale_0, OWL_ERR_INVALID_ARGUMENT},
+        {"scale NaN", scale_nan, OWL_ERR_INVALID_ARGUMENT},
+        {"scale 1e300 (Inf in f32)", scale_f32_inf, OWL_ERR_INVALID_ARGUMENT},
+        {"scale 1e-300 (0 in f32)", scale_f32_zero, OWL_ERR_INVALID_ARGUMENT},
+        {"proj_type 7", proj_7, OWL_ERR_INVALID_ARGUMENT},
+        {"svd_method 5", svd_5, OWL_ERR_INVALID_ARGUMENT},
+        {"power_iters 101", power_101, OWL_ERR_INVALID_ARGUMENT},
+        {"galore struct_size 3", galore_size, OWL_ERR_STRUCT_SIZE},
+        /* Methods that never project do not check the projector. */
+        {"LISA with rank 0", lisa_rank_0, OWL_OK},
+        {"FULL with update_gap 0", full_gap_0, OWL_OK},
+        {"beta1 1", beta1_1, OWL_ERR_INVALID_ARGUMENT},
+        {"beta2 -0.1", beta2_neg, OWL_ERR_INVALID_ARGUMENT},
+        {"eps 0", eps_0, OWL_ERR_INVALID_ARGUMENT},
+        {"eps 1e-300 (0 in f32)", eps_f32_zero, OWL_ERR_INVALID_ARGUMENT},
+        {"weight_decay -1", decay_neg, OWL_ERR_INVALID_ARGUMENT},
+        {"semantics 9", semantics_9, OWL_ERR_INVALID_ARGUMENT},
+        {"moment_dtype f16", moments_f16, OWL_ERR_DTYPE},
+        {"on_refresh 5", on_refresh_5, OWL_ERR_INVALID_ARGUMENT},
+        {"rounding 5", rounding_5, OWL_ERR_INVALID_ARGUMENT},
+        {"gamma 0", gamma_0, OWL_ERR_INVALID_ARGUMENT},
+        {"gamma 5 of 4 layers", gamma_5, OWL_ERR_INVALID_ARGUMENT},
+        {"period 0", period_0, OWL_ERR_INVALID_ARGUMENT},
+        {"law 9", law_9, OWL_ERR_INVALID_ARGUMENT},
+        {"weight_mode 9", mode_9, OWL_ERR_INVALID_ARGUMENT},
+        {"a negative weight", weight_neg, OWL_ERR_INVALID_ARGUMENT},
+        {"a NaN weight", weight_nan, OWL_ERR_NONFINITE},
+        {"all weights 0", weights_zero, OWL_ERR_INVALID_ARGUMENT},
+        {"one positive weight, gamma 2", one_positive,
+         OWL_ERR_INVALID_ARGUMENT},
+        {"weights with DECREASING", mode_ignores_weights,
+         OWL_ERR_INVALID_ARGUMENT},
+        {"DECREASING without weights", decreasing, OWL_OK},
+        {"LISA with weights", lisa_weighted, OWL_ERR_INVALID_ARGUMENT},
+        {"LISA uniform", lisa_uniform, OWL_OK},
+        /* GALORE trains every layer: the sampler options are unused. */
+        {"GALORE with gamma 0", galore_gamma_0, OWL_OK},
+        {"sampler struct_size 3", sampler_size, OWL_ERR_STRUCT_SIZE},
+    };
+    owl_context *ctx = test_cpu_context(1);
+    const owl_model_shape s = tiny_shape();
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        double w[4];
+        memcpy(w, LOD_RATIOS, sizeof w);
+        config c = make_config(OWL_METHOD_OWLORE, 4, 2, 4, OWL_FROZEN_KEEP);
+        c.sampler.weight_mode = OWL_WEIGHTS_OWLORE;
+        c.sampler.weights = w;
+        const owl_optimizer_options *o = bind(&c);
+        cases[i].apply(&c, w);
+
+        owl_optimizer *opt = NULL;
+        owl_status created = owl_optimizer_create(ctx, o, &opt);
+        owl_optimizer_free(opt);
+        owl_memory_plan p;
+        assert_int_equal(owl_memory_plan_init(&p, sizeof p), OWL_OK);
+        owl_status planned = owl_memory_plan_compute(ctx, &s, o, &p);
+        if (created != cases[i].want || planned != created)
+            fail_msg("%s: create gave %s (expected %s), the planner %s (%s)",
+                     cases[i].name, owl_status_name(created),
+                     owl_status_name(cases[i].want), owl_status_name(planned),
+                     owl_context_last_error(ctx));
+    }
+    owl_context_free(ctx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -533,6 +707,7 @@ int main(void)
         cmocka_unit_test(test_matches_handles_randomized),
         cmocka_unit_test(test_older_plan_struct),
         cmocka_unit_test(test_validation),
+        cmocka_unit_test(test_plan_accepts_what_create_accepts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
