@@ -234,6 +234,18 @@ owl_status owl__cuda_check_tensor(owl_context *ctx, const owl_tensor *t,
     return OWL_OK;
 }
 
+owl_status owl__cuda_enter_checked(owl_context *ctx, owl_cuda_guard *guard,
+                                   const owl_tensor *a, const char *a_name,
+                                   const owl_tensor *b, const char *b_name)
+{
+    owl_status s = owl__cuda_check_tensor(ctx, a, a_name);
+    if (s == OWL_OK && b != NULL)
+        s = owl__cuda_check_tensor(ctx, b, b_name);
+    if (s == OWL_OK)
+        s = owl__cuda_enter(ctx, guard);
+    return s;
+}
+
 /* ---- memory ---------------------------------------------------------- */
 
 owl_status owl__cuda_reserve(owl_context *ctx, size_t bytes)

@@ -559,20 +559,6 @@ static owl_status project_lowrank(owl_galore *p, uint64_t iter,
 
 /* ---- public projector calls ------------------------------------------- */
 
-/* The start of every public projector call: the tensors it is given must
- * be the device's memory (b may be NULL), then the device guard. */
-static owl_status enter_checked(owl_context *ctx, owl_cuda_guard *g,
-                                const owl_tensor *a, const char *a_name,
-                                const owl_tensor *b, const char *b_name)
-{
-    owl_status s = owl__cuda_check_tensor(ctx, a, a_name);
-    if (s == OWL_OK && b != NULL)
-        s = owl__cuda_check_tensor(ctx, b, b_name);
-    if (s == OWL_OK)
-        s = owl__cuda_enter(ctx, g);
-    return s;
-}
-
 /* A non-finite G on CUDA: the call returns OWL_OK, `out` is not written,
  * the basis is kept, and (as the host cannot know) *refreshed and the
  * refresh count report the refresh as made. Such a call is not an
@@ -583,7 +569,7 @@ owl_status owl__cuda_galore_project(owl_galore *p, uint64_t iter,
 {
     owl_context *ctx = p->ctx;
     owl_cuda_guard g;
-    owl_status s = enter_checked(ctx, &g, grad, "grad", out, "out");
+    owl_status s = owl__cuda_enter_checked(ctx, &g, grad, "grad", out, "out");
     if (s != OWL_OK)
         return s;
     bool rf = false;
@@ -607,7 +593,7 @@ owl_status owl__cuda_galore_refresh(owl_galore *p, const owl_tensor *grad)
 {
     owl_context *ctx = p->ctx;
     owl_cuda_guard g;
-    owl_status s = enter_checked(ctx, &g, grad, "grad", NULL, NULL);
+    owl_status s = owl__cuda_enter_checked(ctx, &g, grad, "grad", NULL, NULL);
     if (s != OWL_OK)
         return s;
     const float *gf = NULL;
@@ -627,7 +613,8 @@ owl_status owl__cuda_galore_project_back(owl_galore *p,
 {
     owl_context *ctx = p->ctx;
     owl_cuda_guard g;
-    owl_status s = enter_checked(ctx, &g, lowrank, "lowrank", out, "out");
+    owl_status s = owl__cuda_enter_checked(ctx, &g, lowrank, "lowrank", out,
+                                           "out");
     if (s != OWL_OK)
         return s;
     const float *low = p->lowrank;
@@ -669,7 +656,7 @@ owl_status owl__cuda_galore_get_basis(const owl_galore *p, owl_tensor *out)
 {
     owl_context *ctx = p->ctx;
     owl_cuda_guard g;
-    owl_status s = enter_checked(ctx, &g, out, "out", NULL, NULL);
+    owl_status s = owl__cuda_enter_checked(ctx, &g, out, "out", NULL, NULL);
     if (s != OWL_OK)
         return s;
     if (p->left) {

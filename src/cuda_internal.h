@@ -63,6 +63,12 @@ typedef struct owl_cuda_guard {
  * restores it. Every CUDA entry point brackets its device work with them. */
 owl_status owl__cuda_enter(owl_context *ctx, owl_cuda_guard *guard);
 void owl__cuda_leave(const owl_cuda_guard *guard);
+/* The start of most CUDA entry points: the tensors must be device memory
+ * of the context's device (b may be NULL), then the device guard. On
+ * failure the guard is not held. */
+owl_status owl__cuda_enter_checked(owl_context *ctx, owl_cuda_guard *guard,
+                                   const owl_tensor *a, const char *a_name,
+                                   const owl_tensor *b, const char *b_name);
 
 /* Maps a failed cudaError_t / cublasStatus_t / cusolverStatus_t to
  * OWL_ERR_DEVICE (OWL_ERR_OUT_OF_MEMORY for allocation failures) with a

@@ -21,13 +21,9 @@ owl_status owl__cuda_act_norm(owl_context *ctx, const owl_tensor *x,
         return owl__fail(ctx, OWL_ERR_DTYPE,
                          "sumsq is %s; the CUDA backend accumulates into f32",
                          owl__dtype_name(sumsq->dtype));
-    owl_status s = owl__cuda_check_tensor(ctx, x, "x");
-    if (s == OWL_OK)
-        s = owl__cuda_check_tensor(ctx, sumsq, "sumsq");
-    if (s != OWL_OK)
-        return s;
     owl_cuda_guard g;
-    if ((s = owl__cuda_enter(ctx, &g)) != OWL_OK)
+    owl_status s = owl__cuda_enter_checked(ctx, &g, x, "x", sumsq, "sumsq");
+    if (s != OWL_OK)
         return s;
     int e = owl__k_act_sumsq(owl__cuda_stream(ctx), x->data, x->dtype, x->rows,
                              x->cols, x->row_stride, (float *)sumsq->data);
