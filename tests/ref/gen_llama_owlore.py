@@ -33,6 +33,7 @@ The bias-correction step and the refresh counter of each parameter count
 its own updates. Weights are stored back as float32 after each step, as
 the library stores them. No clipping.
 """
+import os
 import subprocess
 import sys
 
@@ -87,7 +88,6 @@ def main():
     tokens = torch.randint(0, c["vocab_size"], (STEPS, BATCH, SEQ), generator=gen)
     targets = torch.randint(0, c["vocab_size"], (STEPS, BATCH, SEQ), generator=gen)
 
-    import os
     os.makedirs(hf_dir, exist_ok=True)
     gl.write_safetensors(os.path.join(hf_dir, "model.safetensors"), w0)
     gl.write_config(os.path.join(hf_dir, "config.json"), False)
