@@ -299,7 +299,7 @@ static void parse_args(int argc, char **argv, options *o)
 /* The built-in tiny model: byte vocabulary, grouped-query attention. */
 static llama_config tiny_config(int seq)
 {
-    llama_config c = {.dim = 64, .hidden_dim = 172, .n_layers = 4,
+    llama_config c = {.dim = 96, .hidden_dim = 256, .n_layers = 4,
                       .n_heads = 4, .n_kv_heads = 2, .vocab_size = 256,
                       .seq_len = seq, .rope_theta = 10000.0f,
                       .norm_eps = 1e-5f, .tied = 0};
@@ -1024,15 +1024,15 @@ static void run_demo(owl_context *ctx)
     char err[512];
     options pre = default_options();
     pre.method = OWL_METHOD_FULL;
-    pre.steps = 600;
+    pre.steps = 1200;
     pre.lr = 3e-3;
     pre.min_lr = 3e-4;
     pre.warmup = 30;
-    pre.eval_every = 150;
-    pre.log_every = 50;
+    pre.eval_every = 300;
+    pre.log_every = 100;
     options ft = default_options();
     ft.method = OWL_METHOD_OWLORE;
-    ft.steps = 200;
+    ft.steps = 400;
     ft.gamma = 2;
     ft.period = 10;
     ft.rank = 8;
@@ -1040,8 +1040,8 @@ static void run_demo(owl_context *ctx)
     ft.lr = 3e-3;
     ft.min_lr = 3e-4;
     ft.warmup = 10;
-    ft.eval_every = 50;
-    ft.log_every = 20;
+    ft.eval_every = 100;
+    ft.log_every = 25;
 
     llama_model m;
     make_model(&pre, &m);
@@ -1076,6 +1076,7 @@ static void run_demo(owl_context *ctx)
     train(ctx, opt, &m, &pre, &btrain, &bheld, 0, NULL, &log);
     owl_optimizer_free(opt);
     double pre_base = log.final_eval;
+    uint64_t pre_bytes = log.peak_bytes;
     log_free(&log);
 
     double ft_before = eval_loss(&m, &sheld, B, T, ft.eval_batches, ft.seed,
@@ -1098,8 +1099,10 @@ static void run_demo(owl_context *ctx)
            "language %.4f -> %.4f\n", ft.steps, ft_before, ft_after);
     printf("  held-out loss on the base language after fine-tuning: %.4f\n",
            base_after);
-    printf("  peak optimizer state while fine-tuning: %.1f KiB; total time "
-           "%.1f s\n", log.peak_bytes / 1024.0, now_s() - t_start);
+    printf("  optimizer state: %.1f KiB fine-tuning with OWLORE, %.1f KiB "
+           "pre-training with FULL\n", log.peak_bytes / 1024.0,
+           pre_bytes / 1024.0);
+    printf("  total time %.1f s\n", now_s() - t_start);
     log_free(&log);
     free(in);
     free(tg);
