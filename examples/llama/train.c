@@ -69,6 +69,7 @@ typedef struct options {
     const char *model;      /* HF directory, llama2.c .bin, or NULL: tiny */
     const char *data;       /* text file (bytes) */
     const char *ids;        /* pre-tokenized id file */
+    int synthetic;          /* neither: DATA_SYNTH_BASE or _SHIFTED */
     int id_bits;
     owl_method method;
     int gamma, period;
@@ -152,7 +153,7 @@ static void usage(FILE *f)
 "                       fresh tiny byte-level model)\n"
 "  --data PATH          text file, trained on as bytes (ids 0..255)\n"
 "  --ids PATH           pre-tokenized ids, --id-bits 16|32 (default %d)\n"
-"                       (neither: the synthetic corpus)\n"
+"  --synthetic V        neither: the synthetic language, base|shifted (base)\n"
 "  --heldout F          held-out fraction, the end of the data (%g)\n"
 "method\n"
 "  --method M           owlore | owlore-full | lisa | galore | full (owlore)\n"
@@ -227,6 +228,11 @@ static void parse_args(int argc, char **argv, options *o)
         if (!strcmp(a, "--model")) o->model = v;
         else if (!strcmp(a, "--data")) o->data = v;
         else if (!strcmp(a, "--ids")) o->ids = v;
+        else if (!strcmp(a, "--synthetic")) {
+            if (!strcmp(v, "base")) o->synthetic = DATA_SYNTH_BASE;
+            else if (!strcmp(v, "shifted")) o->synthetic = DATA_SYNTH_SHIFTED;
+            else die("--synthetic %s: expected base or shifted", v);
+        }
         else if (!strcmp(a, "--id-bits")) {
             o->id_bits = (int)parse_int(a, v, 16, 32);
             if (o->id_bits != 16 && o->id_bits != 32)
@@ -372,7 +378,7 @@ static void load_data(const options *o, const llama_model *m, data_ids *all,
     else if (o->ids)
         rc = data_load_ids(o->ids, o->id_bits, all, err, sizeof err);
     else
-        rc = data_synthetic(o->seed, DATA_SYNTH_BASE, 400000, all, err,
+        rc = data_synthetic(o->seed, o->synthetic, 400000, all, err,
                             sizeof err);
     if (rc != 0)
         die("%s", err);
@@ -384,7 +390,9 @@ static void load_data(const options *o, const llama_model *m, data_ids *all,
                    sizeof err) != 0)
         die("%s", err);
     printf("data: %s, %zu ids (%zu train, %zu held out)\n",
-           o->data ? o->data : o->ids ? o->ids : "synthetic corpus", all->n,
+           o->data ? o->data : o->ids ? o->ids
+           : o->synthetic == DATA_SYNTH_SHIFTED ? "synthetic language, shifted"
+           : "synthetic language", all->n,
            train->n, held->n);
 }
 
