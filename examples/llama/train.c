@@ -36,6 +36,7 @@
 static void die(const char *fmt, ...)
 {
     va_list ap;
+    fflush(stdout); /* what was printed so far comes before the error */
     va_start(ap, fmt);
     fputs("llama: ", stderr);
     vfprintf(stderr, fmt, ap);
@@ -915,6 +916,17 @@ static void run_compare(owl_context *ctx, options *o)
     memcpy(init, m.w.base, m.w.count * sizeof *init);
     double lod_w[256];
     lod_for(ctx, o, &m, &trn, lod_w);
+    {
+        int32_t *in = malloc((size_t)o->batch * o->seq * sizeof *in);
+        int32_t *tg = malloc((size_t)o->batch * o->seq * sizeof *tg);
+        if (!in || !tg)
+            die("out of memory");
+        printf("held-out loss at the start: %.4f\n",
+               eval_loss(&m, &held, o->batch, o->seq, o->eval_batches,
+                         o->seed, in, tg));
+        free(in);
+        free(tg);
+    }
 
     if (mkdir(o->out, 0777) != 0 && errno != EEXIST)
         die("cannot create %s: %s", o->out, strerror(errno));
@@ -1125,6 +1137,7 @@ static void run_demo(owl_context *ctx)
 
 int main(int argc, char **argv)
 {
+    setvbuf(stdout, NULL, _IOLBF, 0); /* progress lines as they come */
     options o = default_options();
     parse_args(argc, argv, &o);
     owl_context *ctx = NULL;
