@@ -1052,7 +1052,7 @@ static void run_demo(owl_context *ctx)
     pre.log_every = 100;
     options ft = default_options();
     ft.method = OWL_METHOD_OWLORE;
-    ft.steps = 400;
+    ft.steps = 500;
     ft.gamma = 2;
     ft.period = 10;
     ft.rank = 8;
