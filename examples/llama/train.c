@@ -313,6 +313,16 @@ static llama_config tiny_config(int seq)
     return c;
 }
 
+/* The trainer keeps per-layer values in fixed arrays of this size. */
+enum { MAX_LAYERS = 256 };
+
+static void check_layers(const llama_model *m)
+{
+    if (m->cfg.n_layers > MAX_LAYERS)
+        die("the model has %d layers; the trainer handles up to %d",
+            m->cfg.n_layers, MAX_LAYERS);
+}
+
 static int is_dir(const char *path)
 {
     struct stat st;
@@ -336,6 +346,7 @@ static void load_model(const char *path, int B, int T, llama_model *m)
         die("llama_create: %s", err);
     memcpy(m->w.base, file.w.base, m->w.count * sizeof(float));
     llama_destroy(&file);
+    check_layers(m);
 }
 
 static void make_model(const options *o, llama_model *m)
@@ -496,16 +507,14 @@ static void lod_weights(const double *ratio, int L, int gamma, double *w)
         w[l] = ratio[l] + floor_w;
 }
 
-static void print_lod(owl_context *ctx, const owl_optimizer_options *oo,
+/* Each layer's ratio with its sampling probability p_l and inclusion
+ * probability, as a sampler with these options computes them. */
+static void print_lod(owl_context *ctx, const owl_sampler_options *so,
                       const double *ratio, int L)
 {
-    /* The sampling probabilities p_l come from a sampler with the
-     * optimizer's sampler options. */
-    owl_sampler_options so = *oo->sampler;
-    so.num_layers = (uint64_t)L;
     owl_sampler *s = NULL;
-    double p[256], pi[256];
-    OWL_CHECK(ctx, owl_sampler_create(ctx, &so, &s));
+    double p[MAX_LAYERS], pi[MAX_LAYERS];
+    OWL_CHECK(ctx, owl_sampler_create(ctx, so, &s));
     OWL_CHECK(ctx, owl_sampler_probabilities(s, p, pi));
     owl_sampler_free(s);
     for (int l = 0; l < L; l++)
@@ -562,7 +571,6 @@ static void register_params(owl_context *ctx, owl_optimizer *opt,
  * OWLORE methods (NULL otherwise). */
 static owl_optimizer *make_optimizer(owl_context *ctx, const options *o,
                                      llama_model *m, const double *lod_w,
-                                     owl_optimizer_options *oo_out,
                                      owl_sampler_options *so)
 {
     int L = m->cfg.n_layers;
@@ -596,8 +604,6 @@ static owl_optimizer *make_optimizer(owl_context *ctx, const options *o,
     owl_optimizer *opt = NULL;
     OWL_CHECK(ctx, owl_optimizer_create(ctx, &oo, &opt));
     register_params(ctx, opt, m);
-    if (oo_out)
-        *oo_out = oo;
     return opt;
 }
 
@@ -621,7 +627,7 @@ typedef struct trainer_state {
     owl_method method;
     uint64_t seed;
     int num_layers;
-    double lod_w[256];
+    double lod_w[MAX_LAYERS];
 } trainer_state;
 
 static void join(char *out, size_t len, const char *dir, const char *file)
@@ -671,7 +677,7 @@ static void read_trainer_state(const char *dir, trainer_state *ts)
     unsigned long long seed;
     int ok = fscanf(f, " step %d method %31s seed %llu layers %d lod_weights",
                     &ts->step, name, &seed, &ts->num_layers) == 4 &&
-             ts->num_layers >= 1 && ts->num_layers <= 256;
+             ts->num_layers >= 1 && ts->num_layers <= MAX_LAYERS;
     for (int l = 0; ok && l < ts->num_layers; l++)
         ok = fscanf(f, "%lf", &ts->lod_w[l]) == 1;
     fclose(f);
@@ -798,21 +804,20 @@ static void lod_for(owl_context *ctx, const options *o, llama_model *m,
                     const data_ids *d, double *w)
 {
     int L = m->cfg.n_layers;
-    double ratio[256];
+    double ratio[MAX_LAYERS];
     double t0 = now_s();
     compute_lod(ctx, m, d, o->batch, o->seq, o->calib_batches, o->lod_M,
                 o->seed, ratio);
     lod_weights(ratio, L, o->gamma, w);
     owl_sampler_options so;
-    owl_optimizer_options oo = {0};
     OWL_CHECK(ctx, owl_sampler_options_init(&so, sizeof so));
+    so.num_layers = (uint64_t)L;
     so.gamma = (uint64_t)o->gamma;
     so.weight_mode = OWL_WEIGHTS_OWLORE;
     so.weights = w;
-    oo.sampler = &so;
     printf("LOD over %d calibration batches (M = %g, %.2f s):\n",
            o->calib_batches, o->lod_M, now_s() - t0);
-    print_lod(ctx, &oo, ratio, L);
+    print_lod(ctx, &so, ratio, L);
 }
 
 /* One method on the flags' model and data (--method), with --save and
@@ -852,7 +857,7 @@ static void run_single(owl_context *ctx, options *o)
     ts.seed = o->seed;
     ts.num_layers = L;
     owl_sampler_options so;
-    owl_optimizer *opt = make_optimizer(ctx, o, &m, lod_w, NULL, &so);
+    owl_optimizer *opt = make_optimizer(ctx, o, &m, lod_w, &so);
     if (o->resume) {
         char path[4096];
         join(path, sizeof path, o->resume, "optimizer.state");
@@ -907,14 +912,14 @@ static void run_compare(owl_context *ctx, options *o)
     llama_model m;
     make_model(o, &m);
     print_model(&m);
-    int L = m.cfg.n_layers, S = o->steps;
+    int S = o->steps;
     data_ids all, trn, held;
     load_data(o, &m, &all, &trn, &held);
     float *init = malloc(m.w.count * sizeof *init);
     if (!init)
         die("out of memory");
     memcpy(init, m.w.base, m.w.count * sizeof *init);
-    double lod_w[256];
+    double lod_w[MAX_LAYERS];
     lod_for(ctx, o, &m, &trn, lod_w);
     {
         int32_t *in = malloc((size_t)o->batch * o->seq * sizeof *in);
@@ -945,7 +950,7 @@ static void run_compare(owl_context *ctx, options *o)
         owl_sampler_options so;
         owl_optimizer *opt = make_optimizer(ctx, &mo, &m,
                                             uses_lod(mo.method) ? lod_w : NULL,
-                                            NULL, &so);
+                                            &so);
         printf("\n== %s ==\n", methods[k].name);
         log_alloc(&logs[k], S);
         train(ctx, opt, &m, &mo, &trn, &held, 0, NULL, &logs[k]);
@@ -1010,7 +1015,6 @@ static void run_compare(owl_context *ctx, options *o)
     printf("\nwrote %s/compare.csv and %s/compare.svg\n", o->out, o->out);
     for (int k = 0; k < NUM_METHODS; k++)
         log_free(&logs[k]);
-    (void)L;
     free(init);
     data_free(&all);
     llama_destroy(&m);
@@ -1090,7 +1094,7 @@ static void run_demo(owl_context *ctx)
     printf("\n== pre-training: FULL, %d steps on the synthetic language ==\n",
            pre.steps);
     owl_sampler_options so;
-    owl_optimizer *opt = make_optimizer(ctx, &pre, &m, NULL, NULL, &so);
+    owl_optimizer *opt = make_optimizer(ctx, &pre, &m, NULL, &so);
     run_log log;
     log_alloc(&log, pre.steps);
     train(ctx, opt, &m, &pre, &btrain, &bheld, 0, NULL, &log);
@@ -1103,9 +1107,9 @@ static void run_demo(owl_context *ctx)
                                  in, tg);
     printf("\n== fine-tuning: OWLORE (gamma %d, K %d, rank %d), %d steps on "
            "the shifted language ==\n", ft.gamma, ft.period, ft.rank, ft.steps);
-    double lod_w[256];
+    double lod_w[MAX_LAYERS];
     lod_for(ctx, &ft, &m, &strain, lod_w);
-    opt = make_optimizer(ctx, &ft, &m, lod_w, NULL, &so);
+    opt = make_optimizer(ctx, &ft, &m, lod_w, &so);
     log_alloc(&log, ft.steps);
     train(ctx, opt, &m, &ft, &strain, &sheld, 0, NULL, &log);
     owl_optimizer_free(opt);
