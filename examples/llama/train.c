@@ -238,7 +238,8 @@ static void parse_args(int argc, char **argv, options *o)
             o->id_bits = (int)parse_int(a, v, 16, 32);
             if (o->id_bits != 16 && o->id_bits != 32)
                 die("--id-bits %s: expected 16 or 32", v);
-        } else if (!strcmp(a, "--heldout")) o->heldout = parse_num(a, v, 1e-6, 0.9);
+        } else if (!strcmp(a, "--heldout"))
+            o->heldout = parse_num(a, v, 1e-6, 0.9);
         else if (!strcmp(a, "--method")) {
             int k = 0;
             while (k < NUM_METHODS && strcmp(methods[k].name, v))
@@ -248,13 +249,19 @@ static void parse_args(int argc, char **argv, options *o)
                     "or full", v);
             o->method = methods[k].method;
         }
-        else if (!strcmp(a, "--gamma")) o->gamma = (int)parse_int(a, v, 1, 1 << 20);
-        else if (!strcmp(a, "--period")) o->period = (int)parse_int(a, v, 1, 1 << 30);
+        else if (!strcmp(a, "--gamma"))
+            o->gamma = (int)parse_int(a, v, 1, 1 << 20);
+        else if (!strcmp(a, "--period"))
+            o->period = (int)parse_int(a, v, 1, 1 << 30);
         else if (!strcmp(a, "--lod-M")) o->lod_M = parse_num(a, v, 1e-9, 1e9);
-        else if (!strcmp(a, "--calib-batches")) o->calib_batches = (int)parse_int(a, v, 1, 1 << 20);
-        else if (!strcmp(a, "--rank")) o->rank = (int)parse_int(a, v, 1, 1 << 20);
-        else if (!strcmp(a, "--update-gap")) o->update_gap = (int)parse_int(a, v, 1, 1 << 30);
-        else if (!strcmp(a, "--galore-scale")) o->galore_scale = parse_num(a, v, 1e-9, 1e9);
+        else if (!strcmp(a, "--calib-batches"))
+            o->calib_batches = (int)parse_int(a, v, 1, 1 << 20);
+        else if (!strcmp(a, "--rank"))
+            o->rank = (int)parse_int(a, v, 1, 1 << 20);
+        else if (!strcmp(a, "--update-gap"))
+            o->update_gap = (int)parse_int(a, v, 1, 1 << 30);
+        else if (!strcmp(a, "--galore-scale"))
+            o->galore_scale = parse_num(a, v, 1e-9, 1e9);
         else if (!strcmp(a, "--moments")) {
             if (!strcmp(v, "f32")) o->moments = OWL_DTYPE_F32;
             else if (!strcmp(v, "bf16")) o->moments = OWL_DTYPE_BF16;
@@ -273,18 +280,28 @@ static void parse_args(int argc, char **argv, options *o)
         }
         else if (!strcmp(a, "--lr")) o->lr = parse_num(a, v, 0, 1e3);
         else if (!strcmp(a, "--min-lr")) o->min_lr = parse_num(a, v, 0, 1e3);
-        else if (!strcmp(a, "--warmup")) o->warmup = (int)parse_int(a, v, 0, 1 << 30);
-        else if (!strcmp(a, "--steps")) o->steps = (int)parse_int(a, v, 1, 1 << 30);
+        else if (!strcmp(a, "--warmup"))
+            o->warmup = (int)parse_int(a, v, 0, 1 << 30);
+        else if (!strcmp(a, "--steps"))
+            o->steps = (int)parse_int(a, v, 1, 1 << 30);
         else if (!strcmp(a, "--clip")) o->clip = parse_num(a, v, 0, 1e9);
-        else if (!strcmp(a, "--seed")) o->seed = (uint64_t)parse_int(a, v, 0, 0x7fffffffL);
-        else if (!strcmp(a, "--batch")) o->batch = (int)parse_int(a, v, 1, 1 << 16);
-        else if (!strcmp(a, "--seq")) o->seq = (int)parse_int(a, v, 1, 1 << 16);
-        else if (!strcmp(a, "--eval-every")) o->eval_every = (int)parse_int(a, v, 1, 1 << 30);
-        else if (!strcmp(a, "--eval-batches")) o->eval_batches = (int)parse_int(a, v, 1, 1 << 20);
-        else if (!strcmp(a, "--log-every")) o->log_every = (int)parse_int(a, v, 1, 1 << 30);
+        else if (!strcmp(a, "--seed"))
+            o->seed = (uint64_t)parse_int(a, v, 0, 0x7fffffffL);
+        else if (!strcmp(a, "--batch"))
+            o->batch = (int)parse_int(a, v, 1, 1 << 16);
+        else if (!strcmp(a, "--seq"))
+            o->seq = (int)parse_int(a, v, 1, 1 << 16);
+        else if (!strcmp(a, "--eval-every"))
+            o->eval_every = (int)parse_int(a, v, 1, 1 << 30);
+        else if (!strcmp(a, "--eval-batches"))
+            o->eval_batches = (int)parse_int(a, v, 1, 1 << 20);
+        else if (!strcmp(a, "--log-every"))
+            o->log_every = (int)parse_int(a, v, 1, 1 << 30);
         else if (!strcmp(a, "--save")) o->save = v;
-        else if (!strcmp(a, "--save-every")) o->save_every = (int)parse_int(a, v, 1, 1 << 30);
-        else if (!strcmp(a, "--stop-at")) o->stop_at = (int)parse_int(a, v, 1, 1 << 30);
+        else if (!strcmp(a, "--save-every"))
+            o->save_every = (int)parse_int(a, v, 1, 1 << 30);
+        else if (!strcmp(a, "--stop-at"))
+            o->stop_at = (int)parse_int(a, v, 1, 1 << 30);
         else if (!strcmp(a, "--resume")) o->resume = v;
         else if (!strcmp(a, "--out")) o->out = v;
         else die("unknown flag %s (see --help)", a);
@@ -712,6 +729,28 @@ typedef struct run_log {
     uint64_t peak_bytes;
 } run_log;
 
+/* One step's line: step (counting from 1), loss, learning rate, tokens
+ * per second, the active layers, the optimizer's state, and the held-out
+ * loss when it was evaluated. */
+static void print_step(int step, double loss, double lr, double tok_s,
+                       const uint8_t *mask, int L, uint64_t bytes,
+                       double eval)
+{
+    char layers[1024];
+    size_t n = 0;
+    layers[0] = '\0';
+    for (int l = 0; l < L && n + 8 < sizeof layers; l++)
+        if (mask[l])
+            n += (size_t)snprintf(layers + n, sizeof layers - n, "%sL%d",
+                                  n ? "," : "", l);
+    printf("step %5d | loss %.4f | lr %.2e | %6.0f tok/s | layers %-11s | "
+           "opt state %7.1f KiB", step, loss, lr, tok_s, layers,
+           bytes / 1024.0);
+    if (isfinite(eval))
+        printf(" | eval %.4f", eval);
+    printf("\n");
+}
+
 /* Trains m with opt from step `start` to o->steps (or o->stop_at). */
 static void train(owl_context *ctx, owl_optimizer *opt, llama_model *m,
                   const options *o, const data_ids *trn, const data_ids *held,
@@ -723,7 +762,7 @@ static void train(owl_context *ctx, owl_optimizer *opt, llama_model *m,
     uint8_t *mask = malloc((size_t)L);
     if (!in || !tg || !mask)
         die("out of memory for a batch");
-    char err[512], layers[1024];
+    char err[512];
     int end = o->stop_at && o->stop_at < o->steps ? o->stop_at : o->steps;
     double t_start = now_s(), last_eval = NAN;
     log->peak_bytes = 0;
@@ -754,20 +793,10 @@ static void train(owl_context *ctx, owl_optimizer *opt, llama_model *m,
                                   tg);
             log->eval[step] = last_eval;
         }
-        if ((step + 1) % o->log_every == 0 || step == start || last || isfinite(log->eval[step])) {
-            size_t n = 0;
-            layers[0] = '\0';
-            for (int l = 0; l < L && n + 8 < sizeof layers; l++)
-                if (mask[l])
-                    n += (size_t)snprintf(layers + n, sizeof layers - n,
-                                          "%sL%d", n ? "," : "", l);
-            printf("step %5d | loss %.4f | lr %.2e | %6.0f tok/s | layers %-11s"
-                   " | opt state %7.1f KiB", step + 1, loss, lr, B * T / dt,
-                   layers, bytes / 1024.0);
-            if (isfinite(log->eval[step]))
-                printf(" | eval %.4f", log->eval[step]);
-            printf("\n");
-        }
+        if ((step + 1) % o->log_every == 0 || step == start || last ||
+            isfinite(log->eval[step]))
+            print_step(step + 1, loss, lr, B * T / dt, mask, L, bytes,
+                       log->eval[step]);
         if (o->save && ts && (last || (o->save_every &&
                                        (step + 1) % o->save_every == 0))) {
             ts->step = step + 1;
