@@ -96,18 +96,6 @@ static const float one_f = 1.0f, zero_f = 0.0f;
 
 /* ---- plan ------------------------------------------------------------- */
 
-/* Appends `count` elements of `elem` bytes at the next 64-byte boundary. */
-static bool place(size_t *end, int64_t count, size_t elem, size_t *off)
-{
-    size_t start = (*end + 63u) & ~(size_t)63u, bytes;
-    if (start < *end || count < 0 ||
-        owl__mul_overflows((size_t)count, elem, &bytes) ||
-        __builtin_add_overflow(start, bytes, end))
-        return false;
-    *off = start;
-    return true;
-}
-
 /* Xgesvd's workspace for a column-major rows x cols f32 matrix. */
 static owl_status gesvd_query(owl_galore *p, signed char jobu,
                               signed char jobvt, int64_t rows, int64_t cols,
@@ -146,7 +134,7 @@ static owl_status plan(owl_galore *p)
     const int64_t e = p->left ? n : m;
     const int64_t mn = m < n ? m : n;
     size_t end = 0;
-    bool ok = place(&end, m * n, sizeof(float), &c->off_g32);
+    bool ok = owl__place(&end, m * n, sizeof(float), &c->off_g32);
     owl_status s;
     if (p->opts.svd_method == OWL_SVD_EXACT) {
         c->k = mn;
@@ -163,13 +151,14 @@ static owl_status plan(owl_galore *p)
         if (s != OWL_OK)
             return s;
         c->host_work_bytes = host;
-        ok = ok && place(&end, m * n, sizeof(float), &c->off_a) &&
-             place(&end, C, sizeof(float), &c->off_s);
+        ok = ok && owl__place(&end, m * n, sizeof(float), &c->off_a) &&
+             owl__place(&end, C, sizeof(float), &c->off_s);
         if (c->need_u)
-            ok = ok && place(&end, R * C, sizeof(float), &c->off_u);
+            ok = ok && owl__place(&end, R * C, sizeof(float), &c->off_u);
         else
-            ok = ok && place(&end, C * C, sizeof(float), &c->off_vt);
-        ok = ok && place(&end, (int64_t)c->dev_work_bytes, 1, &c->off_work);
+            ok = ok && owl__place(&end, C * C, sizeof(float), &c->off_vt);
+        ok = ok && owl__place(&end, (int64_t)c->dev_work_bytes, 1,
+                              &c->off_work);
     } else {
         uint64_t room = (uint64_t)(mn - r);
         c->k = r + (int64_t)(p->opts.oversample < room ? p->opts.oversample
@@ -191,13 +180,13 @@ static owl_status plan(owl_galore *p)
         if (s != OWL_OK)
             return s;
         c->host_work_bytes = host;
-        ok = ok && place(&end, k * d, sizeof(float), &c->off_range) &&
-             place(&end, k * e, sizeof(float), &c->off_sketch) &&
-             place(&end, k, sizeof(float), &c->off_tau) &&
-             place(&end, c->qr_lwork, sizeof(float), &c->off_qr) &&
-             place(&end, k, sizeof(float), &c->off_s) &&
-             place(&end, k * k, sizeof(float), &c->off_vt) &&
-             place(&end, (int64_t)c->dev_work_bytes, 1, &c->off_work);
+        ok = ok && owl__place(&end, k * d, sizeof(float), &c->off_range) &&
+             owl__place(&end, k * e, sizeof(float), &c->off_sketch) &&
+             owl__place(&end, k, sizeof(float), &c->off_tau) &&
+             owl__place(&end, c->qr_lwork, sizeof(float), &c->off_qr) &&
+             owl__place(&end, k, sizeof(float), &c->off_s) &&
+             owl__place(&end, k * k, sizeof(float), &c->off_vt) &&
+             owl__place(&end, (int64_t)c->dev_work_bytes, 1, &c->off_work);
     }
     if (!ok)
         return owl__fail(p->ctx, OWL_ERR_OUT_OF_MEMORY,

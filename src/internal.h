@@ -122,6 +122,20 @@ void *owl__alloc(owl_context *ctx, size_t count, size_t elem_size,
 void owl__free(void *p);
 /* a * b with overflow detection. */
 bool owl__mul_overflows(size_t a, size_t b, size_t *out);
+/* Lays out one array of a workspace: `count` elements of `elem` bytes at
+ * the next 64-byte boundary after *end; its offset goes to *off and *end
+ * moves past it. false on overflow (nothing is meaningful then). */
+static inline bool owl__place(size_t *end, int64_t count, size_t elem,
+                              size_t *off)
+{
+    size_t start = (*end + 63u) & ~(size_t)63u, bytes;
+    if (start < *end || count < 0 ||
+        owl__mul_overflows((size_t)count, elem, &bytes) ||
+        __builtin_add_overflow(start, bytes, end))
+        return false;
+    *off = start;
+    return true;
+}
 
 /* ---- threads --------------------------------------------------------- */
 

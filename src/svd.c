@@ -66,19 +66,6 @@ static owl_status qr_query(owl_context *ctx, int64_t rows, int64_t k,
     return OWL_OK;
 }
 
-/* Appends an array of `count` elements of `elem` bytes at the next 64-byte
- * boundary: its offset goes to *off, the end to *end. false on overflow. */
-static bool place(size_t *end, int64_t count, size_t elem, size_t *off)
-{
-    size_t start = (*end + 63u) & ~(size_t)63u, bytes;
-    if (start < *end || count < 0 ||
-        owl__mul_overflows((size_t)count, elem, &bytes) ||
-        __builtin_add_overflow(start, bytes, end))
-        return false;
-    *off = start;
-    return true;
-}
-
 owl_status owl__svd_init(owl_context *ctx, owl_svd_work *w,
                          owl_svd_method method, int64_t m, int64_t n,
                          int64_t r, bool left, uint64_t oversample,
@@ -121,8 +108,8 @@ owl_status owl__svd_init(owl_context *ctx, owl_svd_work *w,
         s = gesdd_query(ctx, n, m, &lw);
         if (s != OWL_OK)
             return s;
-        ok = place(&end, n * k, sizeof(float), &w->off_u) &&
-             place(&end, k * m, sizeof(float), &w->off_vt);
+        ok = owl__place(&end, n * k, sizeof(float), &w->off_u) &&
+             owl__place(&end, k * m, sizeof(float), &w->off_vt);
     } else {
         /* LAPACK sees B^T, e x k, where B = range^T A is k x e. */
         s = gesdd_query(ctx, e, k, &lw);
@@ -141,12 +128,12 @@ owl_status owl__svd_init(owl_context *ctx, owl_svd_work *w,
                              "LAPACK's 32-bit sizes",
                              (long long)d, (long long)k);
         w->qr_lwork = (lapack_int)q;
-        ok = place(&end, e * k, sizeof(float), &w->off_u) &&
-             place(&end, k * k, sizeof(float), &w->off_vt) &&
-             place(&end, k * d, sizeof(float), &w->off_range) &&
-             place(&end, k * e, sizeof(float), &w->off_sketch) &&
-             place(&end, k, sizeof(float), &w->off_tau) &&
-             place(&end, q, sizeof(float), &w->off_qr_work);
+        ok = owl__place(&end, e * k, sizeof(float), &w->off_u) &&
+             owl__place(&end, k * k, sizeof(float), &w->off_vt) &&
+             owl__place(&end, k * d, sizeof(float), &w->off_range) &&
+             owl__place(&end, k * e, sizeof(float), &w->off_sketch) &&
+             owl__place(&end, k, sizeof(float), &w->off_tau) &&
+             owl__place(&end, q, sizeof(float), &w->off_qr_work);
     }
     if (!fits_lapack_int(lw))
         return owl__fail(ctx, OWL_ERR_UNSUPPORTED,
@@ -154,9 +141,9 @@ owl_status owl__svd_init(owl_context *ctx, owl_svd_work *w,
                          "sizes",
                          (long long)m, (long long)n);
     w->lwork = (lapack_int)lw;
-    ok = ok && place(&end, k, sizeof(float), &w->off_s) &&
-         place(&end, lw, sizeof(float), &w->off_work) &&
-         place(&end, 8 * k, sizeof(lapack_int), &w->off_iwork);
+    ok = ok && owl__place(&end, k, sizeof(float), &w->off_s) &&
+         owl__place(&end, lw, sizeof(float), &w->off_work) &&
+         owl__place(&end, 8 * k, sizeof(lapack_int), &w->off_iwork);
     if (!ok)
         return owl__fail(ctx, OWL_ERR_OUT_OF_MEMORY,
                          "SVD workspace for %lldx%lld: size overflows",

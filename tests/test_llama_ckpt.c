@@ -1161,7 +1161,7 @@ static void test_llama2c_tiny(void **state)
         fail_msg("huge header: '%s'", err);
     write_file(p, h, 20);
     assert_int_equal(ckpt_load_llama2c(p, &m, 1, err, sizeof err), -1);
-    assert_non_null(strstr(err, "shorter than the 28-byte header"));
+    assert_non_null(strstr(err, "too short for the 28-byte header"));
     assert_null(m.w.base);
     free(p);
     remove_dir(dir);

@@ -766,35 +766,11 @@ int ckpt_load_llama2c(const char *path, llama_model *m, int max_batch,
         return -1;
     }
     memset(m, 0, sizeof *m);
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) {
-        set_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    void *map;
+    uint64_t size;
+    if (map_file(path, 28, "the 28-byte header", &map, &size, err,
+                 errlen) != 0)
         return -1;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        set_err(err, errlen, "%s: not a readable regular file", path);
-        close(fd);
-        return -1;
-    }
-    uint64_t size = (uint64_t)st.st_size;
-    if (size < 28) {
-        set_err(err, errlen, "%s: %llu bytes, shorter than the 28-byte "
-                "header", path, (unsigned long long)size);
-        close(fd);
-        return -1;
-    }
-    if (size > (uint64_t)SIZE_MAX) {
-        set_err(err, errlen, "%s: too large to map", path);
-        close(fd);
-        return -1;
-    }
-    void *map = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (map == MAP_FAILED) {
-        set_err(err, errlen, "%s: cannot map: %s", path, strerror(errno));
-        return -1;
-    }
     const unsigned char *b = map;
     int32_t h[7];
     for (int i = 0; i < 7; i++)

@@ -352,9 +352,9 @@ void st_close(st_file *f)
     memset(f, 0, sizeof *f);
 }
 
-int st_open(st_file *f, const char *path, char *err, size_t errlen)
+int map_file(const char *path, uint64_t min_size, const char *min_what,
+             void **map_out, uint64_t *size_out, char *err, size_t errlen)
 {
-    memset(f, 0, sizeof *f);
     int fd = open(path, O_RDONLY);
     if (fd < 0) {
         set_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
@@ -372,9 +372,9 @@ int st_open(st_file *f, const char *path, char *err, size_t errlen)
         return -1;
     }
     uint64_t size = (uint64_t)st.st_size;
-    if (size < 8) {
-        set_err(err, errlen, "%s: %llu bytes, too short for the 8-byte "
-                "header length", path, (unsigned long long)size);
+    if (size < min_size) {
+        set_err(err, errlen, "%s: %llu bytes, too short for %s", path,
+                (unsigned long long)size, min_what);
         close(fd);
         return -1;
     }
@@ -389,6 +389,19 @@ int st_open(st_file *f, const char *path, char *err, size_t errlen)
         set_err(err, errlen, "%s: cannot map: %s", path, strerror(errno));
         return -1;
     }
+    *map_out = map;
+    *size_out = size;
+    return 0;
+}
+
+int st_open(st_file *f, const char *path, char *err, size_t errlen)
+{
+    memset(f, 0, sizeof *f);
+    void *map;
+    uint64_t size;
+    if (map_file(path, 8, "the 8-byte header length", &map, &size, err,
+                 errlen) != 0)
+        return -1;
     f->map = map;
     f->file_size = size;
     const unsigned char *bytes = map;

@@ -41,6 +41,10 @@ typedef struct st_file {
 
 /* Maps and checks a file. 0, or -1 with a message naming the file and the
  * problem (the st_file is then empty and need not be closed). */
+/* Maps a whole regular file read-only (munmap(*map, *size) to release);
+ * refuses files shorter than min_size ("too short for <min_what>"). */
+int map_file(const char *path, uint64_t min_size, const char *min_what,
+             void **map, uint64_t *size, char *err, size_t errlen);
 int st_open(st_file *f, const char *path, char *err, size_t errlen);
 void st_close(st_file *f);
 const st_tensor *st_find(const st_file *f, const char *name);
