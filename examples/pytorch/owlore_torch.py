@@ -344,7 +344,8 @@ class OwloreOptimizer(torch.optim.Optimizer):
         index = u64()
         self.ctx.check(self.lib.owl_optimizer_add_param(
             self.handle, owl_layer, ctypes.byref(w), None, int(lowrank),
-            ctypes.byref(index)), f"owl_optimizer_add_param({index.value})")
+            ctypes.byref(index)),
+            f"owl_optimizer_add_param(parameter {len(self._params)})")
         self._params.append([p, layer, p.data_ptr(), None])
 
     def active_layers(self):
