@@ -9,7 +9,8 @@
 #   libcmocka-dev                    the test framework
 #   libopenblas-dev, liblapacke-dev  the CPU backend's GEMMs, SVD and QR
 #   python3-torch, python3-numpy     reference data for the tests, written
-#                                    at build time with /usr/bin/python3
+#                                    at build time with /usr/bin/python3,
+#                                    and the PyTorch consumer's test
 set -euo pipefail
 
 packages=(
