@@ -11,6 +11,8 @@
 #   python3-torch, python3-numpy     reference data for the tests, written
 #                                    at build time with /usr/bin/python3,
 #                                    and the PyTorch consumer's test
+#   cargo                            the Rust bindings' test (examples/rust)
+#   golang-go                        the Go bindings' test (examples/go)
 set -euo pipefail
 
 packages=(
@@ -19,6 +21,8 @@ packages=(
     libcmocka-dev
     libopenblas-dev liblapacke-dev
     python3-torch python3-numpy
+    cargo     # Rust consumer: examples/rust, tests/consumers/rust.sh
+    golang-go # Go consumer: examples/go, tests/consumers/go.sh
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -1,0 +1,3 @@
+module owlore
+
+go 1.19
