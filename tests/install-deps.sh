@@ -10,6 +10,8 @@
 #   libopenblas-dev, liblapacke-dev  the CPU backend's GEMMs, SVD and QR
 #   python3-torch, python3-numpy     reference data for the tests, written
 #                                    at build time with /usr/bin/python3
+#   cmake                            the C++ consumer's find_package(owlore)
+#                                    build (tests/consumers/cpp.sh)
 set -euo pipefail
 
 packages=(
@@ -18,6 +20,7 @@ packages=(
     libcmocka-dev
     libopenblas-dev liblapacke-dev
     python3-torch python3-numpy
+    cmake
 )
 
 if [ "$(id -u)" -ne 0 ]; then
