@@ -13,6 +13,8 @@
 #                                    and the PyTorch consumer's test
 #   cargo                            the Rust bindings' test (examples/rust)
 #   golang-go                        the Go bindings' test (examples/go)
+#   cmake                            the C++ consumer's find_package(owlore)
+#                                    build (tests/consumers/cpp.sh)
 set -euo pipefail
 
 packages=(
@@ -23,6 +25,7 @@ packages=(
     python3-torch python3-numpy
     cargo     # Rust consumer: examples/rust, tests/consumers/rust.sh
     golang-go # Go consumer: examples/go, tests/consumers/go.sh
+    cmake     # C++ consumer: tests/consumers/cpp.sh
 )
 
 if [ "$(id -u)" -ne 0 ]; then
