@@ -6,6 +6,7 @@
  *
  * This program also compiles src/state.c (and src/error.c, which it needs)
  * to call the library's internal CRC-32C directly. */
+#include "common/state_ops.h"
 #include "common/testutil.h"
 
 #include "../src/state.h"
@@ -70,64 +71,12 @@ static void test_crc32c_published_values(void **state)
 /* Helpers                                                             */
 /* ------------------------------------------------------------------ */
 
-typedef owl_status (*size_fn)(const void *h, uint64_t *bytes);
-typedef owl_status (*save_fn)(const void *h, void *buf, uint64_t cap,
-                              uint64_t *written);
-typedef owl_status (*load_fn)(void *h, const void *buf, uint64_t size);
-
 typedef struct blob {
     uint8_t *data;
     uint64_t size;
 } blob;
 
-static owl_status s_size(const void *h, uint64_t *b)
-{
-    return owl_sampler_state_size(h, b);
-}
-static owl_status s_save(const void *h, void *buf, uint64_t c, uint64_t *w)
-{
-    return owl_sampler_save(h, buf, c, w);
-}
-static owl_status s_load(void *h, const void *buf, uint64_t n)
-{
-    return owl_sampler_load(h, buf, n);
-}
-static owl_status g_size(const void *h, uint64_t *b)
-{
-    return owl_galore_state_size(h, b);
-}
-static owl_status g_save(const void *h, void *buf, uint64_t c, uint64_t *w)
-{
-    return owl_galore_save(h, buf, c, w);
-}
-static owl_status g_load(void *h, const void *buf, uint64_t n)
-{
-    return owl_galore_load(h, buf, n);
-}
-static owl_status a_size(const void *h, uint64_t *b)
-{
-    return owl_adamw_state_size(h, b);
-}
-static owl_status a_save(const void *h, void *buf, uint64_t c, uint64_t *w)
-{
-    return owl_adamw_save(h, buf, c, w);
-}
-static owl_status a_load(void *h, const void *buf, uint64_t n)
-{
-    return owl_adamw_load(h, buf, n);
-}
-
-typedef struct kind_ops {
-    size_fn size;
-    save_fn save;
-    load_fn load;
-} kind_ops;
-
-static const kind_ops sampler_ops = {s_size, s_save, s_load};
-static const kind_ops galore_ops = {g_size, g_save, g_load};
-static const kind_ops adamw_ops = {a_size, a_save, a_load};
-
-static blob snapshot(owl_context *ctx, const kind_ops *ops, const void *h)
+static blob snapshot(owl_context *ctx, const state_ops *ops, const void *h)
 {
     blob b = {NULL, 0};
     assert_owl_ok(ctx, ops->size(h, &b.size));
@@ -381,7 +330,7 @@ static void test_training_round_trip(void **state)
  * the blob, `target` must stay exactly as it was after each failed load. */
 typedef struct damage_case {
     const char *name;
-    const kind_ops *ops;
+    const state_ops *ops;
     void *source, *target;
 } damage_case;
 
@@ -571,7 +520,7 @@ static void test_version_and_kind(void **state)
 
 /* Loads blob into h, expecting `status` with `needle` in the message, and
  * checks that h's state did not change. */
-static void expect_refused(owl_context *ctx, const kind_ops *ops, void *h,
+static void expect_refused(owl_context *ctx, const state_ops *ops, void *h,
                            blob b, owl_status status, const char *needle)
 {
     blob before = snapshot(ctx, ops, h);

@@ -13,73 +13,6 @@ static void must(owl_context *ctx, owl_status st, const char *what)
     }
 }
 
-static owl_status s_size(const void *h, uint64_t *b)
-{
-    return owl_sampler_state_size(h, b);
-}
-static owl_status s_save(const void *h, void *buf, uint64_t c, uint64_t *w)
-{
-    return owl_sampler_save(h, buf, c, w);
-}
-static owl_status s_load(void *h, const void *buf, uint64_t n)
-{
-    return owl_sampler_load(h, buf, n);
-}
-static owl_status g_size(const void *h, uint64_t *b)
-{
-    return owl_galore_state_size(h, b);
-}
-static owl_status g_save(const void *h, void *buf, uint64_t c, uint64_t *w)
-{
-    return owl_galore_save(h, buf, c, w);
-}
-static owl_status g_load(void *h, const void *buf, uint64_t n)
-{
-    return owl_galore_load(h, buf, n);
-}
-static owl_status a_size(const void *h, uint64_t *b)
-{
-    return owl_adamw_state_size(h, b);
-}
-static owl_status a_save(const void *h, void *buf, uint64_t c, uint64_t *w)
-{
-    return owl_adamw_save(h, buf, c, w);
-}
-static owl_status a_load(void *h, const void *buf, uint64_t n)
-{
-    return owl_adamw_load(h, buf, n);
-}
-
-static owl_status o_size(const void *h, uint64_t *b)
-{
-    return owl_optimizer_state_size(h, b);
-}
-static owl_status o_save(const void *h, void *buf, uint64_t c, uint64_t *w)
-{
-    return owl_optimizer_save(h, buf, c, w);
-}
-static owl_status o_load(void *h, const void *buf, uint64_t n)
-{
-    return owl_optimizer_load(h, buf, n);
-}
-static void o_free(void *h)
-{
-    owl_optimizer_free(h);
-}
-
-static void s_free(void *h)
-{
-    owl_sampler_free(h);
-}
-static void g_free(void *h)
-{
-    owl_galore_free(h);
-}
-static void a_free(void *h)
-{
-    owl_adamw_free(h);
-}
-
 static void add(fuzz_handles *h, fuzz_target t)
 {
     if (h->count >= FUZZ_MAX_TARGETS)
@@ -197,18 +130,17 @@ void fuzz_handles_create(fuzz_handles *h)
         must(ctx, owl_adamw_lowrank(a32, p, &W, &G, 0.01), "step");
         must(ctx, owl_adamw_full(a16, &W, &G, 0.01), "step");
     }
-    add(h, (fuzz_target){"sampler", s, s_size, s_save, s_load, s_free});
-    add(h, (fuzz_target){"galore", p, g_size, g_save, g_load, g_free});
-    add(h, (fuzz_target){"adamw-f32", a32, a_size, a_save, a_load, a_free});
-    add(h, (fuzz_target){"adamw-bf16", a16, a_size, a_save, a_load, a_free});
-    add(h, (fuzz_target){"optimizer", make_optimizer(ctx), o_size, o_save,
-                         o_load, o_free});
+    add(h, (fuzz_target){"sampler", s, &sampler_ops});
+    add(h, (fuzz_target){"galore", p, &galore_ops});
+    add(h, (fuzz_target){"adamw-f32", a32, &adamw_ops});
+    add(h, (fuzz_target){"adamw-bf16", a16, &adamw_ops});
+    add(h, (fuzz_target){"optimizer", make_optimizer(ctx), &optimizer_ops});
 }
 
 void fuzz_handles_free(fuzz_handles *h)
 {
     for (int i = 0; i < h->count; i++)
-        h->targets[i].release(h->targets[i].handle);
+        h->targets[i].ops->free(h->targets[i].handle);
     h->count = 0;
     owl_context_free(h->ctx);
     h->ctx = NULL;

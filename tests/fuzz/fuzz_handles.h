@@ -7,6 +7,8 @@
 
 #include <owlore/owlore.h>
 
+#include "../common/state_ops.h"
+
 #include <stdint.h>
 
 /* One loader under test: how to save the handle's state (for the before
@@ -14,11 +16,7 @@
 typedef struct fuzz_target {
     const char *name;
     void *handle;
-    owl_status (*state_size)(const void *h, uint64_t *bytes);
-    owl_status (*save)(const void *h, void *buf, uint64_t cap,
-                       uint64_t *written);
-    owl_status (*load)(void *h, const void *buf, uint64_t size);
-    void (*release)(void *h);
+    const state_ops *ops; /* its size/save/load/free */
 } fuzz_target;
 
 #define FUZZ_MAX_TARGETS 8

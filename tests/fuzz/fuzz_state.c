@@ -24,11 +24,11 @@ static int ready;
 
 static uint8_t *save_state(const fuzz_target *t, uint64_t *size)
 {
-    if (t->state_size(t->handle, size) != OWL_OK)
+    if (t->ops->size(t->handle, size) != OWL_OK)
         abort();
     uint8_t *buf = malloc(*size ? (size_t)*size : 1);
     uint64_t written = 0;
-    if (buf == NULL || t->save(t->handle, buf, *size, &written) != OWL_OK ||
+    if (buf == NULL || t->ops->save(t->handle, buf, *size, &written) != OWL_OK ||
         written != *size)
         abort();
     return buf;
@@ -61,7 +61,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         const fuzz_target *t = &handles.targets[i];
         uint64_t before_size = 0, after_size = 0;
         uint8_t *before = save_state(t, &before_size);
-        const owl_status st = t->load(t->handle, blob, n);
+        const owl_status st = t->ops->load(t->handle, blob, n);
         /* Every refusal explains itself (read before the save below
          * clears the message). */
         if (st != OWL_OK && owl_context_last_error(handles.ctx)[0] == '\0') {

@@ -17,10 +17,10 @@ int main(int argc, char **argv)
     for (int i = 0; i < h.count; i++) {
         const fuzz_target *t = &h.targets[i];
         uint64_t size = 0, written = 0;
-        if (t->state_size(t->handle, &size) != OWL_OK)
+        if (t->ops->size(t->handle, &size) != OWL_OK)
             return 1;
         unsigned char *buf = malloc((size_t)size);
-        if (buf == NULL || t->save(t->handle, buf, size, &written) != OWL_OK)
+        if (buf == NULL || t->ops->save(t->handle, buf, size, &written) != OWL_OK)
             return 1;
         for (int mode = 0; mode < 2; mode++) {
             char path[4096];
