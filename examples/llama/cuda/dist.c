@@ -251,9 +251,15 @@ int llama_dist_id_read(const char *path, int world, void *bytes, size_t n,
                 path);
         return -1;
     }
-    if (h.nbytes != (int32_t)n || (size_t)got != sizeof h + n) {
-        set_msg(err, errlen, "id file: %s holds %zd bytes of id, expected %zu",
-                path, (ssize_t)got - (ssize_t)sizeof h, n);
+    if (h.nbytes != (int32_t)n) {
+        set_msg(err, errlen, "id file: %s holds an id of %d bytes, expected "
+                "%zu", path, (int)h.nbytes, n);
+        return -1;
+    }
+    if ((size_t)got != sizeof h + n) {
+        set_msg(err, errlen, "id file: %s is %s (%zd bytes of id, expected "
+                "%zu)", path, (size_t)got < sizeof h + n ? "cut short" :
+                "too long", (ssize_t)got - (ssize_t)sizeof h, n);
         return -1;
     }
     if (h.world != world) {
