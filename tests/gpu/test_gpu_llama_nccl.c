@@ -1,0 +1,1089 @@
+/*
+ * NCCL data parallelism of the LLaMa example (examples/llama/cuda/dist.c)
+ * with the device model (llama_gpu.h) and the optimizer on the CUDA
+ * backend. Two modes, two meson tests:
+ *
+ * test_gpu_llama_nccl one-rank   (any CUDA device; 77 without one)
+ *   A communicator of world 1 goes through the same NCCL calls as a real
+ *   group: averaging the gradients and broadcasting the weights leave them
+ *   bit for bit as they were; a model on another stream, a root out of
+ *   range and bad create arguments are refused with a message and change
+ *   nothing; a rank that waits for a missing id file times out.
+ *
+ * test_gpu_llama_nccl two-ranks  (77, with a message, below two devices:
+ *   NCCL cannot put two ranks on one GPU)
+ *   One process per GPU, as the trainer runs (launch.sh): the parent forks
+ *   two rank processes that meet through an id file, and a third process
+ *   for the reference; the parent itself never touches CUDA, so the
+ *   children start from a clean CUDA state (a process that initialised
+ *   CUDA cannot safely fork workers that use it). Threads with
+ *   ncclCommInitAll would not exercise the id-file rendezvous nor the
+ *   one-process-per-device layout the trainer uses.
+ *   Each rank trains a small random LLaMa (4 layers) for N steps on its
+ *   slice (B sequences) of a global batch of 2B, with FULL (clipping on)
+ *   and with OWLORE (gamma 2, period 2, rank 8, OFFLOAD), the same
+ *   sampler seed on every rank; rank 1 starts from other weights and gets
+ *   rank 0's by broadcast. The reference is one process training the same
+ *   model on the whole batch of 2B with no communicator. Checked:
+ *   - the broadcast gives rank 1 exactly rank 0's weights;
+ *   - every step, both ranks and the reference train the same layers;
+ *   - after N steps both ranks hold bit-identical weights (identical
+ *     averaged gradients into deterministic kernels: replicas that drift
+ *     apart would need their weights synchronised, which data parallelism
+ *     here does not do);
+ *   - step 0, before the optimizer: each tensor's averaged gradient
+ *     against the reference's full-batch gradient, rel. L2 <= 2^-6; the
+ *     mean of the ranks' losses against the reference's loss, rel. 2e-3;
+ *     the global gradient norm the optimizer measured (the one clipping
+ *     uses) against the reference's, rel. 2^-6;
+ *   - after N steps, each tensor: ||W_dp - W_ref|| <= 0.1 ||W_ref - W_0||
+ *     (a tensor that never trained must be bit-identical to W_0).
+ *
+ * Tolerances. Gradients are bf16 (8 significant bits, rounding error
+ * 2^-9 relative): the averaged gradient carries one rounding in each
+ * rank's backward and one after the average, the reference's one; the
+ * activations feeding the GEMMs are bf16 in both runs, and GEMMs of
+ * different heights (B*T vs 2B*T rows) may sum in another order and round
+ * an activation one ulp (2^-8) apart now and then. Together about 2^-7.4
+ * in L2; 2^-6 leaves twice that. A sum instead of an average would be
+ * off by 1.0, an unreduced gradient by O(1) (other data). Weights: Adam's
+ * first updates are close to lr*sign(g), so an element whose gradient is
+ * within the gradient error of zero may move the other way (2 lr per step
+ * apart), and bf16 weights (an ulp is 1/8 to 1/16 of lr = 1e-3 at |w| ~
+ * 0.02) round two slightly different updates one ulp apart now and then;
+ * both effects are a few percent of the update norm, hence 10%. These
+ * bounds come from this estimate, not from a measurement. The figures are
+ * printed beside them, with a control that skips the all-reduce (one
+ * rank's half batch alone), which the gradient check must reject.
+ */
+#include "../common/testutil.h"
+
+#include "dist.h"
+#include "llama.h"
+#include "llama_gpu.h"
+
+#include <cuda_runtime_api.h>
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------------ */
+/* The experiment                                                      */
+/* ------------------------------------------------------------------ */
+
+#define STEPS 6
+#define B 2   /* sequences per rank */
+#define T 16  /* tokens per sequence */
+#define GAMMA 2
+#define LR 1e-3
+#define INIT_STD 0.02f
+#define GRAD_TOL 0.015625 /* 2^-6 */
+#define LOSS_TOL 2e-3
+#define WEIGHT_TOL 0.1
+#define CHILD_DEADLINE_S 240.0
+
+static const llama_config test_cfg = {
+    .dim = 64, .hidden_dim = 128, .n_layers = 4, .n_heads = 4,
+    .n_kv_heads = 2, .vocab_size = 96, .seq_len = T,
+    .rope_theta = 10000.0f, .norm_eps = 1e-5f, .tied = 0,
+};
+
+enum { RUN_FULL = 0, RUN_OWLORE = 1, NUM_RUNS = 2 };
+static const char *const run_names[NUM_RUNS] = {"FULL", "OWLORE"};
+
+/* Token k of global sequence s at step `step`: a counter hash, so every
+ * process builds the same global batch and takes its own rows. */
+static int32_t token_at(int step, int s, int k)
+{
+    uint64_t x = (uint64_t)step * 0x9E3779B97F4A7C15ull ^
+                 (uint64_t)s * 0xBF58476D1CE4E5B9ull ^
+                 (uint64_t)k * 0x94D049BB133111EBull;
+    x ^= x >> 31;
+    x *= 0xD6E8FEB86979CD93ull;
+    x ^= x >> 29;
+    return (int32_t)(x % (uint64_t)test_cfg.vocab_size);
+}
+
+/* Sequences [first, first + n) of the step's global batch: inputs and
+ * next-token targets (every target counts). */
+static void make_batch(int step, int first, int n, int32_t *tokens,
+                       int32_t *targets)
+{
+    for (int b = 0; b < n; b++)
+        for (int t = 0; t < T; t++) {
+            tokens[b * T + t] = token_at(step, first + b, t);
+            targets[b * T + t] = token_at(step, first + b, t + 1);
+        }
+}
+
+/* What a process reports for one run. */
+typedef struct run_result {
+    uint8_t masks[STEPS][8];
+    double losses[STEPS];
+    double grad_norm0; /* the optimizer's norm at step 0 */
+    int64_t ngrads;    /* tensors with a gradient at step 0 */
+    int64_t grad_index[64];
+    int64_t grad_count[64];
+    float *grads;      /* step-0 gradients, concatenated */
+    size_t nweights;
+    float *weights;    /* after STEPS steps, host layout */
+    float *init;       /* before the first step (bf16 values) */
+} run_result;
+
+static void result_free(run_result *r)
+{
+    free(r->grads);
+    free(r->weights);
+    free(r->init);
+    memset(r, 0, sizeof *r);
+}
+
+/* ------------------------------------------------------------------ */
+/* Child side: plain C, messages on stderr, an exit status             */
+/* ------------------------------------------------------------------ */
+
+#define CHILD_CHECK(cond, ...)                                                 \
+    do {                                                                       \
+        if (!(cond)) {                                                         \
+            fprintf(stderr, "[%s] ", child_name);                              \
+            fprintf(stderr, __VA_ARGS__);                                      \
+            fputc('\n', stderr);                                               \
+            _exit(1);                                                          \
+        }                                                                      \
+    } while (0)
+
+static char child_name[32] = "parent";
+
+static float bf16_to_f32(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* The gradients the model holds now, widened to f32 (waits for stream). */
+static void snapshot_grads(llama_gpu *m, cudaStream_t stream, run_result *r)
+{
+    CHILD_CHECK(cudaStreamSynchronize(stream) == cudaSuccess, "sync");
+    int64_t n = llama_gpu_num_tensors(m), total = 0;
+    r->ngrads = 0;
+    for (int64_t i = 0; i < n; i++) {
+        llama_gpu_tensor t;
+        CHILD_CHECK(llama_gpu_tensor_get(m, i, &t) == 0, "tensor_get: %s",
+                    llama_gpu_error(m));
+        if (!t.grad.data)
+            continue;
+        CHILD_CHECK(r->ngrads < 64, "too many gradients");
+        r->grad_index[r->ngrads] = i;
+        r->grad_count[r->ngrads] = t.grad.rows * t.grad.cols;
+        r->ngrads++;
+        total += t.grad.rows * t.grad.cols;
+    }
+    r->grads = malloc((size_t)total * sizeof(float));
+    CHILD_CHECK(r->grads != NULL, "out of memory");
+    size_t at = 0;
+    for (int64_t k = 0; k < r->ngrads; k++) {
+        llama_gpu_tensor t;
+        llama_gpu_tensor_get(m, r->grad_index[k], &t);
+        size_t cnt = (size_t)r->grad_count[k];
+        CHILD_CHECK(t.grad.row_stride == t.grad.cols, "%s: strided gradient",
+                    t.name);
+        if (t.grad.dtype == OWL_DTYPE_F32) {
+            CHILD_CHECK(cudaMemcpy(r->grads + at, t.grad.data, cnt * 4,
+                                   cudaMemcpyDeviceToHost) == cudaSuccess,
+                        "copy %s", t.name);
+        } else {
+            CHILD_CHECK(t.grad.dtype == OWL_DTYPE_BF16, "%s: grad dtype %d",
+                        t.name, (int)t.grad.dtype);
+            uint16_t *h = malloc(cnt * 2);
+            CHILD_CHECK(h != NULL, "out of memory");
+            CHILD_CHECK(cudaMemcpy(h, t.grad.data, cnt * 2,
+                                   cudaMemcpyDeviceToHost) == cudaSuccess,
+                        "copy %s", t.name);
+            for (size_t j = 0; j < cnt; j++)
+                r->grads[at + j] = bf16_to_f32(h[j]);
+            free(h);
+        }
+        at += cnt;
+    }
+}
+
+static float *download(llama_gpu *m, llama_model *host)
+{
+    CHILD_CHECK(llama_gpu_download(m, &host->w) == 0, "download: %s",
+                llama_gpu_error(m));
+    float *w = malloc(host->w.count * sizeof(float));
+    CHILD_CHECK(w != NULL, "out of memory");
+    memcpy(w, host->w.base, host->w.count * sizeof(float));
+    return w;
+}
+
+static owl_context *cuda_context(int device, void *stream)
+{
+    owl_context_options co;
+    owl_context_options_init(&co, sizeof co);
+    co.backend = OWL_BACKEND_CUDA;
+    co.device = device;
+    owl_context *ctx = NULL;
+    CHILD_CHECK(owl_context_create(&ctx, &co) == OWL_OK, "CUDA context");
+    CHILD_CHECK(owl_context_set_stream(ctx, stream) == OWL_OK,
+                "set_stream: %s", owl_context_last_error(ctx));
+    return ctx;
+}
+
+/*
+ * One training run of `which` on sequences [first, first + nseq) of each
+ * step's global batch; with d, gradients are averaged across its ranks
+ * and rank 0's weights broadcast first. init_seed: the weights this
+ * process starts from before any broadcast.
+ */
+static void train(int which, int device, cudaStream_t stream, llama_dist *d,
+                  int first, int nseq, uint64_t init_seed, run_result *r)
+{
+    const llama_config *cfg = &test_cfg;
+    const int L = cfg->n_layers;
+    char err[512] = "";
+    llama_gpu_options o;
+    llama_gpu_options_default(&o, cfg);
+    o.device = device;
+    o.stream = stream;
+    o.max_batch = nseq;
+    o.max_trainable_layers = which == RUN_FULL ? L : GAMMA;
+    o.train_embeddings = 1;
+    o.train_head = 1;
+    llama_gpu *m = NULL;
+    CHILD_CHECK(llama_gpu_create(&m, cfg, &o, err, sizeof err) == 0,
+                "llama_gpu_create: %s", err);
+
+    llama_model host;
+    CHILD_CHECK(llama_create(&host, cfg, 1, err, sizeof err) == 0,
+                "llama_create: %s", err);
+    /* The weights every rank must end up with: seed 1 through the
+     * device's bf16. */
+    llama_init_random(&host, 1, INIT_STD);
+    CHILD_CHECK(llama_gpu_upload(m, &host.w) == 0, "upload: %s",
+                llama_gpu_error(m));
+    r->init = download(m, &host);
+    r->nweights = host.w.count;
+    if (init_seed != 1) {
+        llama_init_random(&host, init_seed, INIT_STD);
+        CHILD_CHECK(llama_gpu_upload(m, &host.w) == 0, "upload: %s",
+                    llama_gpu_error(m));
+        float *mine = download(m, &host);
+        CHILD_CHECK(memcmp(mine, r->init, r->nweights * 4) != 0,
+                    "seeds %llu and 1 gave the same weights",
+                    (unsigned long long)init_seed);
+        free(mine);
+    }
+    if (d) {
+        CHILD_CHECK(llama_dist_broadcast_weights(d, m, 0) == 0,
+                    "broadcast: %s", llama_dist_error(d));
+        float *got = download(m, &host);
+        size_t bad = 0;
+        for (size_t i = 0; i < r->nweights; i++)
+            bad += memcmp(&got[i], &r->init[i], 4) != 0;
+        CHILD_CHECK(bad == 0, "%s: after the broadcast %zu of %zu weights "
+                    "differ from rank 0's", run_names[which], bad,
+                    r->nweights);
+        free(got);
+    }
+
+    owl_context *ctx = cuda_context(device, stream);
+    owl_sampler_options so;
+    owl_sampler_options_init(&so, sizeof so);
+    so.gamma = GAMMA;
+    so.period = 2;
+    so.seed = 7; /* the same on every rank: no communication needed */
+    so.weight_mode = OWL_WEIGHTS_OWLORE;
+    static const double lod_ratios[4] = {0.10, 0.30, 0.20, 0.40};
+    so.weights = lod_ratios;
+    owl_galore_options go;
+    owl_galore_options_init(&go, sizeof go);
+    go.rank = 8;
+    go.update_gap = 3;
+    owl_optimizer_options oo;
+    owl_optimizer_options_init(&oo, sizeof oo);
+    oo.method = which == RUN_FULL ? OWL_METHOD_FULL : OWL_METHOD_OWLORE;
+    oo.frozen_policy = OWL_FROZEN_OFFLOAD;
+    oo.num_layers = (uint64_t)L;
+    oo.sampler = &so;
+    oo.galore = &go;
+    /* FULL clips (after the average: each rank sees the averaged norm) */
+    oo.max_grad_norm = which == RUN_FULL ? 0.5 : 0.0;
+    owl_optimizer *opt = NULL;
+    CHILD_CHECK(owl_optimizer_create(ctx, &oo, &opt) == OWL_OK,
+                "optimizer: %s", owl_context_last_error(ctx));
+    CHILD_CHECK(llama_gpu_register(m, opt) == 0, "register: %s",
+                llama_gpu_error(m));
+
+    int32_t tokens[2 * B * T], targets[2 * B * T];
+    for (int step = 0; step < STEPS; step++) {
+        uint8_t mask[8] = {0};
+        CHILD_CHECK(owl_optimizer_active_layers(opt, mask, (uint64_t)L,
+                                                NULL) == OWL_OK,
+                    "active_layers: %s", owl_context_last_error(ctx));
+        memcpy(r->masks[step], mask, (size_t)L);
+        CHILD_CHECK(llama_gpu_set_trainable(m, mask) == 0,
+                    "set_trainable: %s", llama_gpu_error(m));
+        CHILD_CHECK(llama_gpu_bind_grads(m, opt) == 0, "bind_grads: %s",
+                    llama_gpu_error(m));
+        make_batch(step, first, nseq, tokens, targets);
+        double loss = 0;
+        CHILD_CHECK(llama_gpu_forward(m, tokens, targets, nseq, T, &loss) ==
+                        0, "forward: %s", llama_gpu_error(m));
+        r->losses[step] = loss;
+        CHILD_CHECK(llama_gpu_backward(m) == 0, "backward: %s",
+                    llama_gpu_error(m));
+        if (d)
+            CHILD_CHECK(llama_dist_allreduce_grads(d, m) == 0,
+                        "allreduce: %s", llama_dist_error(d));
+        if (step == 0)
+            snapshot_grads(m, stream, r);
+        CHILD_CHECK(owl_optimizer_step(opt, LR) == OWL_OK, "step: %s",
+                    owl_context_last_error(ctx));
+        if (step == 0)
+            CHILD_CHECK(owl_optimizer_last_grad_norm(opt, &r->grad_norm0) ==
+                            OWL_OK, "grad norm: %s",
+                        owl_context_last_error(ctx));
+    }
+    CHILD_CHECK(owl_context_synchronize(ctx) == OWL_OK, "sync: %s",
+                owl_context_last_error(ctx));
+    uint64_t skips = 0;
+    owl_context_nonfinite_skips(ctx, &skips);
+    CHILD_CHECK(skips == 0, "%llu steps skipped as non-finite",
+                (unsigned long long)skips);
+    r->weights = download(m, &host);
+
+    owl_optimizer_free(opt);
+    owl_context_free(ctx);
+    llama_destroy(&host);
+    llama_gpu_destroy(m);
+}
+
+/* ---- result files: the child writes, the parent reads ---- */
+
+static void write_result(const char *path, const run_result *r)
+{
+    FILE *f = fopen(path, "wb");
+    CHILD_CHECK(f != NULL, "cannot write %s", path);
+    int64_t total = 0;
+    for (int64_t k = 0; k < r->ngrads; k++)
+        total += r->grad_count[k];
+    int ok = fwrite(r->masks, sizeof r->masks, 1, f) == 1 &&
+             fwrite(r->losses, sizeof r->losses, 1, f) == 1 &&
+             fwrite(&r->grad_norm0, sizeof r->grad_norm0, 1, f) == 1 &&
+             fwrite(&r->ngrads, sizeof r->ngrads, 1, f) == 1 &&
+             fwrite(r->grad_index, sizeof r->grad_index, 1, f) == 1 &&
+             fwrite(r->grad_count, sizeof r->grad_count, 1, f) == 1 &&
+             fwrite(r->grads, sizeof(float), (size_t)total, f) ==
+                 (size_t)total &&
+             fwrite(&r->nweights, sizeof r->nweights, 1, f) == 1 &&
+             fwrite(r->weights, sizeof(float), r->nweights, f) ==
+                 r->nweights &&
+             fwrite(r->init, sizeof(float), r->nweights, f) == r->nweights;
+    CHILD_CHECK(fclose(f) == 0 && ok, "cannot write %s", path);
+}
+
+static int read_result(const char *path, run_result *r)
+{
+    memset(r, 0, sizeof *r);
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return -1;
+    int ok = fread(r->masks, sizeof r->masks, 1, f) == 1 &&
+             fread(r->losses, sizeof r->losses, 1, f) == 1 &&
+             fread(&r->grad_norm0, sizeof r->grad_norm0, 1, f) == 1 &&
+             fread(&r->ngrads, sizeof r->ngrads, 1, f) == 1 &&
+             r->ngrads >= 0 && r->ngrads <= 64 &&
+             fread(r->grad_index, sizeof r->grad_index, 1, f) == 1 &&
+             fread(r->grad_count, sizeof r->grad_count, 1, f) == 1;
+    int64_t total = 0;
+    for (int64_t k = 0; ok && k < r->ngrads; k++)
+        total += r->grad_count[k];
+    if (ok) {
+        r->grads = malloc((size_t)total * sizeof(float) + 1);
+        ok = r->grads && fread(r->grads, sizeof(float), (size_t)total, f) ==
+                             (size_t)total &&
+             fread(&r->nweights, sizeof r->nweights, 1, f) == 1 &&
+             r->nweights > 0 && r->nweights < ((size_t)1 << 28);
+    }
+    if (ok) {
+        r->weights = malloc(r->nweights * sizeof(float));
+        r->init = malloc(r->nweights * sizeof(float));
+        ok = r->weights && r->init &&
+             fread(r->weights, sizeof(float), r->nweights, f) == r->nweights &&
+             fread(r->init, sizeof(float), r->nweights, f) == r->nweights;
+    }
+    fclose(f);
+    if (!ok)
+        result_free(r);
+    return ok ? 0 : -1;
+}
+
+static char workdir[256];
+
+static void result_path(char *buf, size_t n, const char *who, int which)
+{
+    snprintf(buf, n, "%s/%s.%s.bin", workdir, who, run_names[which]);
+}
+
+/* Rank `rank` of 2 on device `rank`: both runs on one communicator. */
+static void child_rank(int rank)
+{
+    snprintf(child_name, sizeof child_name, "rank %d", rank);
+    CHILD_CHECK(cudaSetDevice(rank) == cudaSuccess, "cudaSetDevice(%d)",
+                rank);
+    cudaStream_t stream;
+    CHILD_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) ==
+                    cudaSuccess, "stream");
+    char id_path[512], err[512] = "";
+    snprintf(id_path, sizeof id_path, "%s/nccl.id", workdir);
+    llama_dist *d = NULL;
+    CHILD_CHECK(llama_dist_create(&d, rank, 2, id_path, 120.0, stream, err,
+                                  sizeof err) == 0, "dist: %s", err);
+    CHILD_CHECK(llama_dist_rank(d) == rank && llama_dist_world(d) == 2,
+                "rank %d world %d", llama_dist_rank(d), llama_dist_world(d));
+    for (int which = 0; which < NUM_RUNS; which++) {
+        run_result r;
+        memset(&r, 0, sizeof r);
+        train(which, rank, stream, d, rank * B, B, 1 + (uint64_t)rank, &r);
+        char path[512];
+        char who[16];
+        snprintf(who, sizeof who, "rank%d", rank);
+        result_path(path, sizeof path, who, which);
+        write_result(path, &r);
+        result_free(&r);
+    }
+    llama_dist_destroy(d);
+    cudaStreamDestroy(stream);
+}
+
+/* The reference (whole batch, no communicator) and the control (rank 0's
+ * half alone, no all-reduce), on device 0. */
+static void child_reference(void)
+{
+    snprintf(child_name, sizeof child_name, "reference");
+    CHILD_CHECK(cudaSetDevice(0) == cudaSuccess, "cudaSetDevice(0)");
+    cudaStream_t stream;
+    CHILD_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) ==
+                    cudaSuccess, "stream");
+    for (int which = 0; which < NUM_RUNS; which++) {
+        char path[512];
+        run_result r;
+        memset(&r, 0, sizeof r);
+        train(which, 0, stream, NULL, 0, 2 * B, 1, &r);
+        result_path(path, sizeof path, "reference", which);
+        write_result(path, &r);
+        result_free(&r);
+        memset(&r, 0, sizeof r);
+        train(which, 0, stream, NULL, 0, B, 1, &r);
+        result_path(path, sizeof path, "control", which);
+        write_result(path, &r);
+        result_free(&r);
+    }
+    cudaStreamDestroy(stream);
+}
+
+/* ------------------------------------------------------------------ */
+/* Parent side: process management                                     */
+/* ------------------------------------------------------------------ */
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Runs fn(arg) in each of n children and waits for all; when one fails,
+ * or the deadline passes, the others are killed (they would wait in NCCL
+ * for the one that is gone). Exit statuses in status[]. */
+static void run_children(int n, void (*fn)(int), int *status)
+{
+    pid_t pids[4];
+    fflush(stdout);
+    fflush(stderr);
+    for (int i = 0; i < n; i++) {
+        pids[i] = fork();
+        if (pids[i] == 0) {
+            fn(i);
+            fflush(stdout);
+            fflush(stderr);
+            _exit(0);
+        }
+        status[i] = pids[i] < 0 ? -1 : -2; /* -2: running */
+    }
+    const double deadline = now_s() + CHILD_DEADLINE_S;
+    for (;;) {
+        int running = 0, failed = 0;
+        for (int i = 0; i < n; i++) {
+            if (status[i] != -2)
+                continue;
+            int st = 0;
+            pid_t p = waitpid(pids[i], &st, WNOHANG);
+            if (p == pids[i])
+                status[i] = WIFEXITED(st) ? WEXITSTATUS(st)
+                                          : 128 + WTERMSIG(st);
+            else
+                running++;
+        }
+        for (int i = 0; i < n; i++)
+            failed |= status[i] != -2 && status[i] != 0;
+        if (!running)
+            break;
+        if (failed || now_s() > deadline) {
+            if (!failed)
+                fprintf(stderr, "children still running after %.0f s: "
+                        "killed\n", CHILD_DEADLINE_S);
+            for (int i = 0; i < n; i++)
+                if (status[i] == -2)
+                    kill(pids[i], SIGKILL);
+        }
+        struct timespec ts = {0, 50000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static void rank_entry(int i) { child_rank(i); }
+static void reference_entry(int i)
+{
+    (void)i;
+    child_reference();
+}
+
+/* The device count, asked in a child so that this process stays free of
+ * CUDA (and can fork workers that use it). 0 when none. */
+static void count_entry(int i)
+{
+    (void)i;
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess)
+        n = 0;
+    _exit(n > 100 ? 100 : n);
+}
+
+static int device_count(void)
+{
+    int st = -1;
+    run_children(1, count_entry, &st);
+    return st < 0 || st > 100 ? 0 : st;
+}
+
+/* ------------------------------------------------------------------ */
+/* Parent side: the checks (cmocka)                                     */
+/* ------------------------------------------------------------------ */
+
+static int rank_status[2], ref_status = -1;
+static run_result rank_res[2][NUM_RUNS], ref_res[NUM_RUNS],
+    ctl_res[NUM_RUNS];
+
+static double rel_l2(const float *a, const float *b, size_t n,
+                     const float *base)
+{
+    /* ||a - b|| / ||b - base|| (base NULL: / ||b||) */
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)a[i] - (double)b[i];
+        double s = base ? (double)b[i] - (double)base[i] : (double)b[i];
+        num += d * d;
+        den += s * s;
+    }
+    if (den == 0)
+        return num == 0 ? 0 : INFINITY;
+    return sqrt(num / den);
+}
+
+static void need_children(void)
+{
+    for (int r = 0; r < 2; r++)
+        if (rank_status[r] != 0)
+            fail_msg("rank %d exited with status %d (its messages are "
+                     "above)", r, rank_status[r]);
+    if (ref_status != 0)
+        fail_msg("the reference process exited with status %d", ref_status);
+}
+
+/* The offsets of a parameter tensor inside the host layout are not needed:
+ * the weights are compared per host tensor through llama_params views. */
+typedef struct span {
+    const char *what;
+    size_t off, n;
+} span;
+
+static int host_spans(span *s, int cap)
+{
+    const llama_config *c = &test_cfg;
+    const size_t D = (size_t)c->dim, H = (size_t)c->hidden_dim;
+    const size_t hd = D / (size_t)c->n_heads;
+    const size_t q = (size_t)c->n_heads * hd, kv = (size_t)c->n_kv_heads * hd;
+    /* llama_params order (model.c): embed, per layer rms_att wq wk wv wo
+     * rms_ffn w_gate w_up w_down, rms_final, head. Checked against the
+     * real layout below through llama_create. */
+    int k = 0;
+    size_t off = 0;
+#define ADD(name, count)                                                       \
+    do {                                                                       \
+        if (k < cap)                                                           \
+            s[k] = (span){name, off, (count)};                                 \
+        k++;                                                                   \
+        off += (count);                                                        \
+    } while (0)
+    ADD("embed", (size_t)c->vocab_size * D);
+    for (int l = 0; l < c->n_layers; l++) {
+        ADD("rms_att", D);
+        ADD("wq", q * D);
+        ADD("wk", kv * D);
+        ADD("wv", kv * D);
+        ADD("wo", D * q);
+        ADD("rms_ffn", D);
+        ADD("w_gate", H * D);
+        ADD("w_up", H * D);
+        ADD("w_down", D * H);
+    }
+    ADD("rms_final", D);
+    if (!c->tied)
+        ADD("head", (size_t)c->vocab_size * D);
+#undef ADD
+    return k;
+}
+
+/* Checks the span table against llama_create's real views. */
+static void check_layout(const span *s, int n)
+{
+    llama_model m;
+    char err[256];
+    assert_int_equal(llama_create(&m, &test_cfg, 1, err, sizeof err), 0);
+    const float *base = m.w.base;
+    int k = 0;
+    assert_true(s[k++].off == (size_t)(m.w.embed - base));
+    for (int l = 0; l < test_cfg.n_layers; l++) {
+        const llama_layer *ly = &m.w.layers[l];
+        const float *p[9] = {ly->rms_att, ly->wq, ly->wk, ly->wv, ly->wo,
+                             ly->rms_ffn, ly->w_gate, ly->w_up, ly->w_down};
+        for (int j = 0; j < 9; j++)
+            assert_true(s[k++].off == (size_t)(p[j] - base));
+    }
+    assert_true(s[k++].off == (size_t)(m.w.rms_final - base));
+    if (!test_cfg.tied)
+        assert_true(s[k++].off == (size_t)(m.w.head - base));
+    assert_int_equal(k, n);
+    assert_true(s[n - 1].off + s[n - 1].n == m.w.count);
+    llama_destroy(&m);
+}
+
+static void same_active_layers(void **state)
+{
+    (void)state;
+    need_children();
+    const int L = test_cfg.n_layers;
+    for (int w = 0; w < NUM_RUNS; w++)
+        for (int s = 0; s < STEPS; s++) {
+            const uint8_t *m0 = rank_res[0][w].masks[s];
+            const uint8_t *m1 = rank_res[1][w].masks[s];
+            const uint8_t *mr = ref_res[w].masks[s];
+            int count = 0;
+            for (int l = 0; l < L; l++) {
+                if (m0[l] != m1[l] || m0[l] != mr[l])
+                    fail_msg("%s step %d layer %d: rank 0 %d, rank 1 %d, "
+                             "reference %d", run_names[w], s, l, m0[l],
+                             m1[l], mr[l]);
+                count += m0[l] != 0;
+            }
+            assert_int_equal(count, w == RUN_FULL ? L : GAMMA);
+        }
+}
+
+static void ranks_bit_identical(void **state)
+{
+    (void)state;
+    need_children();
+    for (int w = 0; w < NUM_RUNS; w++) {
+        const run_result *a = &rank_res[0][w], *b = &rank_res[1][w];
+        assert_int_equal(a->nweights, b->nweights);
+        size_t bad = 0, first = 0;
+        for (size_t i = 0; i < a->nweights; i++)
+            if (memcmp(&a->weights[i], &b->weights[i], 4) != 0 && !bad++)
+                first = i;
+        if (bad)
+            fail_msg("%s: after %d steps the ranks differ in %zu of %zu "
+                     "weights (first at %zu: %g vs %g)", run_names[w], STEPS,
+                     bad, a->nweights, first, (double)a->weights[first],
+                     (double)b->weights[first]);
+        /* identical averaged gradients at step 0 as well */
+        assert_int_equal(a->ngrads, b->ngrads);
+        int64_t total = 0;
+        for (int64_t k = 0; k < a->ngrads; k++)
+            total += a->grad_count[k];
+        assert_memory_equal(a->grads, b->grads, (size_t)total * 4);
+    }
+}
+
+/* Step 0: the averaged gradients against the full batch's. */
+static void step0_matches_whole_batch(void **state)
+{
+    (void)state;
+    need_children();
+    for (int w = 0; w < NUM_RUNS; w++) {
+        const run_result *dp = &rank_res[0][w], *ref = &ref_res[w],
+                         *ctl = &ctl_res[w];
+        assert_int_equal(dp->ngrads, ref->ngrads);
+        assert_int_equal(ctl->ngrads, ref->ngrads);
+        size_t at = 0;
+        double worst = 0, ctl_best = INFINITY;
+        for (int64_t k = 0; k < dp->ngrads; k++) {
+            assert_int_equal(dp->grad_index[k], ref->grad_index[k]);
+            assert_int_equal(dp->grad_count[k], ref->grad_count[k]);
+            size_t n = (size_t)dp->grad_count[k];
+            double e = rel_l2(dp->grads + at, ref->grads + at, n, NULL);
+            double c = rel_l2(ctl->grads + at, ref->grads + at, n, NULL);
+            if (e > GRAD_TOL)
+                fail_msg("%s: step-0 gradient of tensor %lld, averaged over "
+                         "2 ranks vs the whole batch: rel. L2 %.3g > %.3g",
+                         run_names[w], (long long)dp->grad_index[k], e,
+                         GRAD_TOL);
+            worst = e > worst ? e : worst;
+            ctl_best = c < ctl_best ? c : ctl_best;
+            at += n;
+        }
+        printf("%s step 0: gradients rel. L2 worst %.3g (bound %.3g); "
+               "control without all-reduce: best %.3g\n", run_names[w], worst,
+               GRAD_TOL, ctl_best);
+        if (!(ctl_best > GRAD_TOL))
+            fail_msg("%s: one rank's half batch alone is within the gradient "
+                     "bound (%.3g): the check cannot tell", run_names[w],
+                     ctl_best);
+        double mean_loss = 0.5 * (rank_res[0][w].losses[0] +
+                                  rank_res[1][w].losses[0]);
+        double le = fabs(mean_loss - ref->losses[0]) / fabs(ref->losses[0]);
+        printf("%s step 0: loss mean of ranks %.6f, whole batch %.6f\n",
+               run_names[w], mean_loss, ref->losses[0]);
+        if (le > LOSS_TOL)
+            fail_msg("%s: step-0 loss: mean of the ranks %.6f, whole batch "
+                     "%.6f (rel. %.3g > %.3g)", run_names[w], mean_loss,
+                     ref->losses[0], le, LOSS_TOL);
+        double ne = fabs(dp->grad_norm0 - ref->grad_norm0) / ref->grad_norm0;
+        printf("%s step 0: gradient norm %.6g, whole batch %.6g\n",
+               run_names[w], dp->grad_norm0, ref->grad_norm0);
+        if (!(ne <= GRAD_TOL))
+            fail_msg("%s: the optimizer's gradient norm %.6g vs the whole "
+                     "batch's %.6g (rel. %.3g > %.3g)", run_names[w],
+                     dp->grad_norm0, ref->grad_norm0, ne, GRAD_TOL);
+    }
+}
+
+static void weights_match_whole_batch(void **state)
+{
+    (void)state;
+    need_children();
+    span s[64];
+    int n = host_spans(s, 64);
+    assert_true(n <= 64);
+    check_layout(s, n);
+    for (int w = 0; w < NUM_RUNS; w++) {
+        const run_result *dp = &rank_res[0][w], *ref = &ref_res[w],
+                         *ctl = &ctl_res[w];
+        assert_int_equal(dp->nweights, ref->nweights);
+        /* the same starting point */
+        assert_memory_equal(dp->init, ref->init, dp->nweights * 4);
+        double worst = 0, ctl_worst = 0;
+        int trained = 0;
+        for (int k = 0; k < n; k++) {
+            const float *a = dp->weights + s[k].off;
+            const float *b = ref->weights + s[k].off;
+            const float *w0 = ref->init + s[k].off;
+            double e = rel_l2(a, b, s[k].n, w0);
+            double c = rel_l2(ctl->weights + s[k].off, b, s[k].n, w0);
+            if (e > WEIGHT_TOL)
+                fail_msg("%s: %s (tensor %d) after %d steps: ||W_dp - "
+                         "W_ref|| / ||W_ref - W_0|| = %.3g > %.3g",
+                         run_names[w], s[k].what, k, STEPS, e, WEIGHT_TOL);
+            if (isfinite(e) && memcmp(b, w0, s[k].n * 4) != 0) {
+                trained++;
+                worst = e > worst ? e : worst;
+                ctl_worst = isfinite(c) && c > ctl_worst ? c : ctl_worst;
+            }
+        }
+        assert_true(trained > 0);
+        printf("%s after %d steps: %d tensors moved; weights rel. to the "
+               "update, worst %.3g (bound %.3g); control without all-reduce: "
+               "worst %.3g\n", run_names[w], STEPS, trained, worst,
+               WEIGHT_TOL, ctl_worst);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* One rank: the same code path at world 1                             */
+/* ------------------------------------------------------------------ */
+
+typedef struct one_rank {
+    cudaStream_t stream;
+    llama_gpu *m;
+    llama_model host;
+    llama_dist *d;
+} one_rank;
+
+static one_rank one;
+
+static void grads_bytes(llama_gpu *m, unsigned char **out, size_t *len)
+{
+    size_t total = 0;
+    for (int64_t i = 0; i < llama_gpu_num_tensors(m); i++) {
+        llama_gpu_tensor t;
+        assert_int_equal(llama_gpu_tensor_get(m, i, &t), 0);
+        if (t.grad.data)
+            total += (size_t)(t.grad.rows * t.grad.cols) *
+                     (t.grad.dtype == OWL_DTYPE_F32 ? 4 : 2);
+    }
+    unsigned char *buf = malloc(total + 1);
+    assert_non_null(buf);
+    size_t at = 0;
+    assert_int_equal(cudaStreamSynchronize(one.stream), cudaSuccess);
+    for (int64_t i = 0; i < llama_gpu_num_tensors(m); i++) {
+        llama_gpu_tensor t;
+        llama_gpu_tensor_get(m, i, &t);
+        if (!t.grad.data)
+            continue;
+        size_t n = (size_t)(t.grad.rows * t.grad.cols) *
+                   (t.grad.dtype == OWL_DTYPE_F32 ? 4 : 2);
+        assert_int_equal(cudaMemcpy(buf + at, t.grad.data, n,
+                                    cudaMemcpyDeviceToHost), cudaSuccess);
+        at += n;
+    }
+    assert_true(at > 0);
+    *out = buf;
+    *len = total;
+}
+
+static int one_setup(void **state)
+{
+    (void)state;
+    char err[512] = "";
+    if (cudaSetDevice(0) != cudaSuccess ||
+        cudaStreamCreateWithFlags(&one.stream, cudaStreamNonBlocking) !=
+            cudaSuccess)
+        return -1;
+    llama_gpu_options o;
+    llama_gpu_options_default(&o, &test_cfg);
+    o.stream = one.stream;
+    o.max_batch = B;
+    if (llama_gpu_create(&one.m, &test_cfg, &o, err, sizeof err) != 0 ||
+        llama_create(&one.host, &test_cfg, 1, err, sizeof err) != 0) {
+        fprintf(stderr, "setup: %s\n", err);
+        return -1;
+    }
+    llama_init_random(&one.host, 3, INIT_STD);
+    if (llama_gpu_upload(one.m, &one.host.w) != 0)
+        return -1;
+    if (llama_dist_create(&one.d, 0, 1, NULL, 0.0, one.stream, err,
+                          sizeof err) != 0) {
+        fprintf(stderr, "llama_dist_create: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+static int one_teardown(void **state)
+{
+    (void)state;
+    llama_dist_destroy(one.d);
+    llama_gpu_destroy(one.m);
+    llama_destroy(&one.host);
+    cudaStreamDestroy(one.stream);
+    return 0;
+}
+
+static void one_rank_average_is_identity(void **state)
+{
+    (void)state;
+    assert_int_equal(llama_dist_rank(one.d), 0);
+    assert_int_equal(llama_dist_world(one.d), 1);
+    uint8_t all[8];
+    memset(all, 1, sizeof all);
+    assert_int_equal(llama_gpu_set_trainable(one.m, all), 0);
+    int32_t tokens[B * T], targets[B * T];
+    make_batch(0, 0, B, tokens, targets);
+    double loss = 0;
+    assert_int_equal(llama_gpu_forward(one.m, tokens, targets, B, T, &loss),
+                     0);
+    assert_true(isfinite(loss) && loss > 0);
+    assert_int_equal(llama_gpu_backward(one.m), 0);
+    unsigned char *before, *after;
+    size_t n0, n1;
+    grads_bytes(one.m, &before, &n0);
+    if (llama_dist_allreduce_grads(one.d, one.m) != 0)
+        fail_msg("allreduce: %s", llama_dist_error(one.d));
+    grads_bytes(one.m, &after, &n1);
+    assert_int_equal(n0, n1);
+    /* NCCL's average over one rank: the sum of one term, times 1 */
+    assert_memory_equal(before, after, n0);
+    /* the gradients were not all zero, so a cleared buffer would show */
+    size_t nonzero = 0;
+    for (size_t i = 0; i < n0; i++)
+        nonzero += before[i] != 0;
+    assert_true(nonzero > n0 / 4);
+    free(before);
+    free(after);
+}
+
+static void one_rank_broadcast_is_identity(void **state)
+{
+    (void)state;
+    float *w0 = malloc(one.host.w.count * 4), *w1 = malloc(one.host.w.count * 4);
+    assert_non_null(w0);
+    assert_non_null(w1);
+    assert_int_equal(llama_gpu_download(one.m, &one.host.w), 0);
+    memcpy(w0, one.host.w.base, one.host.w.count * 4);
+    if (llama_dist_broadcast_weights(one.d, one.m, 0) != 0)
+        fail_msg("broadcast: %s", llama_dist_error(one.d));
+    assert_int_equal(llama_gpu_download(one.m, &one.host.w), 0);
+    memcpy(w1, one.host.w.base, one.host.w.count * 4);
+    assert_memory_equal(w0, w1, one.host.w.count * 4);
+    free(w0);
+    free(w1);
+}
+
+static void one_rank_refusals(void **state)
+{
+    (void)state;
+    char err[512];
+    /* a model on its own stream: the collectives would race its backward */
+    llama_gpu_options o;
+    llama_gpu_options_default(&o, &test_cfg);
+    o.max_batch = 1;
+    llama_gpu *other = NULL;
+    assert_int_equal(llama_gpu_create(&other, &test_cfg, &o, err, sizeof err),
+                     0);
+    assert_true(llama_gpu_stream(other) != (void *)one.stream);
+    assert_int_equal(llama_dist_allreduce_grads(one.d, other), -1);
+    if (!strstr(llama_dist_error(one.d), "stream"))
+        fail_msg("message: %s", llama_dist_error(one.d));
+    assert_int_equal(llama_dist_broadcast_weights(one.d, other, 0), -1);
+    llama_gpu_destroy(other);
+    /* a root that is not a rank */
+    assert_int_equal(llama_dist_broadcast_weights(one.d, one.m, 1), -1);
+    if (!strstr(llama_dist_error(one.d), "root 1"))
+        fail_msg("message: %s", llama_dist_error(one.d));
+    assert_int_equal(llama_dist_allreduce_grads(one.d, NULL), -1);
+    /* the communicator still works after refusals */
+    assert_int_equal(llama_dist_allreduce_grads(one.d, one.m), 0);
+    assert_int_equal(cudaStreamSynchronize(one.stream), cudaSuccess);
+
+    /* bad create arguments: -1, *out NULL, a message */
+    llama_dist *d = (llama_dist *)&d;
+    err[0] = '\0';
+    assert_int_equal(llama_dist_create(&d, 2, 2, "/tmp/x", 1.0, one.stream,
+                                       err, sizeof err), -1);
+    assert_null(d);
+    if (!strstr(err, "rank 2 of world 2"))
+        fail_msg("message: %s", err);
+    assert_int_equal(llama_dist_create(&d, 1, 2, NULL, 1.0, one.stream, err,
+                                       sizeof err), -1);
+    assert_int_equal(llama_dist_create(&d, 0, 1, NULL, NAN, one.stream, err,
+                                       sizeof err), -1);
+    assert_int_equal(llama_dist_create(NULL, 0, 1, NULL, 1.0, one.stream, err,
+                                       sizeof err), -1);
+    /* rank 1 of 2 whose rank 0 never comes: the id file times out */
+    char path[300];
+    snprintf(path, sizeof path, "%s/missing.id",
+             getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+    unlink(path);
+    assert_int_equal(llama_dist_create(&d, 1, 2, path, 0.2, one.stream, err,
+                                       sizeof err), -1);
+    assert_null(d);
+    if (!strstr(err, "did not appear"))
+        fail_msg("message: %s", err);
+    llama_dist_destroy(NULL);
+}
+
+/* ------------------------------------------------------------------ */
+
+static int usage(void)
+{
+    fprintf(stderr, "usage: test_gpu_llama_nccl one-rank|two-ranks\n");
+    return 2;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2)
+        return usage();
+    const int two = !strcmp(argv[1], "two-ranks");
+    if (!two && strcmp(argv[1], "one-rank"))
+        return usage();
+    if (!owl_backend_available(OWL_BACKEND_CUDA)) {
+        printf("SKIP: libowlore was built without the CUDA backend\n");
+        return 77;
+    }
+    const int devices = device_count();
+    if (devices < 1) {
+        printf("SKIP: no CUDA device\n");
+        return 77;
+    }
+    if (!two) {
+        const struct CMUnitTest tests[] = {
+            cmocka_unit_test(one_rank_average_is_identity),
+            cmocka_unit_test(one_rank_broadcast_is_identity),
+            cmocka_unit_test(one_rank_refusals),
+        };
+        return cmocka_run_group_tests(tests, one_setup, one_teardown);
+    }
+    if (devices < 2) {
+        printf("SKIP: %d CUDA device; two ranks need two GPUs (NCCL cannot "
+               "put two ranks of one communicator on one device)\n", devices);
+        return 77;
+    }
+
+    snprintf(workdir, sizeof workdir, "%s/llama_nccl_XXXXXX",
+             getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+    if (!mkdtemp(workdir)) {
+        fprintf(stderr, "mkdtemp: %s\n", strerror(errno));
+        return 1;
+    }
+    run_children(2, rank_entry, rank_status);
+    if (rank_status[0] == 0 && rank_status[1] == 0)
+        run_children(1, reference_entry, &ref_status);
+    for (int w = 0; w < NUM_RUNS; w++) {
+        char path[512];
+        static const char *const who[2] = {"rank0", "rank1"};
+        for (int r = 0; r < 2; r++) {
+            result_path(path, sizeof path, who[r], w);
+            if (rank_status[r] == 0 && read_result(path, &rank_res[r][w]))
+                rank_status[r] = 200; /* wrote no readable result */
+            unlink(path);
+        }
+        result_path(path, sizeof path, "reference", w);
+        if (ref_status == 0 && read_result(path, &ref_res[w]))
+            ref_status = 200;
+        unlink(path);
+        result_path(path, sizeof path, "control", w);
+        if (ref_status == 0 && read_result(path, &ctl_res[w]))
+            ref_status = 200;
+        unlink(path);
+    }
+    char id_path[512];
+    snprintf(id_path, sizeof id_path, "%s/nccl.id", workdir);
+    unlink(id_path); /* only there if rank 0 failed before removing it */
+    rmdir(workdir);
+
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(same_active_layers),
+        cmocka_unit_test(ranks_bit_identical),
+        cmocka_unit_test(step0_matches_whole_batch),
+        cmocka_unit_test(weights_match_whole_batch),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    for (int w = 0; w < NUM_RUNS; w++) {
+        result_free(&rank_res[0][w]);
+        result_free(&rank_res[1][w]);
+        result_free(&ref_res[w]);
+        result_free(&ctl_res[w]);
+    }
+    return rc;
+}
