@@ -1,0 +1,52 @@
+/* The device model (examples/llama/cuda/llama_gpu.h) against the f32 CPU
+ * model (llama.h) on the same weights and batch: shared by the emulated
+ * test (suite 'cpu') and the GPU test (suite 'gpu'), which differ only in
+ * how device memory is read back. */
+#ifndef LLAMA_GPU_CHECK_H
+#define LLAMA_GPU_CHECK_H
+
+#include "llama.h"
+#include "llama_gpu.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Copies device memory to the host (after the model's work is done). */
+typedef void (*lgc_read_fn)(void *host, const void *dev, size_t bytes);
+
+/* One comparison. */
+typedef struct lgc_case {
+    llama_config cfg;
+    int B, T;               /* batch; T <= cfg.seq_len */
+    const uint8_t *mask;    /* trainable layers (NULL: all) */
+    int train_embeddings, train_head;
+    int pool;               /* max_trainable_layers */
+    int recompute;
+    uint64_t seed;
+    float std;              /* weights N(0, std^2), rounded to bf16 */
+} lgc_case;
+
+/* What the comparison found: the loss on both sides and, per tensor of
+ * the device model (llama_gpu_tensor_get order), the relative Frobenius
+ * error ||g_gpu - g_cpu|| / ||g_cpu|| (NaN for a tensor without a
+ * gradient) and whether the device has a gradient buffer for it. */
+enum { LGC_MAX_TENSORS = 256 };
+typedef struct lgc_result {
+    double loss_gpu, loss_cpu;
+    int64_t num_tensors;
+    double rel_err[LGC_MAX_TENSORS];
+    int has_grad[LGC_MAX_TENSORS];
+    int expect_grad[LGC_MAX_TENSORS]; /* the CPU model trains it */
+    char name[LGC_MAX_TENSORS][48];
+    float *grads;          /* every device gradient, concatenated (f32) */
+    size_t grads_count;
+} lgc_result;
+
+/* Runs the case on both models; fails the cmocka test on an error. The
+ * caller frees r->grads. */
+void lgc_run(const lgc_case *c, lgc_read_fn read, lgc_result *r);
+
+/* Rounds x to the nearest bf16 value (ties to even). */
+float lgc_round_bf16(float x);
+
+#endif
