@@ -476,6 +476,8 @@ int llama_dist_create(llama_dist **out, int rank, int world,
                  "%d)", rank, world, device);
         nccl_msg(err, errlen, what, r);
         free(d);
+        if (rank == 0 && world > 1)
+            (void)unlink(id_path); /* no later run may read this id */
         return -1;
     }
     /* Every rank has read the id by now: remove the file so that a later
@@ -611,9 +613,13 @@ static int run_group(llama_dist *d, llama_gpu *m, int which, int root)
         owl_tensor *x = which == 0 ? &t.grad : &t.weight;
         if (!x->data)
             continue; /* frozen: no gradient, nothing to reduce */
-        size_t count;
-        ncclDataType_t type;
-        describe(d, t.name, "", x, &count, &type); /* checked above */
+        size_t count = 0;
+        ncclDataType_t type = ncclFloat32;
+        if (describe(d, t.name, "", x, &count, &type) != 0) {
+            first = ncclInvalidArgument; /* checked above: cannot happen */
+            first_name = t.name;
+            break;
+        }
         if (count == 0)
             continue;
         r = which == 0 ? ncclAllReduce(x->data, x->data, count, type, ncclAvg,
