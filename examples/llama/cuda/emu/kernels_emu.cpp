@@ -7,3 +7,4 @@
 #include "../elementwise.cu"
 #include "../norm_rope.cu"
 #include "../loss.cu"
+#include "../attention.cu"
