@@ -2,6 +2,8 @@
 #include "llama_gpu_check.h"
 
 #include "common/testutil.h"
+#include "data.h"
+#include "llama_owl.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -17,6 +19,17 @@ float lgc_round_bf16(float x)
     float y;
     memcpy(&y, &u, sizeof y);
     return y;
+}
+
+double lgc_rel_frobenius(const float *a, const float *b, size_t n)
+{
+    double num = 0.0, den = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)a[i] - b[i];
+        num += d * d;
+        den += (double)b[i] * b[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
 }
 
 static float bf16_value(uint16_t h)
@@ -128,6 +141,8 @@ void lgc_run(const lgc_case *c, lgc_read_fn read, lgc_result *r)
         assert_int_equal(llama_gpu_tensor_get(g, i, &t), 0);
         size_t cnt = (size_t)(t.rows * t.cols);
         snprintf(r->name[i], sizeof r->name[i], "%s", t.name);
+        r->offset[i] = at;
+        r->count[i] = cnt;
         r->has_grad[i] = t.grad.data != NULL;
         r->expect_grad[i] = cpu_trains(c, i);
         r->rel_err[i] = NAN;
@@ -152,6 +167,206 @@ void lgc_run(const lgc_case *c, lgc_read_fn read, lgc_result *r)
     free(tok);
     free(tgt);
     free(all);
+    llama_gpu_destroy(g);
+    llama_destroy(&cpu);
+}
+
+void lgc_check(const lgc_result *r, double tol_loss, double tol_grad)
+{
+    double rl = fabs(r->loss_gpu - r->loss_cpu) / fabs(r->loss_cpu);
+    printf("  loss: device %.6f, cpu %.6f (rel %.2e)\n", r->loss_gpu,
+           r->loss_cpu, rl);
+    if (!(rl <= tol_loss))
+        fail_msg("loss: relative error %.3e > %.1e", rl, tol_loss);
+    double worst = 0.0;
+    int64_t worst_i = 0;
+    for (int64_t i = 0; i < r->num_tensors; i++) {
+        if (r->expect_grad[i] != r->has_grad[i])
+            fail_msg("%s: device gradient buffer %s, the CPU model %s it",
+                     r->name[i], r->has_grad[i] ? "present" : "absent",
+                     r->expect_grad[i] ? "trains" : "does not train");
+        if (!r->has_grad[i])
+            continue;
+        if (!(r->rel_err[i] <= tol_grad))
+            fail_msg("%s: relative error %.3e > %.1e", r->name[i],
+                     r->rel_err[i], tol_grad);
+        if (r->rel_err[i] > worst) {
+            worst = r->rel_err[i];
+            worst_i = i;
+        }
+    }
+    printf("  worst gradient error %.2e (%s) over %lld tensors\n", worst,
+           r->name[worst_i], (long long)r->num_tensors);
+}
+
+/* ------------------------------------------------------------------ */
+/* OwLore steps on the device model and on the CPU model               */
+/* ------------------------------------------------------------------ */
+
+enum { STEPS = LGC_TRAIN_STEPS, GAMMA = 2, L4 = 4, BATCH = 4, SEQ = 16 };
+static const double lod_weights[L4] = {1.0, 3.0, 2.0, 0.5};
+
+static owl_optimizer *make_optimizer(owl_context *ctx,
+                                     owl_optimizer_options *oo,
+                                     owl_sampler_options *so,
+                                     owl_galore_options *go,
+                                     owl_adamw_options *ao, int bf16_weights)
+{
+    assert_owl_ok(ctx, owl_sampler_options_init(so, sizeof *so));
+    assert_owl_ok(ctx, owl_galore_options_init(go, sizeof *go));
+    assert_owl_ok(ctx, owl_adamw_options_init(ao, sizeof *ao));
+    assert_owl_ok(ctx, owl_optimizer_options_init(oo, sizeof *oo));
+    so->gamma = GAMMA;
+    so->period = 5;
+    so->seed = 7;
+    so->weight_mode = OWL_WEIGHTS_OWLORE;
+    so->weights = lod_weights;
+    go->rank = 8;
+    go->update_gap = 10;
+    go->scale = 0.25;
+    if (bf16_weights) {
+        ao->rounding = OWL_ROUND_STOCHASTIC;
+        ao->seed = 7;
+    }
+    oo->method = OWL_METHOD_OWLORE;
+    oo->frozen_policy = OWL_FROZEN_OFFLOAD; /* CPU: as KEEP */
+    oo->num_layers = L4;
+    oo->sampler = so;
+    oo->galore = go;
+    oo->adamw = ao;
+    oo->max_grad_norm = 1.0;
+    owl_optimizer *opt = NULL;
+    assert_owl_ok(ctx, owl_optimizer_create(ctx, oo, &opt));
+    return opt;
+}
+
+void lgc_train(owl_context *dctx, owl_context *cctx, double tol,
+               lgc_train_result *res)
+{
+    char err[512];
+    memset(res, 0, sizeof *res);
+    llama_config cfg = {.dim = 64, .hidden_dim = 160, .n_layers = L4,
+                        .n_heads = 4, .n_kv_heads = 2, .vocab_size = 256,
+                        .seq_len = SEQ, .rope_theta = 10000.0f,
+                        .norm_eps = 1e-5f, .tied = 0};
+
+    /* CPU: the f32 model on bf16-rounded weights. */
+    llama_model cpu;
+    if (llama_create(&cpu, &cfg, BATCH, err, sizeof err) != 0)
+        fail_msg("llama_create: %s", err);
+    llama_init_random(&cpu, 3, 0.05f);
+    for (size_t i = 0; i < cpu.w.count; i++)
+        cpu.w.base[i] = lgc_round_bf16(cpu.w.base[i]);
+    owl_optimizer_options coo, doo;
+    owl_sampler_options cso, dso;
+    owl_galore_options cgo, dgo;
+    owl_adamw_options cao, dao;
+    owl_optimizer *copt = make_optimizer(cctx, &coo, &cso, &cgo, &cao, 0);
+    assert_owl_ok(cctx, llama_owl_register(copt, &cpu));
+
+    /* Device: a pool of gamma layers, the optimizer's context on the
+     * model's stream. */
+    llama_gpu_options go;
+    llama_gpu_options_default(&go, &cfg);
+    go.max_batch = BATCH;
+    go.max_trainable_layers = GAMMA;
+    llama_gpu *g = NULL;
+    if (llama_gpu_create(&g, &cfg, &go, err, sizeof err) != 0)
+        fail_msg("llama_gpu_create: %s", err);
+    if (llama_gpu_upload(g, &cpu.w) != 0)
+        fail_msg("llama_gpu_upload: %s", llama_gpu_error(g));
+    if (owl_context_backend(dctx) == OWL_BACKEND_CUDA)
+        assert_owl_ok(dctx, owl_context_set_stream(dctx, llama_gpu_stream(g)));
+    owl_optimizer *dopt = make_optimizer(dctx, &doo, &dso, &dgo, &dao, 1);
+    if (llama_gpu_register(g, dopt) != 0)
+        fail_msg("llama_gpu_register: %s (%s)", llama_gpu_error(g),
+                 owl_context_last_error(dctx));
+
+    data_ids text;
+    if (data_synthetic(5, DATA_SYNTH_BASE, 200000, &text, err, sizeof err))
+        fail_msg("data_synthetic: %s", err);
+    int32_t in[BATCH * SEQ], tg[BATCH * SEQ];
+    uint8_t cmask[L4], dmask[L4], prev[L4] = {0};
+    assert_owl_ok(dctx, owl_memory_usage_init(&res->peak, sizeof res->peak));
+    for (int step = 0; step < STEPS; step++) {
+        if (data_batch(&text, BATCH, SEQ, 5, (uint64_t)step, in, tg, err,
+                       sizeof err) != 0)
+            fail_msg("data_batch: %s", err);
+        assert_owl_ok(cctx, owl_optimizer_active_layers(copt, cmask, L4, NULL));
+        assert_owl_ok(dctx, owl_optimizer_active_layers(dopt, dmask, L4, NULL));
+        assert_memory_equal(cmask, dmask, L4);
+        for (int l = 0; l < L4; l++)
+            res->offloaded |= prev[l] && !dmask[l];
+        memcpy(prev, dmask, L4);
+
+        double ld;
+        if (llama_gpu_set_trainable(g, dmask) != 0 ||
+            llama_gpu_bind_grads(g, dopt) != 0 ||
+            llama_gpu_forward(g, in, tg, BATCH, SEQ, &ld) != 0 ||
+            llama_gpu_backward(g) != 0)
+            fail_msg("step %d: %s (%s)", step, llama_gpu_error(g),
+                     owl_context_last_error(dctx));
+        assert_owl_ok(dctx, owl_optimizer_step(dopt, 1e-3));
+
+        double lc = llama_forward(&cpu, in, tg, BATCH, SEQ, NULL, NULL);
+        llama_trainable tr = llama_owl_trainable(cmask);
+        llama_backward(&cpu, &tr);
+        assert_owl_ok(cctx, owl_optimizer_step(copt, 1e-3));
+
+        printf("  step %2d: layers %d%d%d%d  loss device %.4f  cpu %.4f\n",
+               step + 1, dmask[0], dmask[1], dmask[2], dmask[3], ld, lc);
+        res->loss_dev[step] = ld;
+        res->loss_cpu[step] = lc;
+        if (!(fabs(ld - lc) <= tol))
+            fail_msg("step %d: loss %.5f on the device, %.5f on the CPU",
+                     step, ld, lc);
+
+        /* Frozen layers hold no gradient buffer. */
+        for (int64_t i = 0; i < llama_gpu_num_tensors(g); i++) {
+            llama_gpu_tensor t;
+            assert_int_equal(llama_gpu_tensor_get(g, i, &t), 0);
+            if (t.layer >= 0)
+                assert_int_equal(t.grad.data != NULL, dmask[t.layer]);
+        }
+        owl_memory_usage u;
+        assert_owl_ok(dctx, owl_memory_usage_init(&u, sizeof u));
+        assert_owl_ok(dctx, owl_optimizer_memory(dopt, &u));
+#define PEAK(f) res->peak.f = u.f > res->peak.f ? u.f : res->peak.f
+        PEAK(device_moments);
+        PEAK(device_projectors);
+        PEAK(device_workspace);
+        PEAK(host_moments);
+        PEAK(host_projectors);
+#undef PEAK
+    }
+    /* Both runs learn: the agreement is not that of two stalled runs. */
+    if (!(res->loss_dev[0] - res->loss_dev[STEPS - 1] > 0.3 &&
+          res->loss_cpu[0] - res->loss_cpu[STEPS - 1] > 0.3))
+        fail_msg("the loss went from %.4f to %.4f (device), %.4f to %.4f "
+                 "(CPU)", res->loss_dev[0], res->loss_dev[STEPS - 1],
+                 res->loss_cpu[0], res->loss_cpu[STEPS - 1]);
+
+    /* The gradient bytes are those of gamma layers and the always-trained
+     * tensors: what the planner predicts for this shape and options. */
+    owl_model_shape shape;
+    assert_owl_ok(dctx, owl_model_shape_init(&shape, sizeof shape));
+    assert_owl_ok(dctx, owl_memory_plan_init(&res->plan, sizeof res->plan));
+    shape.num_layers = L4;
+    shape.hidden = (uint64_t)cfg.dim;
+    shape.intermediate = (uint64_t)cfg.hidden_dim;
+    shape.heads = (uint64_t)cfg.n_heads;
+    shape.kv_heads = (uint64_t)cfg.n_kv_heads;
+    shape.vocab = (uint64_t)cfg.vocab_size;
+    shape.tied_embeddings = cfg.tied;
+    assert_owl_ok(dctx, owl_memory_plan_compute(dctx, &shape, &doo,
+                                                &res->plan));
+    llama_gpu_memory_get(g, &res->mem);
+    assert_int_equal(res->mem.grads, res->plan.gradients);
+    assert_int_equal(res->mem.weights, res->plan.weights);
+
+    data_free(&text);
+    owl_optimizer_free(dopt);
+    owl_optimizer_free(copt);
     llama_gpu_destroy(g);
     llama_destroy(&cpu);
 }

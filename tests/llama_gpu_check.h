@@ -38,6 +38,7 @@ typedef struct lgc_result {
     int has_grad[LGC_MAX_TENSORS];
     int expect_grad[LGC_MAX_TENSORS]; /* the CPU model trains it */
     char name[LGC_MAX_TENSORS][48];
+    size_t offset[LGC_MAX_TENSORS], count[LGC_MAX_TENSORS]; /* in grads */
     float *grads;          /* every device gradient, concatenated (f32) */
     size_t grads_count;
 } lgc_result;
@@ -45,6 +46,35 @@ typedef struct lgc_result {
 /* Runs the case on both models; fails the cmocka test on an error. The
  * caller frees r->grads. */
 void lgc_run(const lgc_case *c, lgc_read_fn read, lgc_result *r);
+
+/* Fails the test unless the loss is within tol_loss (relative), every
+ * tensor the CPU trains has a device gradient within tol_grad (relative
+ * Frobenius) and every other tensor has none. Prints the worst error. */
+void lgc_check(const lgc_result *r, double tol_loss, double tol_grad);
+
+/* ||a - b|| / ||b|| over n values (sqrt(||a||^2) when b is 0). */
+double lgc_rel_frobenius(const float *a, const float *b, size_t n);
+
+/*
+ * LGC_TRAIN_STEPS OWLORE steps (4 layers, gamma 2, period 5, rank 8, fixed
+ * LOD weights and seeds, OFFLOAD, batches of the synthetic language) on
+ * the device model with an optimizer on dctx (bf16 weights, stochastic
+ * rounding) and on the f32 CPU model with an optimizer on cctx; fails the
+ * test unless the active layers agree at every step, the losses stay
+ * within tol, both runs lower the loss by more than 0.3, frozen layers
+ * have no gradient buffer, and the gradient and weight bytes equal
+ * owl_memory_plan_compute's.
+ */
+enum { LGC_TRAIN_STEPS = 20 };
+typedef struct lgc_train_result {
+    double loss_dev[LGC_TRAIN_STEPS], loss_cpu[LGC_TRAIN_STEPS];
+    int offloaded;           /* some layer went from active to frozen */
+    owl_memory_usage peak;   /* the device optimizer's, per field */
+    owl_memory_plan plan;
+    llama_gpu_memory mem;
+} lgc_train_result;
+void lgc_train(owl_context *dctx, owl_context *cctx, double tol,
+               lgc_train_result *res);
 
 /* Rounds x to the nearest bf16 value (ties to even). */
 float lgc_round_bf16(float x);
