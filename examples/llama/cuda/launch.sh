@@ -6,7 +6,7 @@
 #
 # Each rank runs `build/examples/llama/llama --device cuda ARGS` with
 #   LLAMA_RANK=r LLAMA_WORLD_SIZE=N LOCAL_RANK=r (rank r uses GPU r)
-#   LLAMA_DIST_ID_FILE=<fresh folder>/nccl.id (rank 0 writes the NCCL id
+#   LLAMA_NCCL_ID_FILE=<fresh folder>/nccl.id (rank 0 writes the NCCL id
 #   there, the others read it)
 # Rank 0 prints to this terminal; the others write to rank<r>.log in the
 # log folder. The script waits for every rank and exits non-zero when any
@@ -51,7 +51,7 @@ fi
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/llama-dist.XXXXXX") || exit 2
 logs=${LLAMA_LOG_DIR:-$tmp}
 mkdir -p "$logs"
-export LLAMA_DIST_ID_FILE=$tmp/nccl.id
+export LLAMA_NCCL_ID_FILE=$tmp/nccl.id
 export LLAMA_WORLD_SIZE=$n
 
 pids=()
