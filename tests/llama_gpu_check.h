@@ -56,24 +56,33 @@ void lgc_check(const lgc_result *r, double tol_loss, double tol_grad);
 double lgc_rel_frobenius(const float *a, const float *b, size_t n);
 
 /*
- * LGC_TRAIN_STEPS OWLORE steps (4 layers, gamma 2, period 5, rank 8, fixed
- * LOD weights and seeds, OFFLOAD, batches of the synthetic language) on
- * the device model with an optimizer on dctx (bf16 weights, stochastic
- * rounding) and on the f32 CPU model with an optimizer on cctx; fails the
- * test unless the active layers agree at every step, the losses stay
- * within tol, both runs lower the loss by more than 0.3, frozen layers
- * have no gradient buffer, and the gradient and weight bytes equal
+ * OWLORE steps on the device model with an optimizer on dctx (bf16
+ * weights, stochastic rounding) and on the f32 CPU model (same weights
+ * rounded to bf16) with an optimizer on cctx: the same sampler (gamma of
+ * the layers, fixed LOD weights and seed), OFFLOAD, rank-8 GaLore, the
+ * same batches of the synthetic language. Fails the test unless the
+ * active layers agree at every step, the losses stay within tol, both
+ * runs lower the first batch's loss by more than min_drop (evaluated
+ * again after the last step, where they must still agree), frozen layers
+ * have no
+ * gradient buffer, and the gradient and weight bytes equal
  * owl_memory_plan_compute's.
  */
-enum { LGC_TRAIN_STEPS = 20 };
+enum { LGC_MAX_STEPS = 64 };
+typedef struct lgc_train_case {
+    int dim, hidden, layers, heads, kv_heads; /* vocab is 256 (bytes) */
+    int gamma, period, steps, B, T;
+    double lr, tol, min_drop;
+} lgc_train_case;
 typedef struct lgc_train_result {
-    double loss_dev[LGC_TRAIN_STEPS], loss_cpu[LGC_TRAIN_STEPS];
+    double loss_dev[LGC_MAX_STEPS], loss_cpu[LGC_MAX_STEPS];
+    double final_dev, final_cpu; /* the first batch after the last step */
     int offloaded;           /* some layer went from active to frozen */
     owl_memory_usage peak;   /* the device optimizer's, per field */
     owl_memory_plan plan;
     llama_gpu_memory mem;
 } lgc_train_result;
-void lgc_train(owl_context *dctx, owl_context *cctx, double tol,
+void lgc_train(owl_context *dctx, owl_context *cctx, const lgc_train_case *tc,
                lgc_train_result *res);
 
 /* Rounds x to the nearest bf16 value (ties to even). */

@@ -16,17 +16,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct gpu_dev {
+struct gd_dev {
     int device;
     cudaStream_t stream;
     int own_stream;
     cublasHandle_t blas;
-    uint64_t now[GPU_MEM_NUM_CATS], peak[GPU_MEM_NUM_CATS];
+    uint64_t now[GD_MEM_NUM_CATS], peak[GD_MEM_NUM_CATS];
     uint64_t total, peak_total;
     char err[512];
 };
 
-static int fail(gpu_dev *d, const char *fmt, ...)
+static int fail(gd_dev *d, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -35,7 +35,7 @@ static int fail(gpu_dev *d, const char *fmt, ...)
     return -1;
 }
 
-static int cuda_fail(gpu_dev *d, cudaError_t e, const char *what)
+static int cuda_fail(gd_dev *d, cudaError_t e, const char *what)
 {
     return fail(d, "%s: %s (%s)", what, cudaGetErrorString(e),
                 cudaGetErrorName(e));
@@ -57,7 +57,7 @@ static const char *cublas_name(cublasStatus_t s)
     }
 }
 
-int gpu_device_count(char *err, size_t errlen)
+int gd_device_count(char *err, size_t errlen)
 {
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
@@ -71,15 +71,15 @@ int gpu_device_count(char *err, size_t errlen)
     return n;
 }
 
-int gpu_create(gpu_dev **out, int device, void *stream, char *err,
+int gd_create(gd_dev **out, int device, void *stream, char *err,
                size_t errlen)
 {
     if (!out) {
-        snprintf(err, errlen, "gpu_create: out is NULL");
+        snprintf(err, errlen, "gd_create: out is NULL");
         return -1;
     }
     *out = NULL;
-    int n = gpu_device_count(err, errlen);
+    int n = gd_device_count(err, errlen);
     if (n == 0)
         return -1;
     if (device < 0 || device >= n) {
@@ -87,7 +87,7 @@ int gpu_create(gpu_dev **out, int device, void *stream, char *err,
                  device, n);
         return -1;
     }
-    gpu_dev *d = calloc(1, sizeof *d);
+    gd_dev *d = calloc(1, sizeof *d);
     if (!d) {
         snprintf(err, errlen, "out of host memory for the device state");
         return -1;
@@ -131,7 +131,7 @@ int gpu_create(gpu_dev **out, int device, void *stream, char *err,
     return 0;
 }
 
-void gpu_destroy(gpu_dev *d)
+void gd_destroy(gd_dev *d)
 {
     if (!d)
         return;
@@ -143,17 +143,17 @@ void gpu_destroy(gpu_dev *d)
     free(d);
 }
 
-const char *gpu_error(const gpu_dev *d) { return d ? d->err : "device is NULL"; }
-void *gpu_stream(const gpu_dev *d) { return (void *)d->stream; }
-int gpu_device(const gpu_dev *d) { return d->device; }
+const char *gd_error(const gd_dev *d) { return d ? d->err : "device is NULL"; }
+void *gd_stream(const gd_dev *d) { return (void *)d->stream; }
+int gd_device(const gd_dev *d) { return d->device; }
 
-int gpu_activate(gpu_dev *d)
+int gd_activate(gd_dev *d)
 {
     cudaError_t e = cudaSetDevice(d->device);
     return e == cudaSuccess ? 0 : cuda_fail(d, e, "cudaSetDevice");
 }
 
-int gpu_mem_info(gpu_dev *d, uint64_t *free_bytes, uint64_t *total_bytes)
+int gd_mem_info(gd_dev *d, uint64_t *free_bytes, uint64_t *total_bytes)
 {
     size_t f = 0, t = 0;
     cudaError_t e = cudaMemGetInfo(&f, &t);
@@ -164,12 +164,12 @@ int gpu_mem_info(gpu_dev *d, uint64_t *free_bytes, uint64_t *total_bytes)
     return 0;
 }
 
-int gpu_alloc(gpu_dev *d, void **p, size_t bytes, gpu_mem_cat cat,
+int gd_alloc(gd_dev *d, void **p, size_t bytes, gd_mem_cat cat,
               const char *what)
 {
     *p = NULL;
-    if ((unsigned)cat >= GPU_MEM_NUM_CATS)
-        return fail(d, "gpu_alloc (%s): category %d", what, (int)cat);
+    if ((unsigned)cat >= GD_MEM_NUM_CATS)
+        return fail(d, "gd_alloc (%s): category %d", what, (int)cat);
     if (bytes == 0)
         return 0;
     cudaError_t e = cudaMalloc(p, bytes);
@@ -187,9 +187,9 @@ int gpu_alloc(gpu_dev *d, void **p, size_t bytes, gpu_mem_cat cat,
     return 0;
 }
 
-void gpu_free(gpu_dev *d, void *p, size_t bytes, gpu_mem_cat cat)
+void gd_free(gd_dev *d, void *p, size_t bytes, gd_mem_cat cat)
 {
-    if (!p || !d || (unsigned)cat >= GPU_MEM_NUM_CATS)
+    if (!p || !d || (unsigned)cat >= GD_MEM_NUM_CATS)
         return;
     /* cudaFree waits for the device: the stream's work on p is done. */
     cudaFree(p);
@@ -197,10 +197,10 @@ void gpu_free(gpu_dev *d, void *p, size_t bytes, gpu_mem_cat cat)
     d->total -= bytes;
 }
 
-void gpu_mem_usage(const gpu_dev *d, uint64_t now[GPU_MEM_NUM_CATS],
-                   uint64_t peak[GPU_MEM_NUM_CATS], uint64_t *peak_total)
+void gd_mem_usage(const gd_dev *d, uint64_t now[GD_MEM_NUM_CATS],
+                   uint64_t peak[GD_MEM_NUM_CATS], uint64_t *peak_total)
 {
-    for (int i = 0; i < GPU_MEM_NUM_CATS; i++) {
+    for (int i = 0; i < GD_MEM_NUM_CATS; i++) {
         if (now)
             now[i] = d->now[i];
         if (peak)
@@ -210,7 +210,7 @@ void gpu_mem_usage(const gpu_dev *d, uint64_t now[GPU_MEM_NUM_CATS],
         *peak_total = d->peak_total;
 }
 
-int gpu_upload(gpu_dev *d, void *dst, const void *src, size_t bytes)
+int gd_upload(gd_dev *d, void *dst, const void *src, size_t bytes)
 {
     if (!bytes)
         return 0;
@@ -221,7 +221,7 @@ int gpu_upload(gpu_dev *d, void *dst, const void *src, size_t bytes)
     return e == cudaSuccess ? 0 : cuda_fail(d, e, "cudaMemcpyAsync (upload)");
 }
 
-int gpu_download(gpu_dev *d, void *dst, const void *src, size_t bytes)
+int gd_download(gd_dev *d, void *dst, const void *src, size_t bytes)
 {
     if (!bytes)
         return 0;
@@ -235,7 +235,7 @@ int gpu_download(gpu_dev *d, void *dst, const void *src, size_t bytes)
                : cuda_fail(d, e, "cudaStreamSynchronize (after a download)");
 }
 
-int gpu_memset(gpu_dev *d, void *dst, int value, size_t bytes)
+int gd_memset(gd_dev *d, void *dst, int value, size_t bytes)
 {
     if (!bytes)
         return 0;
@@ -243,7 +243,7 @@ int gpu_memset(gpu_dev *d, void *dst, int value, size_t bytes)
     return e == cudaSuccess ? 0 : cuda_fail(d, e, "cudaMemsetAsync");
 }
 
-int gpu_copy(gpu_dev *d, void *dst, const void *src, size_t bytes)
+int gd_copy(gd_dev *d, void *dst, const void *src, size_t bytes)
 {
     if (!bytes)
         return 0;
@@ -253,31 +253,31 @@ int gpu_copy(gpu_dev *d, void *dst, const void *src, size_t bytes)
                             : cuda_fail(d, e, "cudaMemcpyAsync (device copy)");
 }
 
-int gpu_sync(gpu_dev *d)
+int gd_sync(gd_dev *d)
 {
     cudaError_t e = cudaStreamSynchronize(d->stream);
     return e == cudaSuccess ? 0 : cuda_fail(d, e, "cudaStreamSynchronize");
 }
 
-int gpu_check_launch(gpu_dev *d, int cuda_error, const char *what)
+int gd_check_launch(gd_dev *d, int cuda_error, const char *what)
 {
     if (cuda_error == 0)
         return 0;
     return cuda_fail(d, (cudaError_t)cuda_error, what);
 }
 
-int gpu_gemm(gpu_dev *d, int transa, int transb, int M, int N, int K,
+int gd_gemm(gd_dev *d, int transa, int transb, int M, int N, int K,
              float alpha, const void *A, int lda, const void *B, int ldb,
-             gpu_dtype ab_type, float beta, void *C, int ldc,
-             gpu_dtype c_type)
+             gd_dtype ab_type, float beta, void *C, int ldc,
+             gd_dtype c_type)
 {
-    if (gpu_gemm_check(d->err, sizeof d->err, M, N, K, A, lda, transa, B, ldb,
+    if (gd_gemm_check(d->err, sizeof d->err, M, N, K, A, lda, transa, B, ldb,
                        transb, C, ldc, ab_type, c_type) != 0)
         return -1;
-    gpu_colmajor_gemm g = gpu_gemm_to_colmajor(transa, transb, M, N, K, A,
+    gd_colmajor_gemm g = gd_gemm_to_colmajor(transa, transb, M, N, K, A,
                                                lda, B, ldb);
-    cudaDataType_t tab = ab_type == GPU_BF16 ? CUDA_R_16BF : CUDA_R_32F;
-    cudaDataType_t tc = c_type == GPU_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+    cudaDataType_t tab = ab_type == GD_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+    cudaDataType_t tc = c_type == GD_BF16 ? CUDA_R_16BF : CUDA_R_32F;
     cublasStatus_t s = cublasGemmEx(
         d->blas, g.trans_first ? CUBLAS_OP_T : CUBLAS_OP_N,
         g.trans_second ? CUBLAS_OP_T : CUBLAS_OP_N, g.m, g.n, g.k, &alpha,
@@ -286,7 +286,7 @@ int gpu_gemm(gpu_dev *d, int transa, int transb, int M, int N, int K,
     if (s != CUBLAS_STATUS_SUCCESS)
         return fail(d, "cublasGemmEx (row-major %dx%dx%d, transa %d, transb "
                     "%d, %s operands, %s output): %s", M, N, K, transa,
-                    transb, ab_type == GPU_BF16 ? "bf16" : "f32",
-                    c_type == GPU_BF16 ? "bf16" : "f32", cublas_name(s));
+                    transb, ab_type == GD_BF16 ? "bf16" : "f32",
+                    c_type == GD_BF16 ? "bf16" : "f32", cublas_name(s));
     return 0;
 }

@@ -13,15 +13,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct gpu_dev {
+struct gd_dev {
     int device;
     char stream_token; /* its address is the emulated stream */
-    uint64_t now[GPU_MEM_NUM_CATS], peak[GPU_MEM_NUM_CATS];
+    uint64_t now[GD_MEM_NUM_CATS], peak[GD_MEM_NUM_CATS];
     uint64_t total, peak_total;
     char err[512];
 };
 
-static int fail(gpu_dev *d, const char *fmt, ...)
+static int fail(gd_dev *d, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -30,18 +30,18 @@ static int fail(gpu_dev *d, const char *fmt, ...)
     return -1;
 }
 
-int gpu_device_count(char *err, size_t errlen)
+int gd_device_count(char *err, size_t errlen)
 {
     (void)err;
     (void)errlen;
     return 1;
 }
 
-int gpu_create(gpu_dev **out, int device, void *stream, char *err,
+int gd_create(gd_dev **out, int device, void *stream, char *err,
                size_t errlen)
 {
     if (!out) {
-        snprintf(err, errlen, "gpu_create: out is NULL");
+        snprintf(err, errlen, "gd_create: out is NULL");
         return -1;
     }
     *out = NULL;
@@ -55,7 +55,7 @@ int gpu_create(gpu_dev **out, int device, void *stream, char *err,
                  "only (stream must be NULL)");
         return -1;
     }
-    gpu_dev *d = calloc(1, sizeof *d);
+    gd_dev *d = calloc(1, sizeof *d);
     if (!d) {
         snprintf(err, errlen, "out of host memory for the device state");
         return -1;
@@ -65,13 +65,13 @@ int gpu_create(gpu_dev **out, int device, void *stream, char *err,
     return 0;
 }
 
-void gpu_destroy(gpu_dev *d) { free(d); }
-const char *gpu_error(const gpu_dev *d) { return d ? d->err : "device is NULL"; }
-void *gpu_stream(const gpu_dev *d) { return (void *)&d->stream_token; }
-int gpu_device(const gpu_dev *d) { return d->device; }
-int gpu_activate(gpu_dev *d) { (void)d; return 0; }
+void gd_destroy(gd_dev *d) { free(d); }
+const char *gd_error(const gd_dev *d) { return d ? d->err : "device is NULL"; }
+void *gd_stream(const gd_dev *d) { return (void *)&d->stream_token; }
+int gd_device(const gd_dev *d) { return d->device; }
+int gd_activate(gd_dev *d) { (void)d; return 0; }
 
-int gpu_mem_info(gpu_dev *d, uint64_t *free_bytes, uint64_t *total_bytes)
+int gd_mem_info(gd_dev *d, uint64_t *free_bytes, uint64_t *total_bytes)
 {
     /* No device of its own: the emulation reports what it allocated. */
     *free_bytes = 0;
@@ -79,12 +79,12 @@ int gpu_mem_info(gpu_dev *d, uint64_t *free_bytes, uint64_t *total_bytes)
     return 0;
 }
 
-int gpu_alloc(gpu_dev *d, void **p, size_t bytes, gpu_mem_cat cat,
+int gd_alloc(gd_dev *d, void **p, size_t bytes, gd_mem_cat cat,
               const char *what)
 {
     *p = NULL;
-    if ((unsigned)cat >= GPU_MEM_NUM_CATS)
-        return fail(d, "gpu_alloc (%s): category %d", what, (int)cat);
+    if ((unsigned)cat >= GD_MEM_NUM_CATS)
+        return fail(d, "gd_alloc (%s): category %d", what, (int)cat);
     if (bytes == 0)
         return 0;
     *p = malloc(bytes);
@@ -102,19 +102,19 @@ int gpu_alloc(gpu_dev *d, void **p, size_t bytes, gpu_mem_cat cat,
     return 0;
 }
 
-void gpu_free(gpu_dev *d, void *p, size_t bytes, gpu_mem_cat cat)
+void gd_free(gd_dev *d, void *p, size_t bytes, gd_mem_cat cat)
 {
-    if (!p || !d || (unsigned)cat >= GPU_MEM_NUM_CATS)
+    if (!p || !d || (unsigned)cat >= GD_MEM_NUM_CATS)
         return;
     free(p);
     d->now[cat] -= bytes;
     d->total -= bytes;
 }
 
-void gpu_mem_usage(const gpu_dev *d, uint64_t now[GPU_MEM_NUM_CATS],
-                   uint64_t peak[GPU_MEM_NUM_CATS], uint64_t *peak_total)
+void gd_mem_usage(const gd_dev *d, uint64_t now[GD_MEM_NUM_CATS],
+                   uint64_t peak[GD_MEM_NUM_CATS], uint64_t *peak_total)
 {
-    for (int i = 0; i < GPU_MEM_NUM_CATS; i++) {
+    for (int i = 0; i < GD_MEM_NUM_CATS; i++) {
         if (now)
             now[i] = d->now[i];
         if (peak)
@@ -124,7 +124,7 @@ void gpu_mem_usage(const gpu_dev *d, uint64_t now[GPU_MEM_NUM_CATS],
         *peak_total = d->peak_total;
 }
 
-int gpu_upload(gpu_dev *d, void *dst, const void *src, size_t bytes)
+int gd_upload(gd_dev *d, void *dst, const void *src, size_t bytes)
 {
     (void)d;
     if (bytes)
@@ -132,12 +132,12 @@ int gpu_upload(gpu_dev *d, void *dst, const void *src, size_t bytes)
     return 0;
 }
 
-int gpu_download(gpu_dev *d, void *dst, const void *src, size_t bytes)
+int gd_download(gd_dev *d, void *dst, const void *src, size_t bytes)
 {
-    return gpu_upload(d, dst, src, bytes);
+    return gd_upload(d, dst, src, bytes);
 }
 
-int gpu_memset(gpu_dev *d, void *dst, int value, size_t bytes)
+int gd_memset(gd_dev *d, void *dst, int value, size_t bytes)
 {
     (void)d;
     if (bytes)
@@ -145,7 +145,7 @@ int gpu_memset(gpu_dev *d, void *dst, int value, size_t bytes)
     return 0;
 }
 
-int gpu_copy(gpu_dev *d, void *dst, const void *src, size_t bytes)
+int gd_copy(gd_dev *d, void *dst, const void *src, size_t bytes)
 {
     (void)d;
     if (bytes)
@@ -153,9 +153,9 @@ int gpu_copy(gpu_dev *d, void *dst, const void *src, size_t bytes)
     return 0;
 }
 
-int gpu_sync(gpu_dev *d) { (void)d; return 0; }
+int gd_sync(gd_dev *d) { (void)d; return 0; }
 
-int gpu_check_launch(gpu_dev *d, int cuda_error, const char *what)
+int gd_check_launch(gd_dev *d, int cuda_error, const char *what)
 {
     if (cuda_error == 0)
         return 0;
@@ -165,38 +165,38 @@ int gpu_check_launch(gpu_dev *d, int cuda_error, const char *what)
 
 /* An f32 copy of a column-major rows x cols matrix with leading dimension
  * ld (only the elements the matrix covers are read). */
-static float *widen(const void *x, gpu_dtype t, int rows, int cols, int ld)
+static float *widen(const void *x, gd_dtype t, int rows, int cols, int ld)
 {
     size_t n = (size_t)ld * (size_t)(cols - 1) + (size_t)rows;
     float *y = malloc(n * sizeof *y);
     if (!y)
         return NULL;
-    if (t == GPU_F32) {
+    if (t == GD_F32) {
         memcpy(y, x, n * sizeof *y);
     } else {
         const uint16_t *h = x;
         for (size_t i = 0; i < n; i++)
-            y[i] = gpu_bf16_to_f32(h[i]);
+            y[i] = gd_bf16_to_f32(h[i]);
     }
     return y;
 }
 
-int gpu_gemm(gpu_dev *d, int transa, int transb, int M, int N, int K,
+int gd_gemm(gd_dev *d, int transa, int transb, int M, int N, int K,
              float alpha, const void *A, int lda, const void *B, int ldb,
-             gpu_dtype ab_type, float beta, void *C, int ldc,
-             gpu_dtype c_type)
+             gd_dtype ab_type, float beta, void *C, int ldc,
+             gd_dtype c_type)
 {
-    if (gpu_gemm_check(d->err, sizeof d->err, M, N, K, A, lda, transa, B, ldb,
+    if (gd_gemm_check(d->err, sizeof d->err, M, N, K, A, lda, transa, B, ldb,
                        transb, C, ldc, ab_type, c_type) != 0)
         return -1;
-    gpu_colmajor_gemm g = gpu_gemm_to_colmajor(transa, transb, M, N, K, A,
+    gd_colmajor_gemm g = gd_gemm_to_colmajor(transa, transb, M, N, K, A,
                                                lda, B, ldb);
     /* Stored shapes (column-major) of the two operands and of C. */
     int r1 = g.trans_first ? g.k : g.m, c1 = g.trans_first ? g.m : g.k;
     int r2 = g.trans_second ? g.n : g.k, c2 = g.trans_second ? g.k : g.n;
     float *a = widen(g.first, ab_type, r1, c1, g.ld_first);
     float *b = widen(g.second, ab_type, r2, c2, g.ld_second);
-    float *c = c_type == GPU_F32 ? (float *)C : widen(C, c_type, g.m, g.n, ldc);
+    float *c = c_type == GD_F32 ? (float *)C : widen(C, c_type, g.m, g.n, ldc);
     if (!a || !b || !c) {
         free(a);
         free(b);
@@ -204,7 +204,7 @@ int gpu_gemm(gpu_dev *d, int transa, int transb, int M, int N, int K,
             free(c);
         return fail(d, "gemm %dx%dx%d: out of host memory", M, N, K);
     }
-    if (c_type != GPU_F32 && beta == 0.0f) {
+    if (c_type != GD_F32 && beta == 0.0f) {
         /* BLAS does not read C when beta is 0; neither does cuBLAS. */
         size_t n = (size_t)ldc * (size_t)(g.n - 1) + (size_t)g.m;
         memset(c, 0, n * sizeof *c);
@@ -212,12 +212,12 @@ int gpu_gemm(gpu_dev *d, int transa, int transb, int M, int N, int K,
     cblas_sgemm(CblasColMajor, g.trans_first ? CblasTrans : CblasNoTrans,
                 g.trans_second ? CblasTrans : CblasNoTrans, g.m, g.n, g.k,
                 alpha, a, g.ld_first, b, g.ld_second, beta, c, ldc);
-    if (c_type != GPU_F32) {
+    if (c_type != GD_F32) {
         uint16_t *h = C;
         for (int j = 0; j < g.n; j++)
             for (int i = 0; i < g.m; i++) {
                 size_t at = (size_t)j * ldc + i;
-                h[at] = gpu_f32_to_bf16(c[at]);
+                h[at] = gd_f32_to_bf16(c[at]);
             }
         free(c);
     }

@@ -27,7 +27,7 @@ int lg_fail(llama_gpu *m, const char *fmt, ...)
 
 int lg_fail_dev(llama_gpu *m)
 {
-    snprintf(m->err, sizeof m->err, "%s", gpu_error(m->dev));
+    snprintf(m->err, sizeof m->err, "%s", gd_error(m->dev));
     return -1;
 }
 
@@ -38,7 +38,7 @@ const char *llama_gpu_error(const llama_gpu *m)
 
 void *llama_gpu_stream(const llama_gpu *m)
 {
-    return m ? gpu_stream(m->dev) : NULL;
+    return m ? gd_stream(m->dev) : NULL;
 }
 
 const llama_config *llama_gpu_config(const llama_gpu *m)
@@ -65,7 +65,7 @@ void llama_gpu_options_default(llama_gpu_options *o, const llama_config *cfg)
 /* A device buffer of `count` elements of `size` bytes, remembered for
  * destroy. */
 static int reserve(llama_gpu *m, void *pp, size_t count, size_t size,
-                   gpu_mem_cat cat, const char *what)
+                   gd_mem_cat cat, const char *what)
 {
     void **p = pp;
     *p = NULL;
@@ -73,7 +73,7 @@ static int reserve(llama_gpu *m, void *pp, size_t count, size_t size,
         return lg_fail(m, "internal: more than %d device buffers",
                        LG_MAX_BUFFERS);
     size_t bytes = count * size;
-    if (gpu_alloc(m->dev, p, bytes, cat, what) != 0)
+    if (gd_alloc(m->dev, p, bytes, cat, what) != 0)
         return lg_fail_dev(m);
     m->bufs[m->nbufs].p = *p;
     m->bufs[m->nbufs].bytes = bytes;
@@ -164,9 +164,9 @@ static int rope_tables(llama_gpu *m)
             c[(size_t)t * half + i] = (float)cos(angle);
             s[(size_t)t * half + i] = (float)sin(angle);
         }
-    int rc = gpu_upload(m->dev, m->rope_cos, c, n * sizeof *c) ||
-             gpu_upload(m->dev, m->rope_sin, s, n * sizeof *s) ||
-             gpu_sync(m->dev);
+    int rc = gd_upload(m->dev, m->rope_cos, c, n * sizeof *c) ||
+             gd_upload(m->dev, m->rope_sin, s, n * sizeof *s) ||
+             gd_sync(m->dev);
     free(c);
     free(s);
     return rc ? lg_fail_dev(m) : 0;
@@ -187,7 +187,7 @@ static int reserve_all(llama_gpu *m)
     m->layer_elems = layer_views(&probe, NULL, m);
     size_t w_elems = V * dim + L * m->layer_elems + dim + (c->tied ? 0 : V * dim);
     lk_bf16 *wb;
-    if (reserve(m, &wb, w_elems, b2, GPU_MEM_WEIGHTS, "weights"))
+    if (reserve(m, &wb, w_elems, b2, GD_MEM_WEIGHTS, "weights"))
         return -1;
     lk_bf16 *at = wb;
     m->embed = at;
@@ -203,18 +203,18 @@ static int reserve_all(llama_gpu *m)
     m->grad_head = m->opt.train_head;
     m->grad_embed = m->opt.train_embeddings || (c->tied && m->opt.train_head);
     if (m->grad_embed &&
-        reserve(m, &m->g_embed, V * dim, b2, GPU_MEM_GRADS, "embedding grad"))
+        reserve(m, &m->g_embed, V * dim, b2, GD_MEM_GRADS, "embedding grad"))
         return -1;
     if (m->grad_head) {
-        if (reserve(m, &m->g_rms_final, dim, b2, GPU_MEM_GRADS,
+        if (reserve(m, &m->g_rms_final, dim, b2, GD_MEM_GRADS,
                     "final norm grad"))
             return -1;
-        if (!c->tied && reserve(m, &m->g_head, V * dim, b2, GPU_MEM_GRADS,
+        if (!c->tied && reserve(m, &m->g_head, V * dim, b2, GD_MEM_GRADS,
                                 "head grad"))
             return -1;
     }
     if (reserve(m, &m->pool, (size_t)m->opt.max_trainable_layers *
-                                 m->layer_elems, b2, GPU_MEM_GRADS,
+                                 m->layer_elems, b2, GD_MEM_GRADS,
                 "layer gradient pool"))
         return -1;
 
@@ -222,28 +222,28 @@ static int reserve_all(llama_gpu *m)
     size_t S = (size_t)m->act_sets;
     float *h, *rstd_att, *rstd_ffn, *lse;
     lk_bf16 *xn_att, *qb, *kb, *vb, *ob, *xn_ffn, *gate, *up, *mid;
-    if (reserve(m, &m->x, (L + 1) * bt * dim, f4, GPU_MEM_ACTIVATIONS, "x") ||
-        reserve(m, &h, S * bt * dim, f4, GPU_MEM_ACTIVATIONS, "h") ||
-        reserve(m, &rstd_att, S * bt, f4, GPU_MEM_ACTIVATIONS, "rstd_att") ||
-        reserve(m, &rstd_ffn, S * bt, f4, GPU_MEM_ACTIVATIONS, "rstd_ffn") ||
-        reserve(m, &lse, S * heads_bt, f4, GPU_MEM_ACTIVATIONS, "lse") ||
-        reserve(m, &xn_att, S * bt * dim, b2, GPU_MEM_ACTIVATIONS, "xn_att") ||
-        reserve(m, &qb, S * bt * q, b2, GPU_MEM_ACTIVATIONS, "q") ||
-        reserve(m, &kb, S * bt * kv, b2, GPU_MEM_ACTIVATIONS, "k") ||
-        reserve(m, &vb, S * bt * kv, b2, GPU_MEM_ACTIVATIONS, "v") ||
-        reserve(m, &ob, S * bt * q, b2, GPU_MEM_ACTIVATIONS, "o") ||
-        reserve(m, &xn_ffn, S * bt * dim, b2, GPU_MEM_ACTIVATIONS, "xn_ffn") ||
-        reserve(m, &gate, S * bt * hid, b2, GPU_MEM_ACTIVATIONS, "gate") ||
-        reserve(m, &up, S * bt * hid, b2, GPU_MEM_ACTIVATIONS, "up") ||
-        reserve(m, &mid, S * bt * hid, b2, GPU_MEM_ACTIVATIONS, "mid") ||
-        reserve(m, &m->rstd_final, bt, f4, GPU_MEM_ACTIVATIONS, "rstd_final") ||
-        reserve(m, &m->xn_final, bt * dim, b2, GPU_MEM_ACTIVATIONS,
+    if (reserve(m, &m->x, (L + 1) * bt * dim, f4, GD_MEM_ACTIVATIONS, "x") ||
+        reserve(m, &h, S * bt * dim, f4, GD_MEM_ACTIVATIONS, "h") ||
+        reserve(m, &rstd_att, S * bt, f4, GD_MEM_ACTIVATIONS, "rstd_att") ||
+        reserve(m, &rstd_ffn, S * bt, f4, GD_MEM_ACTIVATIONS, "rstd_ffn") ||
+        reserve(m, &lse, S * heads_bt, f4, GD_MEM_ACTIVATIONS, "lse") ||
+        reserve(m, &xn_att, S * bt * dim, b2, GD_MEM_ACTIVATIONS, "xn_att") ||
+        reserve(m, &qb, S * bt * q, b2, GD_MEM_ACTIVATIONS, "q") ||
+        reserve(m, &kb, S * bt * kv, b2, GD_MEM_ACTIVATIONS, "k") ||
+        reserve(m, &vb, S * bt * kv, b2, GD_MEM_ACTIVATIONS, "v") ||
+        reserve(m, &ob, S * bt * q, b2, GD_MEM_ACTIVATIONS, "o") ||
+        reserve(m, &xn_ffn, S * bt * dim, b2, GD_MEM_ACTIVATIONS, "xn_ffn") ||
+        reserve(m, &gate, S * bt * hid, b2, GD_MEM_ACTIVATIONS, "gate") ||
+        reserve(m, &up, S * bt * hid, b2, GD_MEM_ACTIVATIONS, "up") ||
+        reserve(m, &mid, S * bt * hid, b2, GD_MEM_ACTIVATIONS, "mid") ||
+        reserve(m, &m->rstd_final, bt, f4, GD_MEM_ACTIVATIONS, "rstd_final") ||
+        reserve(m, &m->xn_final, bt * dim, b2, GD_MEM_ACTIVATIONS,
                 "xn_final") ||
-        reserve(m, &m->logits, bt * V, b2, GPU_MEM_ACTIVATIONS, "logits") ||
-        reserve(m, &m->row_loss, bt, f4, GPU_MEM_ACTIVATIONS, "row_loss") ||
-        reserve(m, &m->tokens, bt, sizeof(int32_t), GPU_MEM_ACTIVATIONS,
+        reserve(m, &m->logits, bt * V, b2, GD_MEM_ACTIVATIONS, "logits") ||
+        reserve(m, &m->row_loss, bt, f4, GD_MEM_ACTIVATIONS, "row_loss") ||
+        reserve(m, &m->tokens, bt, sizeof(int32_t), GD_MEM_ACTIVATIONS,
                 "tokens") ||
-        reserve(m, &m->targets, bt, sizeof(int32_t), GPU_MEM_ACTIVATIONS,
+        reserve(m, &m->targets, bt, sizeof(int32_t), GD_MEM_ACTIVATIONS,
                 "targets"))
         return -1;
     for (size_t s = 0; s < S; s++) {
@@ -266,23 +266,23 @@ static int reserve_all(llama_gpu *m)
     /* Workspace of the backward pass (and the RoPE tables). */
     size_t half = (size_t)m->head_dim / 2;
     if (reserve(m, &m->rope_cos, (size_t)c->seq_len * half, f4,
-                GPU_MEM_WORKSPACE, "rope_cos") ||
+                GD_MEM_WORKSPACE, "rope_cos") ||
         reserve(m, &m->rope_sin, (size_t)c->seq_len * half, f4,
-                GPU_MEM_WORKSPACE, "rope_sin") ||
-        reserve(m, &m->d_res, bt * dim, f4, GPU_MEM_WORKSPACE, "d_res") ||
-        reserve(m, &m->d_norm, bt * dim, f4, GPU_MEM_WORKSPACE, "d_norm") ||
-        reserve(m, &m->d_res_b, bt * dim, b2, GPU_MEM_WORKSPACE, "d_res_b") ||
-        reserve(m, &m->d_gate, bt * hid, b2, GPU_MEM_WORKSPACE, "d_gate") ||
-        reserve(m, &m->d_up, bt * hid, b2, GPU_MEM_WORKSPACE, "d_up") ||
-        reserve(m, &m->d_o, bt * q, b2, GPU_MEM_WORKSPACE, "d_o") ||
-        reserve(m, &m->d_q, bt * q, b2, GPU_MEM_WORKSPACE, "d_q") ||
-        reserve(m, &m->d_k, bt * kv, b2, GPU_MEM_WORKSPACE, "d_k") ||
-        reserve(m, &m->d_v, bt * kv, b2, GPU_MEM_WORKSPACE, "d_v") ||
-        reserve(m, &m->delta, heads_bt, f4, GPU_MEM_WORKSPACE, "delta") ||
-        reserve(m, &m->gain_acc, dim, f4, GPU_MEM_WORKSPACE, "gain_acc"))
+                GD_MEM_WORKSPACE, "rope_sin") ||
+        reserve(m, &m->d_res, bt * dim, f4, GD_MEM_WORKSPACE, "d_res") ||
+        reserve(m, &m->d_norm, bt * dim, f4, GD_MEM_WORKSPACE, "d_norm") ||
+        reserve(m, &m->d_res_b, bt * dim, b2, GD_MEM_WORKSPACE, "d_res_b") ||
+        reserve(m, &m->d_gate, bt * hid, b2, GD_MEM_WORKSPACE, "d_gate") ||
+        reserve(m, &m->d_up, bt * hid, b2, GD_MEM_WORKSPACE, "d_up") ||
+        reserve(m, &m->d_o, bt * q, b2, GD_MEM_WORKSPACE, "d_o") ||
+        reserve(m, &m->d_q, bt * q, b2, GD_MEM_WORKSPACE, "d_q") ||
+        reserve(m, &m->d_k, bt * kv, b2, GD_MEM_WORKSPACE, "d_k") ||
+        reserve(m, &m->d_v, bt * kv, b2, GD_MEM_WORKSPACE, "d_v") ||
+        reserve(m, &m->delta, heads_bt, f4, GD_MEM_WORKSPACE, "delta") ||
+        reserve(m, &m->gain_acc, dim, f4, GD_MEM_WORKSPACE, "gain_acc"))
         return -1;
     if (m->grad_embed && reserve(m, &m->d_embed_acc, V * dim, f4,
-                                 GPU_MEM_WORKSPACE, "embedding grad (f32)"))
+                                 GD_MEM_WORKSPACE, "embedding grad (f32)"))
         return -1;
     return 0;
 }
@@ -326,7 +326,7 @@ int llama_gpu_create(llama_gpu **out, const llama_config *cfg,
     }
     for (int64_t i = 0; i < nt; i++)
         m->opt_index[i] = UINT64_MAX;
-    if (gpu_create(&m->dev, o->device, o->stream, err, errlen) != 0) {
+    if (gd_create(&m->dev, o->device, o->stream, err, errlen) != 0) {
         llama_gpu_destroy(m);
         return -1;
     }
@@ -344,11 +344,11 @@ void llama_gpu_destroy(llama_gpu *m)
     if (!m)
         return;
     if (m->dev) {
-        gpu_activate(m->dev);
-        gpu_sync(m->dev);
+        gd_activate(m->dev);
+        gd_sync(m->dev);
         for (int i = m->nbufs - 1; i >= 0; i--)
-            gpu_free(m->dev, m->bufs[i].p, m->bufs[i].bytes, m->bufs[i].cat);
-        gpu_destroy(m->dev);
+            gd_free(m->dev, m->bufs[i].p, m->bufs[i].bytes, m->bufs[i].cat);
+        gd_destroy(m->dev);
     }
     free(m->w);
     free(m->g);
@@ -428,17 +428,17 @@ int llama_gpu_upload(llama_gpu *m, const llama_params *w)
     if (!pr || !stage) {
         rc = lg_fail(m, "out of host memory for the upload");
     } else {
-        rc = gpu_activate(m->dev) ? lg_fail_dev(m) : 0;
+        rc = gd_activate(m->dev) ? lg_fail_dev(m) : 0;
         int n = rc ? 0 : pairs(m, w, pr);
         for (int i = 0; i < n && !rc; i++) {
             for (size_t j = 0; j < pr[i].n; j++)
-                stage[j] = gpu_f32_to_bf16(pr[i].host[j]);
+                stage[j] = gd_f32_to_bf16(pr[i].host[j]);
             /* upload returns once stage is staged: reuse it at once. */
-            if (gpu_upload(m->dev, pr[i].dev, stage,
+            if (gd_upload(m->dev, pr[i].dev, stage,
                            pr[i].n * sizeof *stage) != 0)
                 rc = lg_fail_dev(m);
         }
-        if (!rc && gpu_sync(m->dev) != 0)
+        if (!rc && gd_sync(m->dev) != 0)
             rc = lg_fail_dev(m);
     }
     free(pr);
@@ -458,16 +458,16 @@ int llama_gpu_download(llama_gpu *m, llama_params *w)
     if (!pr || !stage) {
         rc = lg_fail(m, "out of host memory for the download");
     } else {
-        rc = gpu_activate(m->dev) ? lg_fail_dev(m) : 0;
+        rc = gd_activate(m->dev) ? lg_fail_dev(m) : 0;
         int n = rc ? 0 : pairs(m, w, pr);
         for (int i = 0; i < n && !rc; i++) {
-            if (gpu_download(m->dev, stage, pr[i].dev,
+            if (gd_download(m->dev, stage, pr[i].dev,
                              pr[i].n * sizeof *stage) != 0) {
                 rc = lg_fail_dev(m);
                 break;
             }
             for (size_t j = 0; j < pr[i].n; j++)
-                pr[i].host[j] = gpu_bf16_to_f32(stage[j]);
+                pr[i].host[j] = gd_bf16_to_f32(stage[j]);
         }
     }
     free(pr);
@@ -507,7 +507,7 @@ int llama_gpu_init_random(llama_gpu *m, uint64_t seed, float std)
     lk_bf16 *stage = malloc(largest_tensor(m) * sizeof *stage);
     if (!stage)
         return lg_fail(m, "out of host memory for the initialisation");
-    if (gpu_activate(m->dev) != 0) {
+    if (gd_activate(m->dev) != 0) {
         free(stage);
         return lg_fail_dev(m);
     }
@@ -542,22 +542,22 @@ int llama_gpu_init_random(llama_gpu *m, uint64_t seed, float std)
         for (int i = 0; i < n && !rc; i++) {
             for (size_t j = 0; j < t[i].n; j += 2) {
                 if (t[i].ones) {
-                    stage[j] = gpu_f32_to_bf16(1.0f);
+                    stage[j] = gd_f32_to_bf16(1.0f);
                     if (j + 1 < t[i].n)
                         stage[j + 1] = stage[j];
                     continue;
                 }
                 double r = sqrt(-2.0 * log(uniform01(&s)));
                 double phi = 6.283185307179586 * uniform01(&s);
-                stage[j] = gpu_f32_to_bf16((float)(std * r * cos(phi)));
+                stage[j] = gd_f32_to_bf16((float)(std * r * cos(phi)));
                 if (j + 1 < t[i].n)
-                    stage[j + 1] = gpu_f32_to_bf16((float)(std * r * sin(phi)));
+                    stage[j + 1] = gd_f32_to_bf16((float)(std * r * sin(phi)));
             }
-            if (gpu_upload(m->dev, t[i].p, stage, t[i].n * sizeof *stage))
+            if (gd_upload(m->dev, t[i].p, stage, t[i].n * sizeof *stage))
                 rc = lg_fail_dev(m);
         }
     }
-    if (!rc && gpu_sync(m->dev) != 0)
+    if (!rc && gd_sync(m->dev) != 0)
         rc = lg_fail_dev(m);
     free(stage);
     return rc;
@@ -721,10 +721,10 @@ void llama_gpu_memory_get(const llama_gpu *m, llama_gpu_memory *mem)
     memset(mem, 0, sizeof *mem);
     if (!m)
         return;
-    uint64_t now[GPU_MEM_NUM_CATS], peak[GPU_MEM_NUM_CATS];
-    gpu_mem_usage(m->dev, now, peak, &mem->peak_total);
-    mem->weights = now[GPU_MEM_WEIGHTS];
-    mem->grads = now[GPU_MEM_GRADS];
-    mem->activations = peak[GPU_MEM_ACTIVATIONS];
-    mem->workspace = peak[GPU_MEM_WORKSPACE];
+    uint64_t now[GD_MEM_NUM_CATS], peak[GD_MEM_NUM_CATS];
+    gd_mem_usage(m->dev, now, peak, &mem->peak_total);
+    mem->weights = now[GD_MEM_WEIGHTS];
+    mem->grads = now[GD_MEM_GRADS];
+    mem->activations = peak[GD_MEM_ACTIVATIONS];
+    mem->workspace = peak[GD_MEM_WORKSPACE];
 }

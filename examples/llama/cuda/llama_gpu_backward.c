@@ -20,7 +20,7 @@
 static int gain_to_grad(llama_gpu *m, lk_bf16 *grad)
 {
     LG_LK(m, "lk_f32_to_bf16 (norm gain gradient)",
-          lk_f32_to_bf16(gpu_stream(m->dev), grad, m->gain_acc, m->cfg.dim));
+          lk_f32_to_bf16(gd_stream(m->dev), grad, m->gain_acc, m->cfg.dim));
     return 0;
 }
 
@@ -31,9 +31,9 @@ static int norm_backward(llama_gpu *m, const float *x, const float *rstd,
                          const char *what)
 {
     int dim = m->cfg.dim;
-    void *s = gpu_stream(m->dev);
+    void *s = gd_stream(m->dev);
     if (grad)
-        LG_TRY(m, gpu_memset(m->dev, m->gain_acc, 0, (size_t)dim * sizeof(float)));
+        LG_TRY(m, gd_memset(m->dev, m->gain_acc, 0, (size_t)dim * sizeof(float)));
     LG_LK(m, what,
           lk_rmsnorm_backward(s, m->d_res, grad ? m->gain_acc : NULL,
                               m->d_norm, x, rstd, gain, n, dim));
@@ -44,7 +44,7 @@ static int norm_backward(llama_gpu *m, const float *x, const float *rstd,
 static int d_res_to_bf16(llama_gpu *m, int n)
 {
     LG_LK(m, "lk_f32_to_bf16 (residual gradient)",
-          lk_f32_to_bf16(gpu_stream(m->dev), m->d_res_b, m->d_res,
+          lk_f32_to_bf16(gd_stream(m->dev), m->d_res_b, m->d_res,
                          (int64_t)n * m->cfg.dim));
     return 0;
 }
@@ -55,7 +55,7 @@ static int layer_backward(llama_gpu *m, int l, int B, int T)
     const llama_config *c = &m->cfg;
     const lg_layer *W = &m->w[l];
     const lg_layer *G = m->trainable[l] ? &m->g[l] : NULL;
-    void *s = gpu_stream(m->dev);
+    void *s = gd_stream(m->dev);
     int n = B * T, dim = c->dim, hid = c->hidden_dim;
     int q = m->qdim, kv = m->kvdim, hd = m->head_dim;
 
@@ -74,7 +74,7 @@ static int layer_backward(llama_gpu *m, int l, int B, int T)
     lk_bf16 *d_mid = m->d_gate; /* d_gate is written in place of d_mid */
     if (lg_linear_d_in_bf16(m, d_mid, m->d_res_b, W->w_down, n, hid, dim))
         return -1;
-    if (G && lg_linear_d_w(m, G->w_down, GPU_BF16, m->d_res_b, a->mid, n, hid,
+    if (G && lg_linear_d_w(m, G->w_down, GD_BF16, m->d_res_b, a->mid, n, hid,
                            dim))
         return -1;
     LG_LK(m, "lk_swiglu_backward",
@@ -83,9 +83,9 @@ static int layer_backward(llama_gpu *m, int l, int B, int T)
     if (lg_linear_d_in(m, m->d_norm, 0.0f, m->d_gate, W->w_gate, n, dim, hid) ||
         lg_linear_d_in(m, m->d_norm, 1.0f, m->d_up, W->w_up, n, dim, hid))
         return -1;
-    if (G && (lg_linear_d_w(m, G->w_gate, GPU_BF16, m->d_gate, a->xn_ffn, n,
+    if (G && (lg_linear_d_w(m, G->w_gate, GD_BF16, m->d_gate, a->xn_ffn, n,
                             dim, hid) ||
-              lg_linear_d_w(m, G->w_up, GPU_BF16, m->d_up, a->xn_ffn, n, dim,
+              lg_linear_d_w(m, G->w_up, GD_BF16, m->d_up, a->xn_ffn, n, dim,
                             hid)))
         return -1;
     if (norm_backward(m, a->h, a->rstd_ffn, W->rms_ffn, G ? G->rms_ffn : NULL,
@@ -97,7 +97,7 @@ static int layer_backward(llama_gpu *m, int l, int B, int T)
         return -1;
     if (lg_linear_d_in_bf16(m, m->d_o, m->d_res_b, W->wo, n, q, dim))
         return -1;
-    if (G && lg_linear_d_w(m, G->wo, GPU_BF16, m->d_res_b, a->o, n, q, dim))
+    if (G && lg_linear_d_w(m, G->wo, GD_BF16, m->d_res_b, a->o, n, q, dim))
         return -1;
     LG_LK(m, "lk_attention_backward",
           lk_attention_backward(s, m->d_q, m->d_k, m->d_v, m->delta, m->d_o,
@@ -113,10 +113,10 @@ static int layer_backward(llama_gpu *m, int l, int B, int T)
         lg_linear_d_in(m, m->d_norm, 1.0f, m->d_k, W->wk, n, dim, kv) ||
         lg_linear_d_in(m, m->d_norm, 1.0f, m->d_v, W->wv, n, dim, kv))
         return -1;
-    if (G && (lg_linear_d_w(m, G->wq, GPU_BF16, m->d_q, a->xn_att, n, dim, q) ||
-              lg_linear_d_w(m, G->wk, GPU_BF16, m->d_k, a->xn_att, n, dim,
+    if (G && (lg_linear_d_w(m, G->wq, GD_BF16, m->d_q, a->xn_att, n, dim, q) ||
+              lg_linear_d_w(m, G->wk, GD_BF16, m->d_k, a->xn_att, n, dim,
                             kv) ||
-              lg_linear_d_w(m, G->wv, GPU_BF16, m->d_v, a->xn_att, n, dim,
+              lg_linear_d_w(m, G->wv, GD_BF16, m->d_v, a->xn_att, n, dim,
                             kv)))
         return -1;
     return norm_backward(m, x, a->rstd_att, W->rms_att,
@@ -134,8 +134,8 @@ int llama_gpu_backward(llama_gpu *m)
     const llama_config *c = &m->cfg;
     int B = m->B, T = m->T, n = B * T, dim = c->dim, V = c->vocab_size;
     int L = c->n_layers;
-    void *s = gpu_stream(m->dev);
-    LG_TRY(m, gpu_activate(m->dev));
+    void *s = gd_stream(m->dev);
+    LG_TRY(m, gd_activate(m->dev));
 
     /* How far down the pass goes (model.c's plan_backward). */
     int lowest = L;
@@ -160,17 +160,17 @@ int llama_gpu_backward(llama_gpu *m)
         lg_linear_d_in(m, m->d_norm, 0.0f, m->logits, m->head, n, dim, V))
         return -1;
     if (c->tied && m->grad_embed) {
-        if (lg_linear_d_w(m, m->d_embed_acc, GPU_F32, m->logits, m->xn_final,
+        if (lg_linear_d_w(m, m->d_embed_acc, GD_F32, m->logits, m->xn_final,
                           n, dim, V))
             return -1;
     } else if (!c->tied && m->grad_head) {
-        if (lg_linear_d_w(m, m->g_head, GPU_BF16, m->logits, m->xn_final, n,
+        if (lg_linear_d_w(m, m->g_head, GD_BF16, m->logits, m->xn_final, n,
                           dim, V))
             return -1;
     }
     if (need_d_norm) {
         /* Nothing but the final norm adds to the top of the stream. */
-        LG_TRY(m, gpu_memset(m->dev, m->d_res, 0,
+        LG_TRY(m, gd_memset(m->dev, m->d_res, 0,
                              (size_t)n * dim * sizeof(float)));
         if (norm_backward(m, lg_x(m, L), m->rstd_final, m->rms_final,
                           m->grad_head ? m->g_rms_final : NULL, n,
@@ -185,7 +185,7 @@ int llama_gpu_backward(llama_gpu *m)
     if (m->grad_embed) {
         size_t ve = (size_t)V * dim;
         if (!c->tied)
-            LG_TRY(m, gpu_memset(m->dev, m->d_embed_acc, 0, ve * sizeof(float)));
+            LG_TRY(m, gd_memset(m->dev, m->d_embed_acc, 0, ve * sizeof(float)));
         LG_LK(m, "lk_embed_backward",
               lk_embed_backward(s, m->d_embed_acc, m->d_res, m->tokens, n, dim));
         LG_LK(m, "lk_f32_to_bf16 (embedding gradient)",

@@ -38,11 +38,11 @@ struct llama_gpu {
     llama_gpu_options opt;
     int head_dim, qdim, kvdim;
     size_t bt_max; /* max_batch * seq_len rows */
-    gpu_dev *dev;
+    gd_dev *dev;
     char err[512];
 
     /* Every device buffer, for destroy. */
-    struct { void *p; size_t bytes; gpu_mem_cat cat; } bufs[LG_MAX_BUFFERS];
+    struct { void *p; size_t bytes; gd_mem_cat cat; } bufs[LG_MAX_BUFFERS];
     int nbufs;
 
     /* Weights (bf16). */
@@ -102,7 +102,7 @@ int lg_fail(llama_gpu *m, const char *fmt, ...);
 /* A kernel launcher's cudaError_t, checked; the message names it. */
 #define LG_LK(m, name, call)                                                   \
     do {                                                                       \
-        if (gpu_check_launch((m)->dev, (call), name) != 0)                     \
+        if (gd_check_launch((m)->dev, (call), name) != 0)                     \
             return lg_fail_dev(m);                                             \
     } while (0)
 
@@ -119,7 +119,7 @@ static inline float *lg_x(llama_gpu *m, int l)
 /* Linear layers on n tokens with a [out x in] weight (bf16 operands, f32
  * compute): out (+)= in . W^T; d_in (+)= d_out . W (f32); dW = d_out^T .
  * in (bf16). beta is 0 or 1. */
-int lg_linear(llama_gpu *m, void *out, gpu_dtype out_type, float beta,
+int lg_linear(llama_gpu *m, void *out, gd_dtype out_type, float beta,
               const lk_bf16 *in, const lk_bf16 *W, int n, int in_dim,
               int out_dim);
 int lg_linear_d_in(llama_gpu *m, float *d_in, float beta,
@@ -127,7 +127,7 @@ int lg_linear_d_in(llama_gpu *m, float *d_in, float beta,
                    int out_dim);
 int lg_linear_d_in_bf16(llama_gpu *m, lk_bf16 *d_in, const lk_bf16 *d_out,
                         const lk_bf16 *W, int n, int in_dim, int out_dim);
-int lg_linear_d_w(llama_gpu *m, void *d_w, gpu_dtype d_w_type,
+int lg_linear_d_w(llama_gpu *m, void *d_w, gd_dtype d_w_type,
                   const lk_bf16 *d_out, const lk_bf16 *in, int n, int in_dim,
                   int out_dim);
 

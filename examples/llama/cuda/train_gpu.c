@@ -45,7 +45,7 @@ static double now_s(void)
 
 int train_gpu_check_device(int device, char *err, size_t errlen)
 {
-    int n = gpu_device_count(err, errlen);
+    int n = gd_device_count(err, errlen);
     if (n == 0)
         return -1;
     if (device < 0 || device >= n) {
@@ -60,7 +60,7 @@ int train_gpu_check_device(int device, char *err, size_t errlen)
 }
 
 /* Everything a run holds, released in one place. */
-typedef struct gpu_run {
+typedef struct run_state {
     const train_gpu_run *r;
     int rank, world, local_rank, device;
     int B; /* this rank's sequences per step */
@@ -80,9 +80,9 @@ typedef struct gpu_run {
     owl_memory_usage peak;
     char *err;
     size_t errlen;
-} gpu_run;
+} run_state;
 
-static int fail(gpu_run *g, const char *fmt, ...)
+static int fail(run_state *g, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -91,7 +91,7 @@ static int fail(gpu_run *g, const char *fmt, ...)
     return -1;
 }
 
-static int owl_fail(gpu_run *g, const char *call, owl_status s)
+static int owl_fail(run_state *g, const char *call, owl_status s)
 {
     return fail(g, "%s failed: %s: %s", call, owl_status_name(s),
                 owl_context_last_error(g->ctx));
@@ -118,7 +118,7 @@ static int is_sampled(owl_method m)
 
 /* The optimizer options of train.c's make_optimizer, with the frozen
  * policy moved off the device for sampled methods. */
-static int optimizer_options(gpu_run *g)
+static int optimizer_options(run_state *g)
 {
     const train_gpu_run *r = g->r;
     int L = r->model->cfg.n_layers;
@@ -165,7 +165,7 @@ static int optimizer_options(gpu_run *g)
     return 0;
 }
 
-static int setup(gpu_run *g)
+static int setup(run_state *g)
 {
     const train_gpu_run *r = g->r;
     const llama_config *cfg = &r->model->cfg;
@@ -249,7 +249,7 @@ static int setup(gpu_run *g)
     return 0;
 }
 
-static void teardown(gpu_run *g)
+static void teardown(run_state *g)
 {
 #ifdef LLAMA_HAVE_NCCL
     llama_dist_destroy(g->dist);
@@ -266,7 +266,7 @@ static void teardown(gpu_run *g)
 /* Mean held-out loss over eval_batches batches of the full B sequences,
  * run in slices of this rank's batch size (every rank computes the same
  * value). */
-static int eval_loss(gpu_run *g, double *out)
+static int eval_loss(run_state *g, double *out)
 {
     const train_gpu_run *r = g->r;
     char err[256];
@@ -293,7 +293,7 @@ static int eval_loss(gpu_run *g, double *out)
     return 0;
 }
 
-static void track_peak(gpu_run *g, const owl_memory_usage *u)
+static void track_peak(run_state *g, const owl_memory_usage *u)
 {
 #define PEAK(f) g->peak.f = u->f > g->peak.f ? u->f : g->peak.f
     PEAK(device_moments);
@@ -324,7 +324,7 @@ static void print_step(int step, double loss, double lr, double tok_s,
     printf("\n");
 }
 
-static int train_loop(gpu_run *g)
+static int train_loop(run_state *g)
 {
     const train_gpu_run *r = g->r;
     int L = r->model->cfg.n_layers, T = r->seq;
@@ -411,7 +411,7 @@ static void report_row(const char *label, double measured, double planned)
 }
 
 /* The memory report: measured peaks by category next to the planner. */
-static int memory_report(gpu_run *g)
+static int memory_report(run_state *g)
 {
     const llama_config *c = &g->r->model->cfg;
     owl_model_shape shape;
@@ -471,7 +471,7 @@ static int memory_report(gpu_run *g)
 
 int train_gpu(const train_gpu_run *r, char *err, size_t errlen)
 {
-    gpu_run g;
+    run_state g;
     memset(&g, 0, sizeof g);
     g.r = r;
     g.err = err;
