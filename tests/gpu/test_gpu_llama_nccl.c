@@ -36,8 +36,9 @@
  *     mean of the ranks' losses against the reference's loss, rel. 2e-3;
  *     the global gradient norm the optimizer measured (the one clipping
  *     uses) against the reference's, rel. 2^-6;
- *   - after N steps, each tensor: ||W_dp - W_ref|| <= 0.1 ||W_ref - W_0||
- *     (a tensor that never trained must be bit-identical to W_0).
+ *   - after N steps, each tensor: ||W_dp - W_ref|| <= tol ||W_ref - W_0||,
+ *     tol 0.1 for full-rank updates and 0.5 for OWLORE's low-rank
+ *     matrices (a tensor that never trained must be bit-identical to W_0).
  *
  * Tolerances. Gradients are bf16 (8 significant bits, rounding error
  * 2^-9 relative): the averaged gradient carries one rounding in each
@@ -51,10 +52,20 @@
  * within the gradient error of zero may move the other way (2 lr per step
  * apart), and bf16 weights (an ulp is 1/8 to 1/16 of lr = 1e-3 at |w| ~
  * 0.02) round two slightly different updates one ulp apart now and then;
- * both effects are a few percent of the update norm, hence 10%. These
- * bounds come from this estimate, not from a measurement. The figures are
- * printed beside them, with a control that skips the all-reduce (one
- * rank's half batch alone), which the gradient check must reject.
+ * both effects are a few percent of the update norm, hence 10%. GaLore's
+ * low-rank matrices are more sensitive: their update lives in the span of
+ * the gradient's top-r singular vectors, and where singular values r and
+ * r+1 are close, a perturbation of the gradient at its rounding level
+ * turns that span noticeably, so the two runs' updates part by more than
+ * the gradients do; hence 0.5 there. These bounds were checked against a
+ * host simulation of this experiment (the f32 CPU model with bf16 weights
+ * and gradients, the average rounded to bf16 as NCCL does, the CPU
+ * backend's optimizer; five data seeds): worst step-0 gradient 0.004,
+ * FULL weights 0.016, OWLORE full-rank tensors 0.01, low-rank matrices
+ * 0.17; a rank's half batch alone (the control) was 0.7 to 1.2 on all of
+ * them. The device's bf16 activations are computed row by row alike in
+ * both runs, so they add little. The figures are printed beside the
+ * bounds, with the control, which the gradient check must reject.
  */
 #include "../common/testutil.h"
 
@@ -86,6 +97,7 @@
 #define GRAD_TOL 0.015625 /* 2^-6 */
 #define LOSS_TOL 2e-3
 #define WEIGHT_TOL 0.1
+#define LOWRANK_WEIGHT_TOL 0.5
 #define CHILD_DEADLINE_S 240.0
 
 static const llama_config test_cfg = {
@@ -792,29 +804,37 @@ static void weights_match_whole_batch(void **state)
         assert_int_equal(dp->nweights, ref->nweights);
         /* the same starting point */
         assert_memory_equal(dp->init, ref->init, dp->nweights * 4);
-        double worst = 0, ctl_worst = 0;
+        double worst[2] = {0, 0}, ctl_worst = 0;
         int trained = 0;
         for (int k = 0; k < n; k++) {
             const float *a = dp->weights + s[k].off;
             const float *b = ref->weights + s[k].off;
             const float *w0 = ref->init + s[k].off;
+            /* the seven matrices of a layer (not its two norm gains) take
+             * GaLore's low-rank path under OWLORE */
+            int in_layer = k >= 1 && k <= 9 * test_cfg.n_layers;
+            int j = (k - 1) % 9;
+            int lowrank = w == RUN_OWLORE && in_layer && j != 0 && j != 5;
+            double tol = lowrank ? LOWRANK_WEIGHT_TOL : WEIGHT_TOL;
             double e = rel_l2(a, b, s[k].n, w0);
             double c = rel_l2(ctl->weights + s[k].off, b, s[k].n, w0);
-            if (e > WEIGHT_TOL)
-                fail_msg("%s: %s (tensor %d) after %d steps: ||W_dp - "
+            if (e > tol)
+                fail_msg("%s: %s (tensor %d%s) after %d steps: ||W_dp - "
                          "W_ref|| / ||W_ref - W_0|| = %.3g > %.3g",
-                         run_names[w], s[k].what, k, STEPS, e, WEIGHT_TOL);
+                         run_names[w], s[k].what, k,
+                         lowrank ? ", low rank" : "", STEPS, e, tol);
             if (isfinite(e) && memcmp(b, w0, s[k].n * 4) != 0) {
                 trained++;
-                worst = e > worst ? e : worst;
+                worst[lowrank] = e > worst[lowrank] ? e : worst[lowrank];
                 ctl_worst = isfinite(c) && c > ctl_worst ? c : ctl_worst;
             }
         }
         assert_true(trained > 0);
         printf("%s after %d steps: %d tensors moved; weights rel. to the "
-               "update, worst %.3g (bound %.3g); control without all-reduce: "
-               "worst %.3g\n", run_names[w], STEPS, trained, worst,
-               WEIGHT_TOL, ctl_worst);
+               "update, worst %.3g full rank (bound %.3g), %.3g low rank "
+               "(bound %.3g); control without all-reduce: worst %.3g\n",
+               run_names[w], STEPS, trained, worst[0], WEIGHT_TOL, worst[1],
+               LOWRANK_WEIGHT_TOL, ctl_worst);
     }
 }
 
