@@ -529,12 +529,13 @@ static void ce_case(int64_t n, int vocab, uint64_t seed)
     const size_t nv = (size_t)n * vocab;
     float *lf;
     lk_bf16 *logits = random_bf16(nv, seed, 2.0f, &lf);
-    /* Row 1 is shifted by +80: exp without the max subtraction would
-     * overflow f32. */
-    if (n > 1)
+    /* Row 1 is shifted by +80 and row 3 by -200: exp without subtracting
+     * the row's true maximum would overflow, or underflow to a zero sum. */
+    for (int64_t i = 1; i < n && i <= 3; i += 2)
         for (int j = 0; j < vocab; j++) {
-            logits[(size_t)vocab + j] = ref_bf16(lf[(size_t)vocab + j] + 80.0f);
-            lf[(size_t)vocab + j] = bf16_value(logits[(size_t)vocab + j]);
+            size_t at = (size_t)i * vocab + j;
+            logits[at] = ref_bf16(lf[at] + (i == 1 ? 80.0f : -200.0f));
+            lf[at] = bf16_value(logits[at]);
         }
     int32_t *targets = xmalloc((size_t)n * sizeof(int32_t));
     int counted = 0;
@@ -565,10 +566,11 @@ static void ce_case(int64_t n, int vocab, uint64_t seed)
     float *loss = xmalloc((size_t)n * sizeof(float));
     assert_int_equal(lk_cross_entropy(NULL, logits, loss, targets, n, vocab,
                                       scale), 0);
-    /* Loss: f32 sum of exps and a log, then a difference of values ~80:
-     * 1e-5 of (1 + |lse|) absolute. */
+    /* Loss: f32 sum of exps and a log, then a difference of values of the
+     * row's size (up to ~200): 1e-5 of (1 + |loss| + shift) absolute. */
     for (int64_t i = 0; i < n; i++) {
-        double tol = 1e-5 * (1.0 + fabs(r_loss[i]) + (i == 1 ? 80.0 : 0.0));
+        double shift = i == 1 ? 80.0 : i == 3 ? 200.0 : 0.0;
+        double tol = 1e-5 * (1.0 + fabs(r_loss[i]) + shift);
         if (!(fabs(loss[i] - r_loss[i]) <= tol))
             fail_msg("row_loss[%lld] (vocab %d): got %.9g, want %.9g",
                      (long long)i, vocab, (double)loss[i], r_loss[i]);
