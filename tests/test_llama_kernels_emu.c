@@ -21,9 +21,10 @@
  *    an extra error of up to 2^-8 |d_o| |o| per row: against the exact
  *    gradients they are compared with 2^-6 of the tensor's largest value,
  *    and tightly against the same definition with delta from the bf16 o.
- * The emulator runs each block's threads concurrently, so the kernels'
- * barriers and shared memory are exercised for real (under the sanitizers
- * too).
+ * The emulator runs each block's threads as fibers, in a fresh random
+ * order between any two barriers, so a kernel whose threads read shared
+ * memory without the barrier that orders it gets stale values and fails
+ * these checks.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -33,7 +34,7 @@
 
 #include "lk.h"
 #include "model_internal.h"
-#include "testutil.h"
+#include "common/testutil.h"
 
 #include <math.h>
 #include <stdio.h>
