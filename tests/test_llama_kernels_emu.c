@@ -854,10 +854,17 @@ static void test_attention_large_heads(void **state)
     attention_case((att_shape){.B = 1, .T = 9, .H = 4, .KV = 1, .D = 256}, 86);
 }
 
-/* A head_dim without tiles is refused, nothing launched. */
-static void test_attention_refuses_large_head(void **state)
+/* A head_dim without tiles, or query heads that do not split evenly over
+ * the kv heads, are refused before anything is launched (the NULL buffers
+ * would fault otherwise). */
+static void test_attention_refuses_bad_shapes(void **state)
 {
     (void)state;
+    assert_int_not_equal(lk_attention_forward(NULL, NULL, NULL, NULL, NULL,
+                                              NULL, 1, 4, 3, 2, 16), 0);
+    assert_int_not_equal(lk_attention_backward(NULL, NULL, NULL, NULL, NULL,
+                                               NULL, NULL, NULL, NULL, NULL,
+                                               NULL, 1, 4, 3, 2, 16), 0);
     assert_int_not_equal(lk_attention_forward(NULL, NULL, NULL, NULL, NULL,
                                               NULL, 1, 4, 2, 1,
                                               LK_MAX_HEAD_DIM + 2), 0);
@@ -879,7 +886,7 @@ int main(void)
         cmocka_unit_test(test_cross_entropy),
         cmocka_unit_test(test_attention_small_heads),
         cmocka_unit_test(test_attention_large_heads),
-        cmocka_unit_test(test_attention_refuses_large_head),
+        cmocka_unit_test(test_attention_refuses_bad_shapes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
