@@ -21,9 +21,10 @@
  *    an extra error of up to 2^-8 |d_o| |o| per row: against the exact
  *    gradients they are compared with 2^-6 of the tensor's largest value,
  *    and tightly against the same definition with delta from the bf16 o.
- * The emulator runs each block's threads concurrently, so the kernels'
- * barriers and shared memory are exercised for real (under the sanitizers
- * too).
+ * The emulator runs each block's threads as fibers, in a fresh random
+ * order between any two barriers, so a kernel whose threads read shared
+ * memory without the barrier that orders it gets stale values and fails
+ * these checks.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -33,7 +34,7 @@
 
 #include "lk.h"
 #include "model_internal.h"
-#include "testutil.h"
+#include "common/testutil.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -529,12 +530,13 @@ static void ce_case(int64_t n, int vocab, uint64_t seed)
     const size_t nv = (size_t)n * vocab;
     float *lf;
     lk_bf16 *logits = random_bf16(nv, seed, 2.0f, &lf);
-    /* Row 1 is shifted by +80: exp without the max subtraction would
-     * overflow f32. */
-    if (n > 1)
+    /* Row 1 is shifted by +80 and row 3 by -200: exp without subtracting
+     * the row's true maximum would overflow, or underflow to a zero sum. */
+    for (int64_t i = 1; i < n && i <= 3; i += 2)
         for (int j = 0; j < vocab; j++) {
-            logits[(size_t)vocab + j] = ref_bf16(lf[(size_t)vocab + j] + 80.0f);
-            lf[(size_t)vocab + j] = bf16_value(logits[(size_t)vocab + j]);
+            size_t at = (size_t)i * vocab + j;
+            logits[at] = ref_bf16(lf[at] + (i == 1 ? 80.0f : -200.0f));
+            lf[at] = bf16_value(logits[at]);
         }
     int32_t *targets = xmalloc((size_t)n * sizeof(int32_t));
     int counted = 0;
@@ -565,10 +567,11 @@ static void ce_case(int64_t n, int vocab, uint64_t seed)
     float *loss = xmalloc((size_t)n * sizeof(float));
     assert_int_equal(lk_cross_entropy(NULL, logits, loss, targets, n, vocab,
                                       scale), 0);
-    /* Loss: f32 sum of exps and a log, then a difference of values ~80:
-     * 1e-5 of (1 + |lse|) absolute. */
+    /* Loss: f32 sum of exps and a log, then a difference of values of the
+     * row's size (up to ~200): 1e-5 of (1 + |loss| + shift) absolute. */
     for (int64_t i = 0; i < n; i++) {
-        double tol = 1e-5 * (1.0 + fabs(r_loss[i]) + (i == 1 ? 80.0 : 0.0));
+        double shift = i == 1 ? 80.0 : i == 3 ? 200.0 : 0.0;
+        double tol = 1e-5 * (1.0 + fabs(r_loss[i]) + shift);
         if (!(fabs(loss[i] - r_loss[i]) <= tol))
             fail_msg("row_loss[%lld] (vocab %d): got %.9g, want %.9g",
                      (long long)i, vocab, (double)loss[i], r_loss[i]);
@@ -851,10 +854,17 @@ static void test_attention_large_heads(void **state)
     attention_case((att_shape){.B = 1, .T = 9, .H = 4, .KV = 1, .D = 256}, 86);
 }
 
-/* A head_dim without tiles is refused, nothing launched. */
-static void test_attention_refuses_large_head(void **state)
+/* A head_dim without tiles, or query heads that do not split evenly over
+ * the kv heads, are refused before anything is launched (the NULL buffers
+ * would fault otherwise). */
+static void test_attention_refuses_bad_shapes(void **state)
 {
     (void)state;
+    assert_int_not_equal(lk_attention_forward(NULL, NULL, NULL, NULL, NULL,
+                                              NULL, 1, 4, 3, 2, 16), 0);
+    assert_int_not_equal(lk_attention_backward(NULL, NULL, NULL, NULL, NULL,
+                                               NULL, NULL, NULL, NULL, NULL,
+                                               NULL, 1, 4, 3, 2, 16), 0);
     assert_int_not_equal(lk_attention_forward(NULL, NULL, NULL, NULL, NULL,
                                               NULL, 1, 4, 2, 1,
                                               LK_MAX_HEAD_DIM + 2), 0);
@@ -876,7 +886,7 @@ int main(void)
         cmocka_unit_test(test_cross_entropy),
         cmocka_unit_test(test_attention_small_heads),
         cmocka_unit_test(test_attention_large_heads),
-        cmocka_unit_test(test_attention_refuses_large_head),
+        cmocka_unit_test(test_attention_refuses_bad_shapes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

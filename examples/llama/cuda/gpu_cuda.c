@@ -135,6 +135,8 @@ void gd_destroy(gd_dev *d)
 {
     if (!d)
         return;
+    /* Teardown has no caller to report to: an error here (a kernel that
+     * failed earlier) was reported by the call that waited for it. */
     cudaSetDevice(d->device);
     cudaStreamSynchronize(d->stream);
     cublasDestroy(d->blas);
@@ -191,7 +193,8 @@ void gd_free(gd_dev *d, void *p, size_t bytes, gd_mem_cat cat)
 {
     if (!p || !d || (unsigned)cat >= GD_MEM_NUM_CATS)
         return;
-    /* cudaFree waits for the device: the stream's work on p is done. */
+    /* cudaFree waits for the device: the stream's work on p is done. Only
+     * destroy frees, and it has nowhere to report a failure. */
     cudaFree(p);
     d->now[cat] -= bytes;
     d->total -= bytes;

@@ -8,7 +8,9 @@
 namespace lk_loss {
 
 const unsigned kThreads = 256; // power of two: the block reductions' tree
-const unsigned kMaxRowBlocks = 65535;
+// One block per row: the x dimension of a grid reaches 2^31 - 1 blocks,
+// more rows than any batch has (the kernels still loop past it).
+const unsigned kMaxRowBlocks = 0x7fffffffu;
 
 // One block per row (rows loop beyond the grid). Three passes over the
 // row: its maximum, the sum of exp(x - max), then the gradient written

@@ -7,7 +7,9 @@
 namespace lk_norm_rope {
 
 const unsigned kThreads = 256;    // power of two: block_sum's tree
-const unsigned kMaxRowBlocks = 65535;
+// One block per row: the x dimension of a grid reaches 2^31 - 1 blocks,
+// more rows than any batch has (the kernels still loop past it).
+const unsigned kMaxRowBlocks = 0x7fffffffu;
 const unsigned kMaxBlocks = 4096;
 // d_gain: each block sums a column strip over a chunk of at least this
 // many rows, so the atomics are few (dim per chunk) and spread out.
