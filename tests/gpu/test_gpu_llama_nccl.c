@@ -20,8 +20,8 @@
  *   ncclCommInitAll would not exercise the id-file rendezvous nor the
  *   one-process-per-device layout the trainer uses.
  *   Each rank trains a small random LLaMa (4 layers) for N steps on its
- *   slice (B sequences) of a global batch of 2B, with FULL (clipping on)
- *   and with OWLORE (gamma 2, period 2, rank 8, OFFLOAD), the same
+ *   slice (B sequences) of a global batch of 2B, with FULL (clipping at
+ *   0.5; the step-0 norm is about 2.4, so it acts) and with OWLORE (gamma 2, period 2, rank 8, OFFLOAD), the same
  *   sampler seed on every rank; rank 1 starts from other weights and gets
  *   rank 0's by broadcast. The reference is one process training the same
  *   model on the whole batch of 2B with no communicator. Checked:
