@@ -10,8 +10,8 @@
  * the time box, three times over, so one buffer of uniform values with the
  * same std (0.02), as large as the largest tensor, is made once on the
  * host, kept on the device and copied into every matrix of each model;
- * the norm gains are set to 1. Each method: the model, a CUDA context on the model's stream,
- * an owl_optimizer (OFFLOAD for frozen layers, f32 moments, clipping at
+ * the norm gains are set to 1. Each method: the model, a CUDA context on
+ * the model's stream, an owl_optimizer (OFFLOAD for frozen layers, f32 moments, clipping at
  * 1.0, GaLore's RANDOMIZED refresh so the first step's 14 subspaces fit
  * the time box; refreshes recur every 200 steps, outside the steady state
  * timed here), one first step (lazy optimizer state and the first
@@ -104,7 +104,10 @@ static uint64_t device_used(void)
     return (uint64_t)(total_b - free_b);
 }
 
-static double gib(uint64_t b) { return (double)b / (1024.0 * 1024.0 * 1024.0); }
+static double gib(uint64_t b)
+{
+    return (double)b / (1024.0 * 1024.0 * 1024.0);
+}
 
 /* bf16 (round to nearest even) of a finite float */
 static uint16_t to_bf16(float f)

@@ -21,8 +21,9 @@
  *   one-process-per-device layout the trainer uses.
  *   Each rank trains a small random LLaMa (4 layers) for N steps on its
  *   slice (B sequences) of a global batch of 2B, with FULL (clipping at
- *   0.5; the step-0 norm is about 2.4, so it acts) and with OWLORE (gamma 2, period 2, rank 8, OFFLOAD), the same
- *   sampler seed on every rank; rank 1 starts from other weights and gets
+ *   0.5; the step-0 norm is about 2.4, so it acts) and with OWLORE
+ *   (gamma 2, period 2, rank 8, OFFLOAD), the same sampler seed on every
+ *   rank; rank 1 starts from other weights and gets
  *   rank 0's by broadcast. The reference is one process training the same
  *   model on the whole batch of 2B with no communicator. Checked:
  *   - the broadcast gives rank 1 exactly rank 0's weights;
@@ -63,17 +64,18 @@
  * backend's optimizer; five data seeds): worst step-0 gradient 0.004,
  * FULL weights 0.016, OWLORE full-rank tensors 0.01, low-rank matrices
  * 0.17; a rank's half batch alone (the control) was 0.7 to 1.2 on all of
- * them. The same simulation with this device model on the emulated device
- * (bf16 activations, the GPU path's code) gave 0.004, 0.028, 0.017 and
- * 0.17. (The norm gains, 1.0 in bf16, do not move at this learning rate:
- * an update of 1e-3 is below half an ulp there, so they are checked as
- * unchanged, their gradients at step 0.) The figures are printed beside
- * the bounds, with the control, which the gradient check must reject.
+ * them. The same experiment with this device model on the emulated device
+ * (bf16 activations, the GPU path's code) runs in the CPU suite as
+ * test_llama_dp_emu, with these very checks (llama_dp_experiment.h); when
+ * written it gave 0.004, 0.028, 0.017 and 0.17. (The norm gains, 1.0 in
+ * bf16, do not move at this learning rate: an update of 1e-3 is below
+ * half an ulp there, so they are checked as unchanged, their gradients at
+ * step 0.) The figures are printed beside the bounds, with the control,
+ * which the gradient check must reject.
  */
-#include "../common/testutil.h"
+#include "llama_dp_experiment.h"
 
 #include "dist.h"
-#include "llama.h"
 #include "llama_gpu.h"
 
 #include <cuda_runtime_api.h>
@@ -87,77 +89,7 @@
 #include <time.h>
 #include <unistd.h>
 
-/* ------------------------------------------------------------------ */
-/* The experiment                                                      */
-/* ------------------------------------------------------------------ */
-
-#define STEPS 6
-#define B 2   /* sequences per rank */
-#define T 16  /* tokens per sequence */
-#define GAMMA 2
-#define LR 1e-3
-#define INIT_STD 0.02f
-#define GRAD_TOL 0.015625 /* 2^-6 */
-#define LOSS_TOL 2e-3
-#define WEIGHT_TOL 0.1
-#define LOWRANK_WEIGHT_TOL 0.5
 #define CHILD_DEADLINE_S 240.0
-
-static const llama_config test_cfg = {
-    .dim = 64, .hidden_dim = 128, .n_layers = 4, .n_heads = 4,
-    .n_kv_heads = 2, .vocab_size = 96, .seq_len = T,
-    .rope_theta = 10000.0f, .norm_eps = 1e-5f, .tied = 0,
-};
-
-enum { RUN_FULL = 0, RUN_OWLORE = 1, NUM_RUNS = 2 };
-static const char *const run_names[NUM_RUNS] = {"FULL", "OWLORE"};
-
-/* Token k of global sequence s at step `step`: a counter hash, so every
- * process builds the same global batch and takes its own rows. */
-static int32_t token_at(int step, int s, int k)
-{
-    uint64_t x = (uint64_t)step * 0x9E3779B97F4A7C15ull ^
-                 (uint64_t)s * 0xBF58476D1CE4E5B9ull ^
-                 (uint64_t)k * 0x94D049BB133111EBull;
-    x ^= x >> 31;
-    x *= 0xD6E8FEB86979CD93ull;
-    x ^= x >> 29;
-    return (int32_t)(x % (uint64_t)test_cfg.vocab_size);
-}
-
-/* Sequences [first, first + n) of the step's global batch: inputs and
- * next-token targets (every target counts). */
-static void make_batch(int step, int first, int n, int32_t *tokens,
-                       int32_t *targets)
-{
-    for (int b = 0; b < n; b++)
-        for (int t = 0; t < T; t++) {
-            tokens[b * T + t] = token_at(step, first + b, t);
-            targets[b * T + t] = token_at(step, first + b, t + 1);
-        }
-}
-
-/* What a process reports for one run. */
-typedef struct run_result {
-    uint8_t masks[STEPS][8];
-    double losses[STEPS];
-    double grad_norm0; /* the optimizer's norm at step 0 */
-    int64_t ngrads;    /* tensors with a gradient at step 0 */
-    int64_t grad_index[64];
-    int64_t grad_count[64];
-    float *grads;      /* step-0 gradients, concatenated */
-    size_t nweights;
-    float *weights;    /* after STEPS steps, host layout */
-    float *init;       /* before the first step (bf16 values) */
-} run_result;
-
-static void result_free(run_result *r)
-{
-    free(r->grads);
-    free(r->weights);
-    free(r->init);
-    memset(r, 0, sizeof *r);
-}
 
 /* ------------------------------------------------------------------ */
 /* Child side: plain C, messages on stderr, an exit status             */
@@ -311,34 +243,13 @@ static void train(int which, int device, cudaStream_t stream, llama_dist *d,
     }
 
     owl_context *ctx = cuda_context(device, stream);
-    owl_sampler_options so;
-    owl_sampler_options_init(&so, sizeof so);
-    so.gamma = GAMMA;
-    so.period = 2;
-    so.seed = 7; /* the same on every rank: no communication needed */
-    so.weight_mode = OWL_WEIGHTS_OWLORE;
-    static const double lod_ratios[4] = {0.10, 0.30, 0.20, 0.40};
-    so.weights = lod_ratios;
-    owl_galore_options go;
-    owl_galore_options_init(&go, sizeof go);
-    go.rank = 8;
-    go.update_gap = 3;
-    owl_optimizer_options oo;
-    owl_optimizer_options_init(&oo, sizeof oo);
-    oo.method = which == RUN_FULL ? OWL_METHOD_FULL : OWL_METHOD_OWLORE;
-    oo.frozen_policy = OWL_FROZEN_OFFLOAD;
-    oo.num_layers = (uint64_t)L;
-    oo.sampler = &so;
-    oo.galore = &go;
-    /* FULL clips (after the average: each rank sees the averaged norm) */
-    oo.max_grad_norm = which == RUN_FULL ? 0.5 : 0.0;
     owl_optimizer *opt = NULL;
-    CHILD_CHECK(owl_optimizer_create(ctx, &oo, &opt) == OWL_OK,
+    CHILD_CHECK(dp_optimizer_create(ctx, which, &opt) == OWL_OK,
                 "optimizer: %s", owl_context_last_error(ctx));
     CHILD_CHECK(llama_gpu_register(m, opt) == 0, "register: %s",
                 llama_gpu_error(m));
 
-    int32_t tokens[2 * B * T], targets[2 * B * T];
+    int32_t tokens[2 * DP_B * DP_T], targets[2 * DP_B * DP_T];
     for (int step = 0; step < STEPS; step++) {
         uint8_t mask[8] = {0};
         CHILD_CHECK(owl_optimizer_active_layers(opt, mask, (uint64_t)L,
@@ -351,8 +262,9 @@ static void train(int which, int device, cudaStream_t stream, llama_dist *d,
                     llama_gpu_error(m));
         make_batch(step, first, nseq, tokens, targets);
         double loss = 0;
-        CHILD_CHECK(llama_gpu_forward(m, tokens, targets, nseq, T, &loss) ==
-                        0, "forward: %s", llama_gpu_error(m));
+        CHILD_CHECK(llama_gpu_forward(m, tokens, targets, nseq, DP_T,
+                                      &loss) == 0,
+                    "forward: %s", llama_gpu_error(m));
         r->losses[step] = loss;
         CHILD_CHECK(llama_gpu_backward(m) == 0, "backward: %s",
                     llama_gpu_error(m));
@@ -468,7 +380,8 @@ static void child_rank(int rank)
     for (int which = 0; which < NUM_RUNS; which++) {
         run_result r;
         memset(&r, 0, sizeof r);
-        train(which, rank, stream, d, rank * B, B, 1 + (uint64_t)rank, &r);
+        train(which, rank, stream, d, rank * DP_B, DP_B, 1 + (uint64_t)rank,
+              &r);
         char path[512];
         char who[16];
         snprintf(who, sizeof who, "rank%d", rank);
@@ -493,12 +406,12 @@ static void child_reference(void)
         char path[512];
         run_result r;
         memset(&r, 0, sizeof r);
-        train(which, 0, stream, NULL, 0, 2 * B, 1, &r);
+        train(which, 0, stream, NULL, 0, 2 * DP_B, 1, &r);
         result_path(path, sizeof path, "reference", which);
         write_result(path, &r);
         result_free(&r);
         memset(&r, 0, sizeof r);
-        train(which, 0, stream, NULL, 0, B, 1, &r);
+        train(which, 0, stream, NULL, 0, DP_B, 1, &r);
         result_path(path, sizeof path, "control", which);
         write_result(path, &r);
         result_free(&r);
@@ -599,22 +512,6 @@ static int rank_status[2], ref_status = -1;
 static run_result rank_res[2][NUM_RUNS], ref_res[NUM_RUNS],
     ctl_res[NUM_RUNS];
 
-static double rel_l2(const float *a, const float *b, size_t n,
-                     const float *base)
-{
-    /* ||a - b|| / ||b - base|| (base NULL: / ||b||) */
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = (double)a[i] - (double)b[i];
-        double s = base ? (double)b[i] - (double)base[i] : (double)b[i];
-        num += d * d;
-        den += s * s;
-    }
-    if (den == 0)
-        return num == 0 ? 0 : INFINITY;
-    return sqrt(num / den);
-}
-
 static void need_children(void)
 {
     for (int r = 0; r < 2; r++)
@@ -625,220 +522,32 @@ static void need_children(void)
         fail_msg("the reference process exited with status %d", ref_status);
 }
 
-/* The offsets of a parameter tensor inside the host layout are not needed:
- * the weights are compared per host tensor through llama_params views. */
-typedef struct span {
-    const char *what;
-    size_t off, n;
-} span;
-
-static int host_spans(span *s, int cap)
-{
-    const llama_config *c = &test_cfg;
-    const size_t D = (size_t)c->dim, H = (size_t)c->hidden_dim;
-    const size_t hd = D / (size_t)c->n_heads;
-    const size_t q = (size_t)c->n_heads * hd, kv = (size_t)c->n_kv_heads * hd;
-    /* llama_params order (model.c): embed, per layer rms_att wq wk wv wo
-     * rms_ffn w_gate w_up w_down, rms_final, head. Checked against the
-     * real layout below through llama_create. */
-    int k = 0;
-    size_t off = 0;
-#define ADD(name, count)                                                       \
-    do {                                                                       \
-        if (k < cap)                                                           \
-            s[k] = (span){name, off, (count)};                                 \
-        k++;                                                                   \
-        off += (count);                                                        \
-    } while (0)
-    ADD("embed", (size_t)c->vocab_size * D);
-    for (int l = 0; l < c->n_layers; l++) {
-        ADD("rms_att", D);
-        ADD("wq", q * D);
-        ADD("wk", kv * D);
-        ADD("wv", kv * D);
-        ADD("wo", D * q);
-        ADD("rms_ffn", D);
-        ADD("w_gate", H * D);
-        ADD("w_up", H * D);
-        ADD("w_down", D * H);
-    }
-    ADD("rms_final", D);
-    if (!c->tied)
-        ADD("head", (size_t)c->vocab_size * D);
-#undef ADD
-    return k;
-}
-
-/* Checks the span table against llama_create's real views. */
-static void check_layout(const span *s, int n)
-{
-    llama_model m;
-    char err[256];
-    assert_int_equal(llama_create(&m, &test_cfg, 1, err, sizeof err), 0);
-    const float *base = m.w.base;
-    int k = 0;
-    assert_true(s[k++].off == (size_t)(m.w.embed - base));
-    for (int l = 0; l < test_cfg.n_layers; l++) {
-        const llama_layer *ly = &m.w.layers[l];
-        const float *p[9] = {ly->rms_att, ly->wq, ly->wk, ly->wv, ly->wo,
-                             ly->rms_ffn, ly->w_gate, ly->w_up, ly->w_down};
-        for (int j = 0; j < 9; j++)
-            assert_true(s[k++].off == (size_t)(p[j] - base));
-    }
-    assert_true(s[k++].off == (size_t)(m.w.rms_final - base));
-    if (!test_cfg.tied)
-        assert_true(s[k++].off == (size_t)(m.w.head - base));
-    assert_int_equal(k, n);
-    assert_true(s[n - 1].off + s[n - 1].n == m.w.count);
-    llama_destroy(&m);
-}
-
 static void same_active_layers(void **state)
 {
     (void)state;
     need_children();
-    const int L = test_cfg.n_layers;
-    for (int w = 0; w < NUM_RUNS; w++)
-        for (int s = 0; s < STEPS; s++) {
-            const uint8_t *m0 = rank_res[0][w].masks[s];
-            const uint8_t *m1 = rank_res[1][w].masks[s];
-            const uint8_t *mr = ref_res[w].masks[s];
-            int count = 0;
-            for (int l = 0; l < L; l++) {
-                if (m0[l] != m1[l] || m0[l] != mr[l])
-                    fail_msg("%s step %d layer %d: rank 0 %d, rank 1 %d, "
-                             "reference %d", run_names[w], s, l, m0[l],
-                             m1[l], mr[l]);
-                count += m0[l] != 0;
-            }
-            assert_int_equal(count, w == RUN_FULL ? L : GAMMA);
-        }
+    dp_check_masks(rank_res[0], rank_res[1], ref_res);
 }
 
 static void ranks_bit_identical(void **state)
 {
     (void)state;
     need_children();
-    for (int w = 0; w < NUM_RUNS; w++) {
-        const run_result *a = &rank_res[0][w], *b = &rank_res[1][w];
-        assert_int_equal(a->nweights, b->nweights);
-        size_t bad = 0, first = 0;
-        for (size_t i = 0; i < a->nweights; i++)
-            if (memcmp(&a->weights[i], &b->weights[i], 4) != 0 && !bad++)
-                first = i;
-        if (bad)
-            fail_msg("%s: after %d steps the ranks differ in %zu of %zu "
-                     "weights (first at %zu: %g vs %g)", run_names[w], STEPS,
-                     bad, a->nweights, first, (double)a->weights[first],
-                     (double)b->weights[first]);
-        /* identical averaged gradients at step 0 as well */
-        assert_int_equal(a->ngrads, b->ngrads);
-        int64_t total = 0;
-        for (int64_t k = 0; k < a->ngrads; k++)
-            total += a->grad_count[k];
-        assert_memory_equal(a->grads, b->grads, (size_t)total * 4);
-    }
+    dp_check_identical(rank_res[0], rank_res[1]);
 }
 
-/* Step 0: the averaged gradients against the full batch's. */
 static void step0_matches_whole_batch(void **state)
 {
     (void)state;
     need_children();
-    for (int w = 0; w < NUM_RUNS; w++) {
-        const run_result *dp = &rank_res[0][w], *ref = &ref_res[w],
-                         *ctl = &ctl_res[w];
-        assert_int_equal(dp->ngrads, ref->ngrads);
-        assert_int_equal(ctl->ngrads, ref->ngrads);
-        size_t at = 0;
-        double worst = 0, ctl_best = INFINITY;
-        for (int64_t k = 0; k < dp->ngrads; k++) {
-            assert_int_equal(dp->grad_index[k], ref->grad_index[k]);
-            assert_int_equal(dp->grad_count[k], ref->grad_count[k]);
-            size_t n = (size_t)dp->grad_count[k];
-            double e = rel_l2(dp->grads + at, ref->grads + at, n, NULL);
-            double c = rel_l2(ctl->grads + at, ref->grads + at, n, NULL);
-            if (e > GRAD_TOL)
-                fail_msg("%s: step-0 gradient of tensor %lld, averaged over "
-                         "2 ranks vs the whole batch: rel. L2 %.3g > %.3g",
-                         run_names[w], (long long)dp->grad_index[k], e,
-                         GRAD_TOL);
-            worst = e > worst ? e : worst;
-            ctl_best = c < ctl_best ? c : ctl_best;
-            at += n;
-        }
-        printf("%s step 0: gradients rel. L2 worst %.3g (bound %.3g); "
-               "control without all-reduce: best %.3g\n", run_names[w], worst,
-               GRAD_TOL, ctl_best);
-        if (!(ctl_best > GRAD_TOL))
-            fail_msg("%s: one rank's half batch alone is within the gradient "
-                     "bound (%.3g): the check cannot tell", run_names[w],
-                     ctl_best);
-        double mean_loss = 0.5 * (rank_res[0][w].losses[0] +
-                                  rank_res[1][w].losses[0]);
-        double le = fabs(mean_loss - ref->losses[0]) / fabs(ref->losses[0]);
-        printf("%s step 0: loss mean of ranks %.6f, whole batch %.6f\n",
-               run_names[w], mean_loss, ref->losses[0]);
-        if (le > LOSS_TOL)
-            fail_msg("%s: step-0 loss: mean of the ranks %.6f, whole batch "
-                     "%.6f (rel. %.3g > %.3g)", run_names[w], mean_loss,
-                     ref->losses[0], le, LOSS_TOL);
-        double ne = fabs(dp->grad_norm0 - ref->grad_norm0) / ref->grad_norm0;
-        printf("%s step 0: gradient norm %.6g, whole batch %.6g\n",
-               run_names[w], dp->grad_norm0, ref->grad_norm0);
-        if (!(ne <= GRAD_TOL))
-            fail_msg("%s: the optimizer's gradient norm %.6g vs the whole "
-                     "batch's %.6g (rel. %.3g > %.3g)", run_names[w],
-                     dp->grad_norm0, ref->grad_norm0, ne, GRAD_TOL);
-    }
+    dp_check_step0(rank_res[0], rank_res[1], ref_res, ctl_res);
 }
 
 static void weights_match_whole_batch(void **state)
 {
     (void)state;
     need_children();
-    span s[64];
-    int n = host_spans(s, 64);
-    assert_true(n <= 64);
-    check_layout(s, n);
-    for (int w = 0; w < NUM_RUNS; w++) {
-        const run_result *dp = &rank_res[0][w], *ref = &ref_res[w],
-                         *ctl = &ctl_res[w];
-        assert_int_equal(dp->nweights, ref->nweights);
-        /* the same starting point */
-        assert_memory_equal(dp->init, ref->init, dp->nweights * 4);
-        double worst[2] = {0, 0}, ctl_worst = 0;
-        int trained = 0;
-        for (int k = 0; k < n; k++) {
-            const float *a = dp->weights + s[k].off;
-            const float *b = ref->weights + s[k].off;
-            const float *w0 = ref->init + s[k].off;
-            /* the seven matrices of a layer (not its two norm gains) take
-             * GaLore's low-rank path under OWLORE */
-            int in_layer = k >= 1 && k <= 9 * test_cfg.n_layers;
-            int j = (k - 1) % 9;
-            int lowrank = w == RUN_OWLORE && in_layer && j != 0 && j != 5;
-            double tol = lowrank ? LOWRANK_WEIGHT_TOL : WEIGHT_TOL;
-            double e = rel_l2(a, b, s[k].n, w0);
-            double c = rel_l2(ctl->weights + s[k].off, b, s[k].n, w0);
-            if (e > tol)
-                fail_msg("%s: %s (tensor %d%s) after %d steps: ||W_dp - "
-                         "W_ref|| / ||W_ref - W_0|| = %.3g > %.3g",
-                         run_names[w], s[k].what, k,
-                         lowrank ? ", low rank" : "", STEPS, e, tol);
-            if (isfinite(e) && memcmp(b, w0, s[k].n * 4) != 0) {
-                trained++;
-                worst[lowrank] = e > worst[lowrank] ? e : worst[lowrank];
-                ctl_worst = isfinite(c) && c > ctl_worst ? c : ctl_worst;
-            }
-        }
-        assert_true(trained > 0);
-        printf("%s after %d steps: %d tensors moved; weights rel. to the "
-               "update, worst %.3g full rank (bound %.3g), %.3g low rank "
-               "(bound %.3g); control without all-reduce: worst %.3g\n",
-               run_names[w], STEPS, trained, worst[0], WEIGHT_TOL, worst[1],
-               LOWRANK_WEIGHT_TOL, ctl_worst);
-    }
+    dp_check_weights(rank_res[0], ref_res, ctl_res);
 }
 
 /* ------------------------------------------------------------------ */
@@ -895,7 +604,7 @@ static int one_setup(void **state)
     llama_gpu_options o;
     llama_gpu_options_default(&o, &test_cfg);
     o.stream = one.stream;
-    o.max_batch = B;
+    o.max_batch = DP_B;
     if (llama_gpu_create(&one.m, &test_cfg, &o, err, sizeof err) != 0 ||
         llama_create(&one.host, &test_cfg, 1, err, sizeof err) != 0) {
         fprintf(stderr, "setup: %s\n", err);
@@ -930,11 +639,11 @@ static void one_rank_average_is_identity(void **state)
     uint8_t all[8];
     memset(all, 1, sizeof all);
     assert_int_equal(llama_gpu_set_trainable(one.m, all), 0);
-    int32_t tokens[B * T], targets[B * T];
-    make_batch(0, 0, B, tokens, targets);
+    int32_t tokens[DP_B * DP_T], targets[DP_B * DP_T];
+    make_batch(0, 0, DP_B, tokens, targets);
     double loss = 0;
-    assert_int_equal(llama_gpu_forward(one.m, tokens, targets, B, T, &loss),
-                     0);
+    assert_int_equal(llama_gpu_forward(one.m, tokens, targets, DP_B, DP_T,
+                                       &loss), 0);
     assert_true(isfinite(loss) && loss > 0);
     assert_int_equal(llama_gpu_backward(one.m), 0);
     unsigned char *before, *after;
@@ -958,7 +667,8 @@ static void one_rank_average_is_identity(void **state)
 static void one_rank_broadcast_is_identity(void **state)
 {
     (void)state;
-    float *w0 = malloc(one.host.w.count * 4), *w1 = malloc(one.host.w.count * 4);
+    float *w0 = malloc(one.host.w.count * 4);
+    float *w1 = malloc(one.host.w.count * 4);
     assert_non_null(w0);
     assert_non_null(w1);
     assert_int_equal(llama_gpu_download(one.m, &one.host.w), 0);

@@ -215,7 +215,8 @@ static void id_reader_waits_for_writer(void **state)
         struct timespec ts = {0, 300000000L};
         nanosleep(&ts, NULL);
         char e[256];
-        _exit(llama_dist_id_write(path, 2, id, sizeof id, e, sizeof e) ? 1 : 0);
+        int rc = llama_dist_id_write(path, 2, id, sizeof id, e, sizeof e);
+        _exit(rc ? 1 : 0);
     }
     assert_int_equal(access(path, F_OK), -1); /* not there yet */
     int rc = llama_dist_id_read(path, 2, back, sizeof back, 30.0, err,

@@ -42,7 +42,8 @@
 #include <nccl.h>
 #pragma GCC diagnostic pop
 #if NCCL_VERSION_CODE < NCCL_VERSION(2, 14, 0)
-#error "dist.c needs NCCL 2.14 or later (ncclAvg, ncclBfloat16, ncclCommFinalize)"
+/* ncclAvg, ncclBfloat16 and ncclCommFinalize */
+#error "dist.c needs NCCL 2.14 or later"
 #endif
 #endif
 
@@ -425,8 +426,8 @@ int llama_dist_create(llama_dist **out, int rank, int world,
         return -1;
     }
     if (world > 1 && (!id_path || !*id_path)) {
-        set_msg(err, errlen, "llama_dist_create: %d ranks need an id file path",
-                world);
+        set_msg(err, errlen, "llama_dist_create: %d ranks need an id file "
+                "path", world);
         return -1;
     }
     if (!(timeout_s >= 0) || !isfinite(timeout_s)) {
