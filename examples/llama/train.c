@@ -1250,6 +1250,9 @@ int main(int argc, char **argv)
         char err[512];
         if (train_gpu_check_device(0, err, sizeof err) != 0)
             die("--device cuda: %s", err);
+        /* Data parallel: one rank speaks (errors still go to stderr). */
+        if (train_gpu_rank() != 0 && !freopen("/dev/null", "w", stdout))
+            die("cannot silence the output of rank %d", train_gpu_rank());
     }
 #endif
     owl_context *ctx = NULL;

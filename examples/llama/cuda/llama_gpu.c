@@ -82,6 +82,14 @@ static int reserve(llama_gpu *m, void *pp, size_t count, size_t size,
     return 0;
 }
 
+/* Elements of one decoder layer's nine tensors. */
+static size_t layer_elems(const llama_gpu *m)
+{
+    size_t dim = (size_t)m->cfg.dim, hid = (size_t)m->cfg.hidden_dim;
+    size_t q = (size_t)m->qdim, kv = (size_t)m->kvdim;
+    return 2 * dim + q * dim + 2 * kv * dim + dim * q + 3 * hid * dim;
+}
+
 /* Points L's tensors at consecutive places of `at` (layer order of
  * llama_layer); returns the elements used. */
 static size_t layer_views(lg_layer *L, lk_bf16 *at, const llama_gpu *m)
@@ -183,8 +191,7 @@ static int reserve_all(llama_gpu *m)
     size_t f4 = sizeof(float);
 
     /* Weights: embedding, layers, final norm, untied head. */
-    lg_layer probe;
-    m->layer_elems = layer_views(&probe, NULL, m);
+    m->layer_elems = layer_elems(m);
     size_t w_elems = V * dim + L * m->layer_elems + dim + (c->tied ? 0 : V * dim);
     lk_bf16 *wb;
     if (reserve(m, &wb, w_elems, b2, GD_MEM_WEIGHTS, "weights"))

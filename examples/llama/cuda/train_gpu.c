@@ -59,6 +59,16 @@ int train_gpu_check_device(int device, char *err, size_t errlen)
     return 0;
 }
 
+int train_gpu_rank(void)
+{
+#ifdef LLAMA_HAVE_NCCL
+    int rank = 0, world = 1, local_rank = 0;
+    if (llama_dist_from_env(&rank, &world, &local_rank) == 0)
+        return rank;
+#endif
+    return 0;
+}
+
 /* Everything a run holds, released in one place. */
 typedef struct run_state {
     const train_gpu_run *r;

@@ -43,6 +43,10 @@ typedef struct train_gpu_run {
  * (starting "no CUDA device" when there is none). */
 int train_gpu_check_device(int device, char *err, size_t errlen);
 
+/* This process's rank in data-parallel training (from the environment,
+ * see dist.h); 0 when built without NCCL or run alone. */
+int train_gpu_rank(void);
+
 /* Trains as described by r, printing progress (rank 0 only) and, at the
  * end, the memory report. 0 on success, else -1 with the message. */
 int train_gpu(const train_gpu_run *r, char *err, size_t errlen);

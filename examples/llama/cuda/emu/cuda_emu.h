@@ -287,10 +287,14 @@ private:
     const std::function<void()> *kernel_ = nullptr;
     unsigned current_ = 0;
     bool in_fiber_ = false;
-    void *main_fake_stack_ = nullptr;
+#ifdef LK_EMU_ASAN
+    void *main_fake_stack_ = nullptr; // the scheduler's, while a fiber runs
     const void *main_bottom_ = nullptr;
     size_t main_size_ = 0;
+#endif
+#ifdef LK_EMU_TSAN
     void *main_tsan_ = nullptr;
+#endif
 };
 
 inline Device &device()
