@@ -17,6 +17,9 @@
 #include "data.h"
 #include "llama.h"
 #include "plot.h"
+#ifdef LLAMA_HAVE_CUDA
+#include "cuda/train_gpu.h"
+#endif
 
 #include <owlore/owlore.h>
 
@@ -89,6 +92,8 @@ typedef struct options {
     int save_every, stop_at;
     int compare;
     int log_every;
+    int cuda;      /* --device cuda: the GPU path (cuda/train_gpu.c) */
+    int recompute; /* --recompute: activation recomputation on the GPU */
 } options;
 
 static const struct { const char *name; owl_method method; } methods[] = {
@@ -184,7 +189,13 @@ static void usage(FILE *f)
 "  --resume DIR         continue a saved run (same flags)\n"
 "  --compare            the five methods from one init; writes OUT/compare.csv\n"
 "                       and OUT/compare.svg\n"
-"  --out DIR            output directory of --compare (%s)\n",
+"  --out DIR            output directory of --compare (%s)\n"
+"device\n"
+"  --device cpu|cuda    where the model trains (cpu); cuda: bf16 weights on\n"
+"                       CUDA device 0 with libowlore's CUDA backend, data\n"
+"                       parallel over NCCL ranks when built with NCCL\n"
+"  --recompute          (cuda) keep only each layer's input, recompute the\n"
+"                       rest in the backward pass\n",
             d.id_bits, d.heldout, d.gamma, d.period, d.lod_M,
             d.calib_batches, d.rank, d.update_gap, d.galore_scale, d.lr,
             d.min_lr, d.warmup, d.steps, d.clip, d.batch, d.seq,
@@ -221,6 +232,10 @@ static void parse_args(int argc, char **argv, options *o)
         }
         if (!strcmp(a, "--compare")) {
             o->compare = 1;
+            continue;
+        }
+        if (!strcmp(a, "--recompute")) {
+            o->recompute = 1;
             continue;
         }
         if (i + 1 >= argc)
@@ -304,6 +319,11 @@ static void parse_args(int argc, char **argv, options *o)
             o->stop_at = (int)parse_int(a, v, 1, 1 << 30);
         else if (!strcmp(a, "--resume")) o->resume = v;
         else if (!strcmp(a, "--out")) o->out = v;
+        else if (!strcmp(a, "--device")) {
+            if (!strcmp(v, "cpu")) o->cuda = 0;
+            else if (!strcmp(v, "cuda")) o->cuda = 1;
+            else die("--device %s: expected cpu or cuda", v);
+        }
         else die("unknown flag %s (see --help)", a);
     }
     if (o->data && o->ids)
@@ -314,6 +334,16 @@ static void parse_args(int argc, char **argv, options *o)
         die("--save-every and --stop-at need --save DIR");
     if (o->compare && (o->save || o->resume))
         die("--compare does not save or resume");
+#ifndef LLAMA_HAVE_CUDA
+    if (o->cuda)
+        die("--device cuda: this build has no CUDA support (configure with "
+            "-Dcuda=enabled)");
+#endif
+    if (o->recompute && !o->cuda)
+        die("--recompute applies to --device cuda");
+    if (o->cuda && (o->compare || o->save || o->resume))
+        die("--device cuda trains one method without checkpoints: drop "
+            "--compare, --save and --resume");
 }
 
 /* ------------------------------------------------------------------ */
@@ -849,6 +879,39 @@ static void lod_for(owl_context *ctx, const options *o, llama_model *m,
     print_lod(ctx, &so, ratio, L);
 }
 
+#ifdef LLAMA_HAVE_CUDA
+/* --device cuda: the model, data and LOD weights prepared here train on
+ * the GPU (cuda/train_gpu.c). */
+static void run_gpu(const options *o, const llama_model *m,
+                    const data_ids *trn, const data_ids *held,
+                    const double *lod_w)
+{
+    if (o->gamma > m->cfg.n_layers)
+        die("--gamma %d is more than the model's %d layers", o->gamma,
+            m->cfg.n_layers);
+    double *lr = malloc((size_t)o->steps * sizeof *lr);
+    if (!lr)
+        die("out of memory");
+    for (int s = 0; s < o->steps; s++)
+        lr[s] = lr_at(o, s);
+    train_gpu_run r = {
+        .model = m, .train = trn, .held = held, .method = o->method,
+        .gamma = o->gamma, .period = o->period, .lod_weights = lod_w,
+        .rank = o->rank, .update_gap = o->update_gap,
+        .galore_scale = o->galore_scale, .moments = o->moments,
+        .policy = o->policy, .clip = o->clip, .lr = lr, .steps = o->steps,
+        .batch = o->batch, .seq = o->seq, .seed = o->seed,
+        .eval_seed = o->seed ^ EVAL_SALT, .eval_every = o->eval_every,
+        .eval_batches = o->eval_batches, .log_every = o->log_every,
+        .recompute = o->recompute, .device = 0};
+    char err[1024];
+    printf("%s on the GPU\n", method_name(o->method));
+    if (train_gpu(&r, err, sizeof err) != 0)
+        die("%s", err);
+    free(lr);
+}
+#endif
+
 /* One method on the flags' model and data (--method), with --save and
  * --resume. */
 static void run_single(owl_context *ctx, options *o)
@@ -885,6 +948,14 @@ static void run_single(owl_context *ctx, options *o)
     ts.method = o->method;
     ts.seed = o->seed;
     ts.num_layers = L;
+#ifdef LLAMA_HAVE_CUDA
+    if (o->cuda) {
+        run_gpu(o, &m, &trn, &held, lod_w);
+        data_free(&all);
+        llama_destroy(&m);
+        return;
+    }
+#endif
     owl_sampler_options so;
     owl_optimizer *opt = make_optimizer(ctx, o, &m, lod_w, &so);
     if (o->resume) {
@@ -1173,6 +1244,17 @@ int main(int argc, char **argv)
     setvbuf(stdout, NULL, _IOLBF, 0); /* progress lines as they come */
     options o = default_options();
     parse_args(argc, argv, &o);
+#ifdef LLAMA_HAVE_CUDA
+    if (o.cuda) {
+        /* Before any work: a machine without a GPU says so at once. */
+        char err[512];
+        if (train_gpu_check_device(0, err, sizeof err) != 0)
+            die("--device cuda: %s", err);
+        /* Data parallel: one rank speaks (errors still go to stderr). */
+        if (train_gpu_rank() != 0 && !freopen("/dev/null", "w", stdout))
+            die("cannot silence the output of rank %d", train_gpu_rank());
+    }
+#endif
     owl_context *ctx = NULL;
     owl_context_options co;
     if (owl_context_options_init(&co, sizeof co) != OWL_OK ||

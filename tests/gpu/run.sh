@@ -10,7 +10,15 @@
 # Writes RESULTS_DIR/summary.md (one page: the GPU, driver and CUDA, test
 # counts, each benchmark's figures) and the logs of every stage; exits
 # non-zero when a stage or a test fails. The whole run keeps to a time
-# budget (OWL_GPU_BUDGET_S, default 450 s) through per-stage timeouts.
+# budget (OWL_GPU_BUDGET_S, default 600 s) through per-stage timeouts.
+#
+# Stages: configure, build, tests (suite gpu), llama_tests (the LLaMa
+# example's GPU tests, suite llama-gpu), benchmarks (suite gpu),
+# llama_bench (the ~1B LLaMa benchmark, about 2 minutes), llama_build and
+# llama_launch (the trainer on the GPU through examples/llama/cuda/
+# launch.sh, one rank, a few steps). The llama stages are apart so that
+# the 1B benchmark has a time box of its own and a slow one cannot eat the
+# others' budget.
 #
 # Environment (all optional):
 #   OWL_GPU_DEPS      the .deb folder           (tests/gpu/deps)
@@ -30,7 +38,7 @@ results=$(cd "$results" && pwd)
 deps=${OWL_GPU_DEPS:-tests/gpu/deps}
 prefix=${OWL_GPU_PREFIX:-tests/gpu/prefix}
 build=${OWL_GPU_BUILD:-build-gpu}
-budget=${OWL_GPU_BUDGET_S:-450}
+budget=${OWL_GPU_BUDGET_S:-600}
 
 start=$SECONDS
 failed=()
@@ -177,7 +185,7 @@ configure_ok=false
 rm -rf "$build"
 if stage configure 120 meson setup "$build" \
         --buildtype=release -Dcuda=enabled "-Dcuda-arch=$arch" \
-        -Dexamples=false "-Dtorch_python=$python"; then
+        -Dexamples=true "-Dtorch_python=$python"; then
     configure_ok=true
 else
     failed+=(configure)
@@ -219,17 +227,62 @@ fi
 tests_rc=-
 bench_rc=-
 if $build_ok; then
-    stage tests 120 meson test -C "$build" --no-rebuild --suite gpu -v \
-        --print-errorlogs
+    rm -f "$build/meson-logs/testlog.json"
+    stage tests 120 meson test -C "$build" --no-rebuild --suite gpu \
+        --no-suite llama-gpu -v --print-errorlogs
     tests_rc=$?
     cp "$build/meson-logs/testlog.json" "$results/testlog.json" 2>/dev/null
     [ "$tests_rc" -ne 0 ] && failed+=(tests)
+
+    # The LLaMa example on the GPU: its tests (data parallel on one rank,
+    # and on two when the machine has two GPUs).
+    rm -f "$build/meson-logs/testlog.json"
+    stage llama_tests 150 meson test -C "$build" --no-rebuild \
+        --suite llama-gpu -v --print-errorlogs
+    rc=$?
+    cp "$build/meson-logs/testlog.json" "$results/testlog-llama.json" \
+        2>/dev/null
+    [ "$rc" -ne 0 ] && failed+=(llama_tests)
+
+    rm -f "$build/meson-logs/benchmarklog.json"
     stage benchmarks 180 meson test -C "$build" --no-rebuild --benchmark \
-        --suite gpu -v
+        --suite gpu --no-suite llama-gpu -v
     bench_rc=$?
     cp "$build/meson-logs/benchmarklog.json" "$results/benchmarklog.json" \
         2>/dev/null
     [ "$bench_rc" -ne 0 ] && failed+=(benchmarks)
+
+    # The ~1B benchmark keeps to its own budget: what this stage may take,
+    # less a margin for creating and freeing the models.
+    limit=$(allow 150)
+    rm -f "$build/meson-logs/benchmarklog.json"
+    stage llama_bench 150 env \
+        LLAMA_BENCH_BUDGET_S=$((limit > 70 ? limit - 40 : 30)) \
+        meson test -C "$build" --no-rebuild --benchmark --suite llama-gpu -v
+    rc=$?
+    cp "$build/meson-logs/benchmarklog.json" \
+        "$results/benchmarklog-llama.json" 2>/dev/null
+    [ "$rc" -ne 0 ] && failed+=(llama_bench)
+
+    # The trainer itself on the GPU, one rank through launch.sh (the
+    # same path as N ranks, without a second GPU): a few OWLORE steps of
+    # the tiny model on the synthetic corpus. Built here, apart from the
+    # test programs, so that a trainer that does not build costs only
+    # this stage.
+    llama_bin=$build/examples/llama/llama
+    [[ $llama_bin = /* ]] || llama_bin=$root/$llama_bin
+    if stage llama_build 120 ninja -C "$build" examples/llama/llama; then
+        if "$llama_bin" --help 2>&1 | grep -q -- '--device'; then
+            stage llama_launch 60 env "LLAMA_BIN=$llama_bin" \
+                examples/llama/cuda/launch.sh -n 1 -- --method owlore \
+                --steps 20 --log-every 5
+            [ $? -ne 0 ] && failed+=(llama_launch)
+        else
+            log "llama_launch: skipped (this trainer has no --device)"
+        fi
+    else
+        failed+=(llama_build)
+    fi
 fi
 
 # ---- summary.md ------------------------------------------------------------
@@ -259,16 +312,18 @@ commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo "not a git ch
 import json, os, re, sys
 results = sys.argv[1]
 
-def entries(name):
-    path = os.path.join(results, name)
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+def entries(*names):
+    out = []
+    for name in names:
+        path = os.path.join(results, name)
+        if os.path.exists(path):
+            with open(path) as f:
+                out += [json.loads(line) for line in f if line.strip()]
+    return out
 
 print('## Tests (suite gpu)')
 print()
-tests = entries('testlog.json')
+tests = entries('testlog.json', 'testlog-llama.json')
 if not tests:
     print('No test results (see the stage logs).')
 counts = {}
@@ -286,7 +341,7 @@ if tests:
 print()
 print('## Benchmarks (suite gpu)')
 print()
-benches = entries('benchmarklog.json')
+benches = entries('benchmarklog.json', 'benchmarklog-llama.json')
 if not benches:
     print('No benchmark results.')
 # Figure lines: table rows and lines that carry a rate or a time.
@@ -300,9 +355,20 @@ for b in benches:
     print('\n'.join(lines[:60]) if lines else '(no figure lines)')
     print('```')
     print()
+launch = os.path.join(results, 'llama_launch.log')
+if os.path.exists(launch):
+    print('## LLaMa trainer on the GPU (launch.sh, 1 rank)')
+    print()
+    with open(launch, errors='replace') as f:
+        tail = f.read().splitlines()[-20:]
+    print('```')
+    print('\n'.join(tail))
+    print('```')
+    print()
 PY
-    echo "Logs: run.log, configure.log, build.log, tests.log, benchmarks.log,"
-    echo "testlog.json, benchmarklog.json, nvidia-smi.txt in this folder."
+    echo "Logs: run.log, configure.log, build.log, tests.log, llama_tests.log,"
+    echo "benchmarks.log, llama_bench.log, llama_launch.log, testlog*.json,"
+    echo "benchmarklog*.json, nvidia-smi.txt in this folder."
 } > "$results/summary.md"
 
 log "summary: $results/summary.md"
