@@ -103,22 +103,27 @@ def declare(lib):
         fn.restype, fn.argtypes = res, args
 
 
+def bench_n(fns, warmup, reps):
+    """fns run in turn (a, b, c, a, b, c, ...) so that all see the same
+    load from the rest of the machine: their medians in ms and the last
+    result of each."""
+    last = [None] * len(fns)
+    for _ in range(warmup):
+        for i, fn in enumerate(fns):
+            last[i] = fn()
+    ts = [[] for _ in fns]
+    for _ in range(reps):
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            last[i] = fn()
+            ts[i].append((time.perf_counter() - t0) * 1e3)
+    return [statistics.median(t) for t in ts], last
+
+
 def bench(ours, theirs, warmup, reps):
     """Interleaved medians in ms (ours, theirs) and theirs' last result."""
-    last = None
-    for _ in range(warmup):
-        ours()
-        last = theirs()
-    a, b = [], []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        ours()
-        t1 = time.perf_counter()
-        last = theirs()
-        t2 = time.perf_counter()
-        a.append((t1 - t0) * 1e3)
-        b.append((t2 - t1) * 1e3)
-    return statistics.median(a), statistics.median(b), last
+    (a, b), last = bench_n([ours, theirs], warmup, reps)
+    return a, b, last[1]
 
 
 def bench_one(fn, warmup, reps):
@@ -222,34 +227,39 @@ class Bench:
                 self.ctx.check(self.lib.owl_adamw_full(
                     h, ctypes.byref(wv), ctypes.byref(gv), lr), "adamw_full")
 
-            # The copy interleaved with ours, so that both see the same
-            # load from the rest of the machine.
+            # The copy and both torch variants interleaved with ours, so
+            # that all see the same load from the rest of the machine.
             nc = int(min(n, 32 * M))
             cx, cy = torch.rand(nc), torch.rand(nc)
-            o_c, c_ms, _ = bench(ours, lambda: cy.copy_(cx), warmup, reps)
-            gbs = 8 * nc / (c_ms * 1e-3) / 1e9
-            limit = 28 * n / (gbs * 1e9) * 1e3
-            res = {}
+            opts_t = {}
             for foreach in (True, False):
                 p = torch.nn.Parameter(w0.clone())
                 p.grad = g
-                opt = torch.optim.AdamW([p], lr=lr, betas=(0.9, 0.999),
-                                        eps=1e-8, weight_decay=wd,
-                                        foreach=foreach)
-                o_ms, t_ms, _ = bench(ours, opt.step, warmup, reps)
-                res[foreach] = (o_ms, t_ms)
-                del p, opt
+                opts_t[foreach] = torch.optim.AdamW(
+                    [p], lr=lr, betas=(0.9, 0.999), eps=1e-8,
+                    weight_decay=wd, foreach=foreach)
+            # Also the one-pass in-place triad x += 0.5 y (12 B/elem): the
+            # access pattern of an optimizer, whose stores hit lines it has
+            # just read, where a copy's stores first fetch theirs.
+            (o_ms, c_ms, t_true, t_false, tr_ms), _ = bench_n(
+                [ours, lambda: cy.copy_(cx), opts_t[True].step,
+                 opts_t[False].step, lambda: cx.add_(cy, alpha=0.5)],
+                warmup, reps)
+            res = {True: (o_ms, t_true), False: (o_ms, t_false)}
+            gbs = 8 * nc / (c_ms * 1e-3) / 1e9
+            triad = 12 * nc / (tr_ms * 1e-3) / 1e9
+            limit = 28 * n / (gbs * 1e9) * 1e3
             self.lib.owl_adamw_free(h)
-            o_ms = statistics.median([res[True][0], res[False][0], o_c])
             table = size in plan["table"]
             note = (f"28 B/param at the copy's {gbs:.1f} GB/s; ours moves "
-                    f"{28 * n / (o_ms * 1e-3) / 1e9:.1f} GB/s; "
+                    f"{28 * n / (o_ms * 1e-3) / 1e9:.1f} GB/s, the in-place "
+                    f"triad {triad:.1f} GB/s; "
                     f"max abs dW vs torch {err:.1e} (5 steps, 1M)")
             for foreach in (True, False):
                 self.row("adamw", f"AdamW full f32 (foreach={foreach})",
                          size_label(n), o_ms, res[foreach][1], limit,
                          "copy", note if foreach else "", table,
-                         copy_gbs=gbs, err=err, n=n)
+                         copy_gbs=gbs, triad_gbs=triad, err=err, n=n)
             self.point("adamw", n, size_label(n), ours=o_ms,
                        torch=res[True][1], torch2=res[False][1], limit=limit)
 
@@ -335,24 +345,26 @@ class Bench:
                 adam, proj, ctypes.byref(wv), ctypes.byref(gv), lr),
                 "adamw_lowrank")
 
-        o_ms, t_ms, _ = bench(ours, theirs, warmup, reps)
+        # The limit: the step's two sgemms alone, same shapes, interleaved
+        # with both steps. A nonzero alpha: BLAS skips the product when
+        # alpha == 0; 1e-30 leaves the weights as they are.
+        scratch = torch.empty(*rs)
+
+        def gemms():
+            if left:
+                torch.mm(Bt, g, out=scratch)
+                tw.addmm_(basis, N, alpha=1e-30)
+            else:
+                torch.mm(g, Bt, out=scratch)
+                tw.addmm_(N, basis, alpha=1e-30)
+
+        (o_ms, t_ms, limit), _ = bench_n([ours, theirs, gemms], warmup, reps)
         err = (w - tw).abs().max().item()
         refreshes = self.lib.owl_galore_refresh_count(proj)
         if refreshes != 1:
             raise RuntimeError(f"{refreshes} refreshes in timed steps")
         self.lib.owl_adamw_free(adam)
         self.lib.owl_galore_free(proj)
-
-        # The limit: the step's two sgemms alone, same shapes, same run.
-        # A nonzero alpha: BLAS skips the product when alpha == 0.
-        def gemms():
-            if left:
-                torch.mm(Bt, g, out=R)
-                tw.addmm_(basis, N, alpha=1e-30)
-            else:
-                torch.mm(g, Bt, out=R)
-                tw.addmm_(N, basis, alpha=1e-30)
-        limit = bench_one(gemms, 1, reps)
         flops = 4.0 * m * n * r
         note = (f"GEMMs {flops / 1e9:.2f} GFLOP at "
                 f"{flops / (limit * 1e-3) / 1e9:.0f} GFLOP/s; torch's step "
@@ -617,6 +629,7 @@ def main():
     print(f"libowlore {version} vs torch {torch.__version__}, "
           f"{args.threads} threads{' (quick)' if args.quick else ''}",
           flush=True)
+    load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
     b.full_adamw(plan["adamw"])
     b.lowrank(plan["lowrank"])
@@ -643,6 +656,7 @@ def main():
                           dict(machine(args.threads), version=version,
                                command=cmd, seconds=secs,
                                quick=args.quick,
+                               load=(load0, os.getloadavg()[0]),
                                lowrank_rank=plan["lowrank"]["series_rank"],
                                refresh_rank=plan["refresh"]["series_rank"]))
     print(open(os.path.join(args.out, "report.md")).read())

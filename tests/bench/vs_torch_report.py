@@ -213,7 +213,10 @@ def write(out_dir, rows, points, llama, meta):
           f"Machine: {meta['cpu']}, {meta['cores']} cores, {meta['mem']}, "
           f"Linux {meta['kernel']}; {meta['blas']} (both sides); "
           f"{meta['threads']} threads for our context, torch and OpenBLAS; "
-          f"OMP_WAIT_POLICY={meta['wait']}.",
+          f"OMP_WAIT_POLICY={meta['wait']}. Load average (1 min) "
+          f"{meta['load'][0]:.1f} at the start, {meta['load'][1]:.1f} at the "
+          f"end: above about {meta['cores'] / 2:g} other work was competing "
+          "for the cores, and single figures move.",
           "", "### Targets", "", targets(rows, llama),
           "### Operations", "", main_table(rows)]
     if llama:
