@@ -60,8 +60,10 @@ def plot(path, title, xlabel, xs, xlabels, series):
            f'<rect width="{W}" height="{H}" fill="white"/>',
            f'<text x="{(L + W - R) / 2:.0f}" y="22" text-anchor="middle" '
            f'font-size="13" font-weight="bold">{title}</text>']
-    # y grid: decades, with 2 and 5 when the range is under two decades
-    mults = (1, 2, 5) if y1 - y0 < 2.2 else (1,)
+    # y grid: decades, with 2 and 5 (or 3) between them when the range is
+    # short enough for the labels to fit
+    span = y1 - y0
+    mults = (1, 2, 5) if span < 2.2 else (1, 3) if span < 4.5 else (1,)
     for e in range(math.floor(y0), math.ceil(y1) + 1):
         for k in mults:
             v = k * 10.0 ** e
