@@ -84,7 +84,11 @@ def _status(ok):
 
 
 def targets(rows, llama):
-    out = ["| target | measured (all sizes of this run) | status |",
+    """Each target over the rows of the operations table (the shapes the
+    targets name); the scaling points are in their own tables."""
+    rows = [r for r in rows if r["table"]]
+    out = ["| target | measured (the shapes of the operations table) "
+           "| status |",
            "|---|---|---|"]
     for fam, label in FAMILIES:
         rs = [r for r in rows if _family(r) == fam]
@@ -215,8 +219,8 @@ def write(out_dir, rows, points, llama, meta):
           f"{meta['threads']} threads for our context, torch and OpenBLAS; "
           f"OMP_WAIT_POLICY={meta['wait']}. Load average (1 min) "
           f"{meta['load'][0]:.1f} at the start, {meta['load'][1]:.1f} at the "
-          f"end: above about {meta['cores'] / 2:g} other work was competing "
-          "for the cores, and single figures move.",
+          f"end (above {meta['cores']}, other work was competing for the "
+          "cores and single figures move).",
           "", "### Targets", "", targets(rows, llama),
           "### Operations", "", main_table(rows)]
     if llama:
