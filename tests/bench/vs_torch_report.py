@@ -143,10 +143,17 @@ def targets(rows, llama):
     return "\n".join(out) + "\n"
 
 
+def _rounds(y):
+    return "/".join(f"{v:.3f}" for v in y.get("rounds", []))
+
+
 def llama_table(llama):
-    out = ["| model | tokens/step | method | C s/step | C tokens/s "
-           "| C peak RSS | PyTorch s/step | PyTorch tokens/s "
-           "| PyTorch peak RSS (after import torch) | C / PyTorch tokens/s |",
+    out = ["| model | tokens/step | method "
+           "| C s/step: faster round (each round's median) "
+           "| C tokens/s | C peak RSS "
+           "| PyTorch s/step: faster round (each round's median) "
+           "| PyTorch tokens/s | PyTorch peak RSS (after import torch) "
+           "| C / PyTorch tokens/s |",
            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     seen = []
     for x in llama:
@@ -159,8 +166,9 @@ def llama_table(llama):
         t = next(y for y in llama if (y["config"], y["method"]) == key
                  and y["side"] == "torch")
         out.append(f"| {c['label']} | {c['tokens']} | {x['method'].upper()} "
-                   f"| {c['step_s']:.3f} | {c['tokens_s']:.0f} | "
-                   f"{c['rss_kib'] / 1024:.0f} MiB | {t['step_s']:.3f} | "
+                   f"| {c['step_s']:.3f} ({_rounds(c)}) | {c['tokens_s']:.0f} | "
+                   f"{c['rss_kib'] / 1024:.0f} MiB | {t['step_s']:.3f} "
+                   f"({_rounds(t)}) | "
                    f"{t['tokens_s']:.0f} | {t['rss_kib'] / 1024:.0f} MiB "
                    f"({t['import_rss_kib'] / 1024:.0f} MiB) | "
                    f"{c['tokens_s'] / t['tokens_s']:.2f}x |")
