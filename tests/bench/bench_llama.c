@@ -13,6 +13,15 @@
  * does) and OWLORE (2 of 6 layers sampled, rank 64; its warm-up steps
  * include the first subspace computations). It prints and never fails on
  * speed; it fails only when a call fails.
+ *
+ * One configuration, one method, this process alone (for
+ * tests/bench/vs_torch.py, which runs the C and the PyTorch side in
+ * separate processes so that each peak RSS is its own):
+ *   bench_llama --one DIM HIDDEN LAYERS HEADS KV_HEADS VOCAB SEQ BATCH TIED
+ *               THREADS WARMUP REPS METHOD RANK GAMMA PERIOD UPDATE_GAP
+ *               CLIP SCALE
+ * (the argument list of bench_llama_torch.py; METHOD full|owlore) prints
+ * "c_step_seconds MEDIAN MIN MAX REPS" and "c_peak_rss_kib N".
  */
 #include "bench_util.h"
 
@@ -22,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #ifdef OWL_BENCH_OPENBLAS
 int openblas_get_num_threads(void);
@@ -51,10 +61,19 @@ static owl_status train_step(void *arg)
     return owl_optimizer_step(a->opt, 1e-4);
 }
 
-static int run_c(owl_context *ctx, llama_model *m, owl_method method,
+/* What the optimizer of a C step is given (train.c's flags of the same
+ * names). */
+typedef struct step_setup {
+    owl_method method;
+    int rank, gamma, period, update_gap, warmup, reps;
+    double clip, scale;
+} step_setup;
+
+static int run_c(owl_context *ctx, llama_model *m, const step_setup *st,
                  const int32_t *tokens, const int32_t *targets, int B, int T,
                  bench_timing *out)
 {
+    owl_method method = st->method;
     owl_sampler_options so;
     owl_galore_options go;
     owl_optimizer_options oo;
@@ -64,12 +83,13 @@ static int run_c(owl_context *ctx, llama_model *m, owl_method method,
     double ratios[64];
     for (int l = 0; l < m->cfg.n_layers; l++)
         ratios[l] = 0.01 * (1 + l % 3); /* fixed outlier ratios */
-    so.gamma = 2;
-    so.period = 50;
+    so.gamma = (uint64_t)st->gamma;
+    so.period = (uint64_t)st->period;
     so.weights = ratios;
-    go.rank = 64;
-    go.update_gap = 200;
-    go.scale = 0.25;
+    go.rank = (uint64_t)st->rank;
+    go.update_gap = (uint64_t)st->update_gap;
+    go.scale = st->scale;
+    oo.max_grad_norm = st->clip;
     oo.method = method;
     oo.num_layers = (uint64_t)m->cfg.n_layers;
     oo.sampler = method == OWL_METHOD_OWLORE ? &so : NULL;
@@ -80,7 +100,8 @@ static int run_c(owl_context *ctx, llama_model *m, owl_method method,
         s = llama_owl_register(opt, m);
     if (s == OWL_OK) {
         step_args a = {m, opt, tokens, targets, B, T};
-        s = bench_measure(train_step, &a, WARMUP, REPS, REPS, 1e9, out);
+        s = bench_measure(train_step, &a, st->warmup, st->reps, st->reps, 1e9,
+                          out);
     }
     if (s != OWL_OK)
         fprintf(stderr, "bench_llama: %s\n", owl_context_last_error(ctx));
@@ -108,8 +129,89 @@ static int run_torch(const char *python, const char *script,
     return rc == 0 && found ? 0 : 1;
 }
 
+/* Random ids, the same stream for tokens and targets as the paired mode. */
+static void random_ids(int32_t *tokens, int32_t *targets, size_t n, int vocab)
+{
+    uint64_t s = 12345;
+    for (size_t i = 0; i < n; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        tokens[i] = (int32_t)((s >> 33) % (uint64_t)vocab);
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        targets[i] = (int32_t)((s >> 33) % (uint64_t)vocab);
+    }
+}
+
+/* --one: see the top of the file. */
+static int run_one(int argc, char **argv)
+{
+    if (argc != 21) {
+        fprintf(stderr, "usage: bench_llama --one DIM HIDDEN LAYERS HEADS "
+                "KV_HEADS VOCAB SEQ BATCH TIED THREADS WARMUP REPS METHOD "
+                "RANK GAMMA PERIOD UPDATE_GAP CLIP SCALE\n");
+        return 2;
+    }
+    int v[12];
+    for (int i = 0; i < 12; i++)
+        v[i] = atoi(argv[2 + i]);
+    const char *method = argv[14];
+    step_setup st = {OWL_METHOD_FULL, atoi(argv[15]), atoi(argv[16]),
+                     atoi(argv[17]), atoi(argv[18]), v[10], v[11],
+                     atof(argv[19]), atof(argv[20])};
+    if (!strcmp(method, "owlore"))
+        st.method = OWL_METHOD_OWLORE;
+    else if (strcmp(method, "full")) {
+        fprintf(stderr, "bench_llama: method %s is not full or owlore\n",
+                method);
+        return 2;
+    }
+    llama_config cfg = {.dim = v[0], .hidden_dim = v[1], .n_layers = v[2],
+                        .n_heads = v[3], .n_kv_heads = v[4],
+                        .vocab_size = v[5], .seq_len = v[6],
+                        .rope_theta = 10000.0f, .norm_eps = 1e-5f,
+                        .tied = v[8]};
+    int B = v[7], T = v[6], threads = v[9];
+    if (cfg.n_layers > 64 || B < 1 || threads < 1 || st.reps < 1) {
+        fprintf(stderr, "bench_llama: at most 64 layers; batch, threads and "
+                "reps >= 1\n");
+        return 2;
+    }
+    char err[256];
+    llama_model m;
+    if (llama_create(&m, &cfg, B, err, sizeof err) != 0) {
+        fprintf(stderr, "bench_llama: %s\n", err);
+        return 1;
+    }
+    llama_init_random(&m, 1, 0.02f);
+    size_t n = (size_t)B * T;
+    int32_t *tokens = malloc(n * sizeof *tokens);
+    int32_t *targets = malloc(n * sizeof *targets);
+    owl_context_options co;
+    owl_context_options_init(&co, sizeof co);
+    co.num_threads = threads;
+    owl_context *ctx = NULL;
+    int rc = 1;
+    if (tokens && targets && owl_context_create(&ctx, &co) == OWL_OK) {
+        random_ids(tokens, targets, n, cfg.vocab_size);
+        bench_timing t;
+        rc = run_c(ctx, &m, &st, tokens, targets, B, T, &t);
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        if (rc == 0)
+            printf("c_step_seconds %.6f %.6f %.6f %d\nc_peak_rss_kib %ld\n"
+                   "params %zu\n", t.median, t.min, t.max, t.reps,
+                   ru.ru_maxrss, llama_param_count(&cfg));
+    }
+    owl_context_free(ctx);
+    free(tokens);
+    free(targets);
+    llama_destroy(&m);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc > 1 && !strcmp(argv[1], "--one"))
+        return run_one(argc, argv);
     if (argc < 3) {
         fprintf(stderr, "usage: %s TORCH_PYTHON SCRIPT [BATCH [SEQ]]\n",
                 argv[0]);
@@ -141,13 +243,7 @@ int main(int argc, char **argv)
     int32_t *targets = malloc(n * sizeof *targets);
     if (!tokens || !targets)
         return 1;
-    uint64_t s = 12345;
-    for (size_t i = 0; i < n; i++) {
-        s = s * 6364136223846793005ull + 1442695040888963407ull;
-        tokens[i] = (int32_t)((s >> 33) % (uint64_t)cfg.vocab_size);
-        s = s * 6364136223846793005ull + 1442695040888963407ull;
-        targets[i] = (int32_t)((s >> 33) % (uint64_t)cfg.vocab_size);
-    }
+    random_ids(tokens, targets, n, cfg.vocab_size);
     owl_context_options co;
     owl_context_options_init(&co, sizeof co);
     co.num_threads = threads;
@@ -163,9 +259,11 @@ int main(int argc, char **argv)
     printf("CPU: %s; %d threads (OpenBLAS, libowlore context, torch)\n", cpu,
            threads);
     bench_timing full, owlore;
-    int rc = run_c(ctx, &m, OWL_METHOD_FULL, tokens, targets, B, T, &full);
+    step_setup st = {OWL_METHOD_FULL, 64, 2, 50, 200, WARMUP, REPS, 0.0, 0.25};
+    int rc = run_c(ctx, &m, &st, tokens, targets, B, T, &full);
+    st.method = OWL_METHOD_OWLORE;
     if (rc == 0)
-        rc = run_c(ctx, &m, OWL_METHOD_OWLORE, tokens, targets, B, T, &owlore);
+        rc = run_c(ctx, &m, &st, tokens, targets, B, T, &owlore);
     double torch_med = 0.0;
     if (rc == 0 && run_torch(argv[1], argv[2], &cfg, B, threads, &torch_med)) {
         fprintf(stderr, "bench_llama: the PyTorch baseline failed\n");

@@ -1,8 +1,11 @@
 #!/bin/sh
-# libowlore against PyTorch (CPU) side by side: tests/bench/vs_torch.py.
-# Usage: tests/bench/vs_torch.sh [BUILD_DIR] [OUT_DIR] [-- script args, e.g. --quick]
-# BUILD_DIR (default build) is configured and built when needed; OUT_DIR
-# (default bench-results) receives report.md, results.csv and scaling.svg.
+# libowlore against PyTorch (CPU): tests/bench/vs_torch.py.
+# Usage: tests/bench/vs_torch.sh [BUILD_DIR] [OUT_DIR] [-- script args]
+# Script args: --quick (small shapes, < 1 min), --exact-large (adds EXACT
+# at 4096x11008, about 2 min more), --no-llama.
+# BUILD_DIR (default build) is configured (release, CPU only) and built
+# when needed; OUT_DIR (default bench-results) receives report.md,
+# results.csv and img/vs-torch-*.svg.
 set -eu
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${1:-build}
@@ -12,14 +15,15 @@ out=${2:-bench-results}
 [ "${1:-}" = "--" ] && shift
 case $build in /*) ;; *) build=$root/$build ;; esac
 if [ ! -f "$build/build.ninja" ]; then
-    meson setup "$build" "$root" -Dbuildtype=release
+    meson setup "$build" "$root" -Dbuildtype=release -Dcuda=disabled
 fi
-# Only the library: the benchmark needs nothing else.
-target=$(ninja -C "$build" -t targets all | sed -n 's|^\(src/libowlore\.so\.[0-9.]*[0-9]\): .*|\1|p' | head -n 1)
-ninja -C "$build" "$target" >/dev/null
+# The library and the LLaMa step's C side; nothing else is needed.
+lib=$(ninja -C "$build" -t targets all | sed -n 's|^\(src/libowlore\.so\.[0-9.]*[0-9]\): .*|\1|p' | head -n 1)
+ninja -C "$build" "$lib" tests/bench_llama >/dev/null
 threads=${THREADS:-$(nproc)}
 # The same thread count for both sides: our context, torch, OpenBLAS.
 export OWLORE_LIB="$build/src/libowlore.so.0"
+export BENCH_LLAMA="$build/tests/bench_llama"
 export OPENBLAS_NUM_THREADS=$threads OMP_NUM_THREADS=$threads
 # libgomp's default active wait keeps torch's OpenMP workers spinning after
 # each parallel region; in one process on few cores they steal the cores the
