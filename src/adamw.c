@@ -988,12 +988,81 @@ OWL_KERNEL void apply_range_body(void *arg, int64_t begin, int64_t end,
 }
 OWL_RANGE_FN(apply_range)
 
+/* Small ranks: each row of W is read and written once, its back-projected
+ * step formed chunk by chunk in L1 (lowrank_stream.c) and applied with the
+ * arithmetic of apply_range: x = pre*W + s, W = x + post*x. */
+typedef struct {
+    const owl_galore *p;
+    const owl_tensor *w;
+    const float *low; /* N, low-rank shape, stride ldl */
+    int64_t ldl;
+    float alpha; /* step * scale */
+    weight_coeffs wc;
+    rounding rd;
+    owl_stream_combine_fn combine;
+    const float *packed; /* owl__galore_stream_pack_back */
+} stream_apply_job;
+
+OWL_KERNEL void stream_apply_range_body(void *arg, int64_t begin, int64_t end,
+                                        const bool avx2)
+{
+    const stream_apply_job *job = arg;
+    const owl_tensor *wt = job->w;
+    const int64_t cols = wt->cols, r = job->p->r;
+    const weight_coeffs wc = job->wc;
+    const bool half_w = wt->dtype == OWL_DTYPE_BF16;
+    const bool fused = wt->dtype == OWL_DTYPE_F32 ||
+                       (half_w && !job->rd.stochastic);
+    const size_t wsize = owl__dtype_size(wt->dtype);
+    float coef[OWL_STREAM_MAX_RANK], sb[CHUNK], wb[CHUNK];
+    for (int64_t i = begin; i < end; i++) {
+        owl__galore_stream_coefs(job->p, job->low, job->ldl, i, job->alpha,
+                                 coef);
+        for (int64_t j0 = 0; j0 < cols; j0 += CHUNK) {
+            int64_t cnt = cols - j0 < CHUNK ? cols - j0 : CHUNK;
+            /* whole groups of eight: sb has room for the padding */
+            job->combine(coef, r, job->packed + j0 * r, (cnt + 7) / 8, sb);
+            if (fused) {
+                void *w = (char *)owl__row_ptr(wt, i) + (size_t)j0 * wsize;
+#ifdef OWL_X86_AVX2
+                if (avx2) {
+                    apply_row_avx2(wc, w, sb, cnt, half_w);
+                    continue;
+                }
+#endif
+                if (half_w)
+                    apply_pass(wc, w, sb, cnt, true);
+                else
+                    apply_pass(wc, w, sb, cnt, false);
+                continue;
+            }
+            float *w = (float *)load_chunk(wt, i, j0, cnt, wb);
+            for (int64_t k = 0; k < cnt; k++) {
+                float x = w[k] * wc.pre;
+                x = x + sb[k];
+                w[k] = x + wc.post * x;
+            }
+            store_chunk(wt, i, j0, cnt, w, &job->rd);
+        }
+    }
+}
+OWL_RANGE_FN(stream_apply_range)
+
 /* W = pre*W + step*alpha*back(N), then the GALORE decay. */
 static void apply_lowrank(owl_adamw *a, owl_galore *p, owl_tensor *weight,
                           weight_coeffs wc, uint64_t draw)
 {
     const float *n = p->lowrank;
     const int64_t ldn = p->lr_cols;
+    if (owl__galore_streams(p)) {
+        stream_apply_job job = {
+            p, weight, n, ldn, (float)((double)wc.step * (double)p->scale),
+            wc, rounding_for(a, weight, draw), owl__stream_combine_fn(),
+            owl__galore_stream_pack_back(p, n, ldn)};
+        owl__parallel_for(a->ctx, p->m, row_grain(p->n),
+                          OWL_PICK(stream_apply_range), &job);
+        return;
+    }
     if (weight->dtype == OWL_DTYPE_F32 && weight->row_stride <= INT_MAX) {
         /* One GEMM updates W in place: both decays fold into beta,
          * W' = (pre*W + s)(1 + post) = beta*W + alpha*back(N). */

@@ -23,6 +23,9 @@ struct owl_galore {
     float *next_basis; /* a refresh writes here, swapped in on success */
 
     float *lowrank;    /* lr_rows x lr_cols f32 scratch (dense) */
+    /* Streaming kernels (small r): r rows of n floats repacked eight
+     * columns at a time, r * ceil8(n) floats; NULL when r is larger. */
+    float *packed;
     int64_t block_rows;
     owl_svd_work svd;  /* the plan; its arrays live in the context scratch */
     size_t svd_offset; /* where they start in it (after the gradient copy) */
@@ -107,5 +110,35 @@ owl_status owl__galore_project_f32(owl_galore *p, uint64_t iter,
 void owl__galore_back_rows(const owl_galore *p, const float *low, int64_t ldl,
                            int64_t row0, int64_t rows, float alpha, float beta,
                            float *c, int64_t ldc);
+
+/* ---- small ranks: streaming kernels (lowrank_stream.c) ---------------
+ * Up to this rank the projection and the back-projection of a step are
+ * bound by memory; one pass of these kernels over G (and one over W in the
+ * AdamW step) beats sgemm there. Above it, sgemm's blocking wins. */
+#define OWL_STREAM_MAX_RANK 8
+
+/* true when the projector's products take the streaming kernels. */
+bool owl__galore_streams(const owl_galore *p);
+/* R = project(G) (low-rank shape, row stride ldd) from an f32 G (row
+ * stride ldg), with the context's threads. A NaN or Inf in G makes some
+ * element of R NaN or Inf (every element of G enters a sum of R). */
+void owl__galore_stream_project(const owl_galore *p, const float *g,
+                                int64_t ldg, float *dst, int64_t ldd);
+/* Row `row` of alpha * back(low) is sum_c coef[c] * b[c][:], b being r
+ * rows of n floats: Q (right) or N (left). This packs b into the
+ * projector's `packed` buffer (layout in lowrank_stream.c) and returns it;
+ * stream_coefs fills coef[0..r) for a row. */
+const float *owl__galore_stream_pack_back(const owl_galore *p,
+                                          const float *low, int64_t ldl);
+void owl__galore_stream_coefs(const owl_galore *p, const float *low,
+                              int64_t ldl, int64_t row, float alpha,
+                              float *coef);
+/* s[8 g + l] = sum_c coef[c] * b[c][8 (g0 + g) + l] for g < groups, summed
+ * in order of c, from pk = the packed b + 8 r g0. The best variant for
+ * this CPU. */
+typedef void (*owl_stream_combine_fn)(const float *coef, int64_t r,
+                                      const float *pk, int64_t groups,
+                                      float *s);
+owl_stream_combine_fn owl__stream_combine_fn(void);
 
 #endif /* OWLORE_GALORE_INTERNAL_H */
