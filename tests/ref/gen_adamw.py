@@ -90,8 +90,8 @@ def full_rank_inputs(gen, m, n):
     return w0, grads
 
 
-def case_full_torch(w, gen, name, eps):
-    m, n, wd = 24, 40, 0.01
+def case_full_torch(w, gen, name, eps, m=24, n=40):
+    wd = 0.01
     w0, grads = full_rank_inputs(gen, m, n)
     lrs = lr_schedule(1e-3, STEPS, start_at_zero=True)
     p = torch.nn.Parameter(w0.clone())
@@ -329,6 +329,9 @@ def main():
             decay=0.15, wd=0.05)
         add("lr_bf16_std_r18_wide", case_lowrank, 32, 48, "std",
             dtype=DT_BF16, rank=18, decay=0.15)
+        # One long row: the library splits rows into spans of 16384
+        # elements across its threads (src/adamw.c), the last one short.
+        add("full_torch_1x20000", case_full_torch, 1e-8, m=1, n=20000)
         w.add("cases/count", np.array([len(cases)], dtype=np.int64), kind="i64")
 
 
