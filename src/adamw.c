@@ -1104,6 +1104,14 @@ OWL_KERNEL void stream_apply_range_body(void *arg, int64_t begin, int64_t end,
                                  coef);
         for (int64_t j0 = 0; j0 < cols; j0 += CHUNK) {
             int64_t cnt = cols - j0 < CHUNK ? cols - j0 : CHUNK;
+            /* The combine below is compute; ask for W a few chunks ahead
+             * meanwhile, so its stream keeps enough misses in flight. */
+            if (j0 + 4 * CHUNK < cols) {
+                const char *ahead = (const char *)owl__row_ptr(wt, i) +
+                                    (size_t)(j0 + 4 * CHUNK) * wsize;
+                for (size_t b = 0; b < (size_t)CHUNK * wsize; b += 64)
+                    __builtin_prefetch(ahead + b, 1);
+            }
             /* whole groups of eight: sb has room for the padding */
             job->combine(coef, r, job->packed + j0 * r, (cnt + 7) / 8, sb);
             if (fused) {

@@ -295,7 +295,7 @@ STREAM_AVX2_KERNEL void dots_fma(const right_job *job, const float *g,
     const int64_t groups = job->n / 8, r = job->r;
     for (int64_t j8 = 0; j8 < groups; j8++) {
         const float *pk = job->pk + (j8 * r + c0) * 8;
-        _mm_prefetch((const char *)(g + j8 * 8) + 1024, _MM_HINT_T0);
+        _mm_prefetch((const char *)(g + j8 * 8) + 4096, _MM_HINT_T0);
         __m256 gv = _mm256_loadu_ps(g + j8 * 8);
         DOTF(0);
         if (cb >= 4) {
@@ -355,6 +355,13 @@ STREAM_AVX2_KERNEL void left_tile_fma(const left_job *job, int64_t j0,
     for (; i + 4 <= m; i += 4) {
         const float *g0 = job->g + i * ldg + j0, *g1 = g0 + ldg,
                     *g2 = g1 + ldg, *g3 = g2 + ldg;
+        /* The tile's rows are strided, which the hardware prefetchers
+         * follow poorly: request the rows two blocks ahead. */
+        if (i + 12 <= m)
+            for (int64_t u = 8; u < 12; u++)
+                for (int64_t k = 0; k < cnt; k += 16)
+                    _mm_prefetch((const char *)(g0 + u * ldg + k),
+                                 _MM_HINT_T0);
         for (int64_t c = 0; c < r; c++) {
             const float *pc = job->pt + c * m + i;
             const __m256 p0 = _mm256_broadcast_ss(pc),
