@@ -130,7 +130,6 @@ void owl_galore_free(owl_galore *p)
     owl__free(p->basis);
     owl__free(p->next_basis);
     owl__free(p->lowrank);
-    owl__free(p->packed);
     owl__free(p);
 }
 
@@ -184,11 +183,7 @@ owl_status owl_galore_create(owl_context *ctx, const owl_galore_options *opts,
                                "basis");
     p->lowrank = owl__alloc(ctx, (size_t)(p->lr_rows * p->lr_cols),
                             sizeof(float), "low-rank scratch");
-    if (owl__galore_streams(p))
-        p->packed = owl__alloc(ctx, (size_t)(p->r * ((p->n + 7) / 8 * 8)),
-                               sizeof(float), "packed basis");
-    if (!p->basis || !p->next_basis || !p->lowrank ||
-        (owl__galore_streams(p) && !p->packed)) {
+    if (!p->basis || !p->next_basis || !p->lowrank) {
         owl_galore_free(p);
         return OWL_ERR_OUT_OF_MEMORY;
     }

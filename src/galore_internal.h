@@ -23,9 +23,6 @@ struct owl_galore {
     float *next_basis; /* a refresh writes here, swapped in on success */
 
     float *lowrank;    /* lr_rows x lr_cols f32 scratch (dense) */
-    /* Streaming kernels (small r): r rows of n floats repacked eight
-     * columns at a time, r * ceil8(n) floats; NULL when r is larger. */
-    float *packed;
     int64_t block_rows;
     owl_svd_work svd;  /* the plan; its arrays live in the context scratch */
     size_t svd_offset; /* where they start in it (after the gradient copy) */
@@ -53,6 +50,12 @@ static inline float *owl__galore_block(const owl_galore *p)
 static inline void *owl__galore_svd_scratch(const owl_galore *p)
 {
     return (char *)p->ctx->scratch + p->svd_offset;
+}
+/* The streaming kernels' packed rows (r * ceil8(n) floats) borrow the SVD
+ * workspace, free outside a refresh; owl__svd_init keeps room for them. */
+static inline float *owl__galore_packed(const owl_galore *p)
+{
+    return (float *)owl__galore_svd_scratch(p);
 }
 
 struct owl_adamw {
@@ -125,8 +128,8 @@ bool owl__galore_streams(const owl_galore *p);
 void owl__galore_stream_project(const owl_galore *p, const float *g,
                                 int64_t ldg, float *dst, int64_t ldd);
 /* Row `row` of alpha * back(low) is sum_c coef[c] * b[c][:], b being r
- * rows of n floats: Q (right) or N (left). This packs b into the
- * projector's `packed` buffer (layout in lowrank_stream.c) and returns it;
+ * rows of n floats: Q (right) or N (left). This packs b into
+ * owl__galore_packed(p) (layout in lowrank_stream.c) and returns it;
  * stream_coefs fills coef[0..r) for a row. */
 const float *owl__galore_stream_pack_back(const owl_galore *p,
                                           const float *low, int64_t ldl);

@@ -67,7 +67,7 @@ bool owl__galore_streams(const owl_galore *p)
  * few L1 sets and makes loads wait on unrelated stores. Packed, the eight
  * columns of all r rows are one contiguous run: group j8 holds
  * pk[(j8 * r + c) * 8 + l] = b[c][8 * j8 + l], the last group padded with
- * zeros. r * ceil8(n) floats, owned by the projector. */
+ * zeros. r * ceil8(n) floats in owl__galore_packed(p). */
 static void pack_rows(const float *b, int64_t ldb, int64_t r, int64_t n,
                       float *pk)
 {
@@ -463,8 +463,9 @@ void owl__galore_stream_project(const owl_galore *p, const float *g,
         owl__parallel_for(p->ctx, tiles, grain, STREAM_PICK(left_range),
                           &job);
     } else {
-        pack_rows(p->basis, p->n, p->r, p->n, p->packed);
-        right_job job = {g, ldg, p->basis, p->packed, p->n, p->r, dst, ldd};
+        float *pk = owl__galore_packed(p);
+        pack_rows(p->basis, p->n, p->r, p->n, pk);
+        right_job job = {g, ldg, p->basis, pk, p->n, p->r, dst, ldd};
         int64_t grain = p->n >= 32768 ? 1 : 32768 / p->n;
         owl__parallel_for(p->ctx, p->m, grain, STREAM_PICK(right_range),
                           &job);
@@ -485,11 +486,12 @@ const float *owl__galore_stream_pack_back(const owl_galore *p,
 {
     /* right: rows of N combine rows of Q; left: rows of P combine rows of
      * N. Either way r rows of n floats. */
+    float *pk = owl__galore_packed(p);
     if (p->left)
-        pack_rows(low, ldl, p->r, p->n, p->packed);
+        pack_rows(low, ldl, p->r, p->n, pk);
     else
-        pack_rows(p->basis, p->n, p->r, p->n, p->packed);
-    return p->packed;
+        pack_rows(p->basis, p->n, p->r, p->n, pk);
+    return pk;
 }
 
 void owl__galore_stream_coefs(const owl_galore *p, const float *low,

@@ -147,11 +147,18 @@ owl_status owl__svd_init(owl_context *ctx, owl_svd_work *w,
     ok = ok && owl__place(&end, k, sizeof(float), &w->off_s) &&
          owl__place(&end, lw, sizeof(float), &w->off_work) &&
          owl__place(&end, 8 * k, sizeof(lapack_int), &w->off_iwork);
+    /* Between SVDs the projector's small-rank kernels borrow this
+     * workspace for a packed copy of r rows of n floats (lowrank_stream.c):
+     * keep room for it, so the projector and the memory planner (both
+     * size the context scratch from w->bytes) agree. */
+    size_t packed = 0;
+    ok = ok && !owl__mul_overflows((size_t)r * (size_t)((n + 7) / 8 * 8),
+                                   sizeof(float), &packed);
     if (!ok)
         return owl__fail(ctx, OWL_ERR_OUT_OF_MEMORY,
                          "SVD workspace for %lldx%lld: size overflows",
                          (long long)m, (long long)n);
-    w->bytes = end;
+    w->bytes = end > packed ? end : packed;
     return OWL_OK;
 }
 
