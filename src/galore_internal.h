@@ -115,10 +115,15 @@ void owl__galore_back_rows(const owl_galore *p, const float *low, int64_t ldl,
                            float *c, int64_t ldc);
 
 /* ---- small ranks: streaming kernels (lowrank_stream.c) ---------------
- * Up to this rank the projection and the back-projection of a step are
+ * At small rank the projection and the back-projection of a step are
  * bound by memory; one pass of these kernels over G (and one over W in the
- * AdamW step) beats sgemm there. Above it, sgemm's blocking wins. */
-#define OWL_STREAM_MAX_RANK 8
+ * AdamW step) beats sgemm there. Up to OWL_STREAM_RANK they always do;
+ * right projections up to OWL_STREAM_MAX_RANK do once G no longer fits
+ * the last-level cache (OWL_STREAM_LARGE elements); above, sgemm's
+ * blocking wins (owl__galore_streams has the measurements). */
+#define OWL_STREAM_RANK 8
+#define OWL_STREAM_MAX_RANK 16
+#define OWL_STREAM_LARGE ((int64_t)1 << 22)
 
 /* true when the projector's products take the streaming kernels. */
 bool owl__galore_streams(const owl_galore *p);
