@@ -302,7 +302,7 @@ STREAM_AVX2_KERNEL void dots_fma(const right_job *job, const float *g,
     const int64_t groups = job->n / 8, r = job->r;
     for (int64_t j8 = 0; j8 < groups; j8++) {
         const float *pk = job->pk + (j8 * r + c0) * 8;
-        _mm_prefetch((const char *)(g + j8 * 8) + 4096, _MM_HINT_T0);
+        _mm_prefetch((const char *)(g + j8 * 8) + 16384, _MM_HINT_T0);
         __m256 gv = _mm256_loadu_ps(g + j8 * 8);
         DOTF(0);
         if (cb >= 4) {
