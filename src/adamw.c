@@ -544,6 +544,81 @@ static owl_status nonfinite_grad(owl_adamw *a, const owl_tensor *grad)
 
 /* ---- full rank ------------------------------------------------------- */
 
+/* The full step's unit of work: a span of at most SPAN elements of one
+ * row, so a single long row (a 1 x n parameter) still splits across the
+ * threads. Each element's arithmetic is independent of the others, so the
+ * split changes no result. */
+#define SPAN 16384 /* a multiple of CHUNK and of the AVX2 loops' 16 */
+
+typedef struct {
+    int64_t cols, per_row; /* spans per row */
+} spans;
+
+typedef struct {
+    int64_t row, j0, count;
+} span;
+
+static spans spans_for(int64_t cols)
+{
+    spans s = {cols, (cols + SPAN - 1) / SPAN};
+    return s;
+}
+
+static inline span span_of(const spans *s, int64_t u)
+{
+    span sp;
+    sp.row = u / s->per_row;
+    sp.j0 = (u % s->per_row) * SPAN;
+    sp.count = s->cols - sp.j0 < SPAN ? s->cols - sp.j0 : SPAN;
+    return sp;
+}
+
+/* Units of spans_for(cols) per thread chunk, at least: GRAIN_ELEMS. */
+static int64_t span_grain(int64_t cols)
+{
+    int64_t per_unit = cols < SPAN ? cols : SPAN;
+    return per_unit >= GRAIN_ELEMS ? 1 : GRAIN_ELEMS / per_unit;
+}
+
+typedef struct {
+    const owl_tensor *t;
+    spans sp;
+    int bad; /* written only as 0 -> 1; read after the join */
+} finite_job;
+
+/* NaN or Inf: all exponent bits set, per storage format. */
+static void finite_range(void *arg, int64_t begin, int64_t end)
+{
+    finite_job *job = arg;
+    const owl_tensor *t = job->t;
+    bool bad = false;
+    for (int64_t u = begin; u < end; u++) {
+        span sp = span_of(&job->sp, u);
+        if (t->dtype == OWL_DTYPE_F32) {
+            bad |= owl__f32_has_nonfinite(
+                (const float *)owl__row_ptr(t, sp.row) + sp.j0, sp.count);
+            continue;
+        }
+        const uint16_t *h = (const uint16_t *)owl__row_ptr(t, sp.row) + sp.j0;
+        const uint16_t mask = t->dtype == OWL_DTYPE_BF16 ? 0x7f80u : 0x7c00u;
+        unsigned acc = 0;
+        for (int64_t k = 0; k < sp.count; k++)
+            acc |= (h[k] & mask) == mask;
+        bad |= acc != 0;
+    }
+    if (bad)
+        __atomic_store_n(&job->bad, 1, __ATOMIC_RELAXED);
+}
+
+/* owl__all_finite, split into row spans like the full step. */
+static bool grad_all_finite(owl_context *ctx, const owl_tensor *g)
+{
+    finite_job job = {g, spans_for(g->cols), 0};
+    owl__parallel_for(ctx, g->rows * job.sp.per_row, span_grain(g->cols),
+                      finite_range, &job);
+    return __atomic_load_n(&job.bad, __ATOMIC_RELAXED) == 0;
+}
+
 typedef struct {
     owl_adamw *a;
     const owl_tensor *w;
@@ -551,6 +626,7 @@ typedef struct {
     moment_coeffs mc;
     weight_coeffs wc;
     rounding rd;
+    spans sp;
 } full_job;
 
 /* The whole update of `count` elements in one pass: G and W f32 or bf16
@@ -796,26 +872,33 @@ OWL_KERNEL void full_range_body(void *arg, int64_t begin, int64_t end,
     if (full_fusable(job)) {
         const bool half_g = job->g->dtype == OWL_DTYPE_BF16;
         const bool half_w = wt->dtype == OWL_DTYPE_BF16;
-        for (int64_t i = begin; i < end; i++) {
-            size_t off = (size_t)i * (size_t)cols * msize;
-            const void *g = owl__row_ptr(job->g, i);
-            void *w = owl__row_ptr(wt, i);
+        const size_t gsize = half_g ? 2 : 4, wsize = half_w ? 2 : 4;
+        for (int64_t u = begin; u < end; u++) {
+            span sp = span_of(&job->sp, u);
+            size_t off = ((size_t)sp.row * (size_t)cols + (size_t)sp.j0) *
+                         msize;
+            const void *g = (const char *)owl__row_ptr(job->g, sp.row) +
+                            (size_t)sp.j0 * gsize;
+            void *w = (char *)owl__row_ptr(wt, sp.row) + (size_t)sp.j0 * wsize;
             void *m = (char *)job->a->m + off, *v = (char *)job->a->v + off;
 #ifdef OWL_X86_AVX2
             if (avx2) {
-                full_row_avx2(&job->mc, wc, g, w, m, v, cols, half_m, half_g,
-                              half_w);
+                full_row_avx2(&job->mc, wc, g, w, m, v, sp.count, half_m,
+                              half_g, half_w);
                 continue;
             }
 #endif
-            full_row(&job->mc, wc, g, w, m, v, cols, half_m, half_g, half_w);
+            full_row(&job->mc, wc, g, w, m, v, sp.count, half_m, half_g,
+                     half_w);
         }
         return;
     }
     float gb[CHUNK], wb[CHUNK], nb[CHUNK];
-    for (int64_t i = begin; i < end; i++) {
-        for (int64_t j0 = 0; j0 < cols; j0 += CHUNK) {
-            int64_t cnt = cols - j0 < CHUNK ? cols - j0 : CHUNK;
+    for (int64_t u = begin; u < end; u++) {
+        span sp = span_of(&job->sp, u);
+        const int64_t i = sp.row, j1 = sp.j0 + sp.count;
+        for (int64_t j0 = sp.j0; j0 < j1; j0 += CHUNK) {
+            int64_t cnt = j1 - j0 < CHUNK ? j1 - j0 : CHUNK;
             size_t off = (size_t)i * (size_t)cols + (size_t)j0;
             const float *g = load_chunk(job->g, i, j0, cnt, gb);
             update_moments(job->a, &job->mc, off, g, nb, cnt);
@@ -860,17 +943,18 @@ owl_status owl_adamw_full(owl_adamw *a, owl_tensor *weight,
     if (on_cuda(a))
         return owl__cuda_adamw_full(a, weight, grad, lr);
 #endif
-    if (!owl__all_finite(a->ctx, grad))
+    if (!grad_all_finite(a->ctx, grad))
         return nonfinite_grad(a, grad);
 
     uint64_t draw = a->step_count;
     a->step_count++;
     a->bias_step++;
     full_job job = {.a = a, .w = weight, .g = grad,
-                    .rd = rounding_for(a, weight, draw)};
+                    .rd = rounding_for(a, weight, draw),
+                    .sp = spans_for(weight->cols)};
     set_coeffs(a, lr, &job.mc, &job.wc);
-    owl__parallel_for(a->ctx, weight->rows, row_grain(weight->cols),
-                      OWL_PICK(full_range), &job);
+    owl__parallel_for(a->ctx, weight->rows * job.sp.per_row,
+                      span_grain(weight->cols), OWL_PICK(full_range), &job);
     return OWL_OK;
 }
 
@@ -988,12 +1072,89 @@ OWL_KERNEL void apply_range_body(void *arg, int64_t begin, int64_t end,
 }
 OWL_RANGE_FN(apply_range)
 
+/* Small ranks: each row of W is read and written once, its back-projected
+ * step formed chunk by chunk in L1 (lowrank_stream.c) and applied with the
+ * arithmetic of apply_range: x = pre*W + s, W = x + post*x. */
+typedef struct {
+    const owl_galore *p;
+    const owl_tensor *w;
+    const float *low; /* N, low-rank shape, stride ldl */
+    int64_t ldl;
+    float alpha; /* step * scale */
+    weight_coeffs wc;
+    rounding rd;
+    owl_stream_combine_fn combine;
+    const float *packed; /* owl__galore_stream_pack_back */
+} stream_apply_job;
+
+OWL_KERNEL void stream_apply_range_body(void *arg, int64_t begin, int64_t end,
+                                        const bool avx2)
+{
+    const stream_apply_job *job = arg;
+    const owl_tensor *wt = job->w;
+    const int64_t cols = wt->cols, r = job->p->r;
+    const weight_coeffs wc = job->wc;
+    const bool half_w = wt->dtype == OWL_DTYPE_BF16;
+    const bool fused = wt->dtype == OWL_DTYPE_F32 ||
+                       (half_w && !job->rd.stochastic);
+    const size_t wsize = owl__dtype_size(wt->dtype);
+    float coef[OWL_STREAM_MAX_RANK], sb[CHUNK], wb[CHUNK];
+    for (int64_t i = begin; i < end; i++) {
+        owl__galore_stream_coefs(job->p, job->low, job->ldl, i, job->alpha,
+                                 coef);
+        for (int64_t j0 = 0; j0 < cols; j0 += CHUNK) {
+            int64_t cnt = cols - j0 < CHUNK ? cols - j0 : CHUNK;
+            /* The combine below is compute; ask for W a few chunks ahead
+             * meanwhile, so its stream keeps enough misses in flight. */
+            if (j0 + 4 * CHUNK < cols) {
+                const char *ahead = (const char *)owl__row_ptr(wt, i) +
+                                    (size_t)(j0 + 4 * CHUNK) * wsize;
+                for (size_t b = 0; b < (size_t)CHUNK * wsize; b += 64)
+                    __builtin_prefetch(ahead + b, 1);
+            }
+            /* whole groups of eight: sb has room for the padding */
+            job->combine(coef, r, job->packed + j0 * r, (cnt + 7) / 8, sb);
+            if (fused) {
+                void *w = (char *)owl__row_ptr(wt, i) + (size_t)j0 * wsize;
+#ifdef OWL_X86_AVX2
+                if (avx2) {
+                    apply_row_avx2(wc, w, sb, cnt, half_w);
+                    continue;
+                }
+#endif
+                if (half_w)
+                    apply_pass(wc, w, sb, cnt, true);
+                else
+                    apply_pass(wc, w, sb, cnt, false);
+                continue;
+            }
+            float *w = (float *)load_chunk(wt, i, j0, cnt, wb);
+            for (int64_t k = 0; k < cnt; k++) {
+                float x = w[k] * wc.pre;
+                x = x + sb[k];
+                w[k] = x + wc.post * x;
+            }
+            store_chunk(wt, i, j0, cnt, w, &job->rd);
+        }
+    }
+}
+OWL_RANGE_FN(stream_apply_range)
+
 /* W = pre*W + step*alpha*back(N), then the GALORE decay. */
 static void apply_lowrank(owl_adamw *a, owl_galore *p, owl_tensor *weight,
                           weight_coeffs wc, uint64_t draw)
 {
     const float *n = p->lowrank;
     const int64_t ldn = p->lr_cols;
+    if (owl__galore_streams(p)) {
+        stream_apply_job job = {
+            p, weight, n, ldn, (float)((double)wc.step * (double)p->scale),
+            wc, rounding_for(a, weight, draw), owl__stream_combine_fn(),
+            owl__galore_stream_pack_back(p, n, ldn)};
+        owl__parallel_for(a->ctx, p->m, row_grain(p->n),
+                          OWL_PICK(stream_apply_range), &job);
+        return;
+    }
     if (weight->dtype == OWL_DTYPE_F32 && weight->row_stride <= INT_MAX) {
         /* One GEMM updates W in place: both decays fold into beta,
          * W' = (pre*W + s)(1 + post) = beta*W + alpha*back(N). */

@@ -335,12 +335,35 @@ static void project_into(const owl_galore *p, const float *g, int64_t ldg,
                          float *dst, int64_t ldd)
 {
     int m = (int)p->m, n = (int)p->n, r = (int)p->r;
-    if (p->left)
+    if (owl__galore_streams(p))
+        owl__galore_stream_project(p, g, ldg, dst, ldd);
+    else if (p->left)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r, n, m, 1.0f,
                     p->basis, m, g, (int)ldg, 0.0f, dst, (int)ldd);
     else
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, r, n, 1.0f, g,
                     (int)ldg, p->basis, n, 0.0f, dst, (int)ldd);
+}
+
+/* The streaming projection of an f32 G with its NaN/Inf check in the
+ * same pass: a non-finite G makes R non-finite, so only then is G scanned
+ * (R may also have overflowed from finite values). R goes to the
+ * projector's scratch first, so a refused G leaves dst untouched. */
+static owl_status stream_project_checked(owl_galore *p, const owl_tensor *grad,
+                                         float *dst, int64_t ldd,
+                                         bool *refreshed)
+{
+    owl__galore_stream_project(p, grad->data, grad->row_stride, p->lowrank,
+                               p->lr_cols);
+    if (owl__f32_has_nonfinite(p->lowrank, p->lr_rows * p->lr_cols) &&
+        !owl__all_finite(p->ctx, grad))
+        return OWL_ERR_NONFINITE;
+    if (dst != p->lowrank)
+        for (int64_t i = 0; i < p->lr_rows; i++)
+            memcpy(dst + i * ldd, p->lowrank + i * p->lr_cols,
+                   (size_t)p->lr_cols * sizeof(float));
+    *refreshed = false;
+    return OWL_OK;
 }
 
 owl_status owl__galore_project_f32(owl_galore *p, uint64_t iter,
@@ -351,6 +374,8 @@ owl_status owl__galore_project_f32(owl_galore *p, uint64_t iter,
     bool blas = blas_readable(grad);
     float *g32 = owl__galore_g32(p);
     bool held = false; /* g32 holds G */
+    if (blas && !due && owl__galore_streams(p))
+        return stream_project_checked(p, grad, dst, ldd, refreshed);
     if (blas) {
         /* read in place by BLAS: only the scan */
         if (!owl__all_finite(p->ctx, grad))

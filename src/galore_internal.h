@@ -51,6 +51,12 @@ static inline void *owl__galore_svd_scratch(const owl_galore *p)
 {
     return (char *)p->ctx->scratch + p->svd_offset;
 }
+/* The streaming kernels' packed rows (r * ceil8(n) floats) borrow the SVD
+ * workspace, free outside a refresh; owl__svd_init keeps room for them. */
+static inline float *owl__galore_packed(const owl_galore *p)
+{
+    return (float *)owl__galore_svd_scratch(p);
+}
 
 struct owl_adamw {
     owl_context *ctx;
@@ -107,5 +113,40 @@ owl_status owl__galore_project_f32(owl_galore *p, uint64_t iter,
 void owl__galore_back_rows(const owl_galore *p, const float *low, int64_t ldl,
                            int64_t row0, int64_t rows, float alpha, float beta,
                            float *c, int64_t ldc);
+
+/* ---- small ranks: streaming kernels (lowrank_stream.c) ---------------
+ * At small rank the projection and the back-projection of a step are
+ * bound by memory; one pass of these kernels over G (and one over W in the
+ * AdamW step) beats sgemm there. Up to OWL_STREAM_RANK they always do;
+ * right projections up to OWL_STREAM_MAX_RANK do once G no longer fits
+ * the last-level cache (OWL_STREAM_LARGE elements); above, sgemm's
+ * blocking wins (owl__galore_streams has the measurements). */
+#define OWL_STREAM_RANK 8
+#define OWL_STREAM_MAX_RANK 16
+#define OWL_STREAM_LARGE ((int64_t)1 << 22)
+
+/* true when the projector's products take the streaming kernels. */
+bool owl__galore_streams(const owl_galore *p);
+/* R = project(G) (low-rank shape, row stride ldd) from an f32 G (row
+ * stride ldg), with the context's threads. A NaN or Inf in G makes some
+ * element of R NaN or Inf (every element of G enters a sum of R). */
+void owl__galore_stream_project(const owl_galore *p, const float *g,
+                                int64_t ldg, float *dst, int64_t ldd);
+/* Row `row` of alpha * back(low) is sum_c coef[c] * b[c][:], b being r
+ * rows of n floats: Q (right) or N (left). This packs b into
+ * owl__galore_packed(p) (layout in lowrank_stream.c) and returns it;
+ * stream_coefs fills coef[0..r) for a row. */
+const float *owl__galore_stream_pack_back(const owl_galore *p,
+                                          const float *low, int64_t ldl);
+void owl__galore_stream_coefs(const owl_galore *p, const float *low,
+                              int64_t ldl, int64_t row, float alpha,
+                              float *coef);
+/* s[8 g + l] = sum_c coef[c] * b[c][8 (g0 + g) + l] for g < groups, summed
+ * in order of c, from pk = the packed b + 8 r g0. The best variant for
+ * this CPU. */
+typedef void (*owl_stream_combine_fn)(const float *coef, int64_t r,
+                                      const float *pk, int64_t groups,
+                                      float *s);
+owl_stream_combine_fn owl__stream_combine_fn(void);
 
 #endif /* OWLORE_GALORE_INTERNAL_H */

@@ -111,8 +111,9 @@ owl_status owl__svd_init(owl_context *ctx, owl_svd_work *w,
         ok = owl__place(&end, n * k, sizeof(float), &w->off_u) &&
              owl__place(&end, k * m, sizeof(float), &w->off_vt);
     } else {
-        /* LAPACK sees B^T, e x k, where B = range^T A is k x e. */
-        s = gesdd_query(ctx, e, k, &lw);
+        /* B = range^T A is k x e; B^T = Q_b R (geqrf, e x k), and the
+         * small SVD is that of the k x k R. */
+        s = gesdd_query(ctx, k, k, &lw);
         if (s != OWL_OK)
             return s;
         int64_t q1, q2;
@@ -128,7 +129,9 @@ owl_status owl__svd_init(owl_context *ctx, owl_svd_work *w,
                              "LAPACK's 32-bit sizes",
                              (long long)d, (long long)k);
         w->qr_lwork = (lapack_int)q;
-        ok = owl__place(&end, e * k, sizeof(float), &w->off_u) &&
+        /* off_u: B^T (e x k), then R and the SVD's U (k x k each) */
+        ok = owl__place(&end, e * k > 2 * k * k ? e * k : 2 * k * k,
+                        sizeof(float), &w->off_u) &&
              owl__place(&end, k * k, sizeof(float), &w->off_vt) &&
              owl__place(&end, k * d, sizeof(float), &w->off_range) &&
              owl__place(&end, k * e, sizeof(float), &w->off_sketch) &&
@@ -144,11 +147,18 @@ owl_status owl__svd_init(owl_context *ctx, owl_svd_work *w,
     ok = ok && owl__place(&end, k, sizeof(float), &w->off_s) &&
          owl__place(&end, lw, sizeof(float), &w->off_work) &&
          owl__place(&end, 8 * k, sizeof(lapack_int), &w->off_iwork);
+    /* Between SVDs the projector's small-rank kernels borrow this
+     * workspace for a packed copy of r rows of n floats (lowrank_stream.c):
+     * keep room for it, so the projector and the memory planner (both
+     * size the context scratch from w->bytes) agree. */
+    size_t packed = 0;
+    ok = ok && !owl__mul_overflows((size_t)r * (size_t)((n + 7) / 8 * 8),
+                                   sizeof(float), &packed);
     if (!ok)
         return owl__fail(ctx, OWL_ERR_OUT_OF_MEMORY,
                          "SVD workspace for %lldx%lld: size overflows",
                          (long long)m, (long long)n);
-    w->bytes = end;
+    w->bytes = end > packed ? end : packed;
     return OWL_OK;
 }
 
@@ -237,11 +247,13 @@ owl_status owl__svd_exact(owl_context *ctx, const owl_svd_work *w, float *a,
 
 typedef struct {
     float *x;
+    int64_t count;
     uint64_t seed, draw;
 } gaussian_job;
 
-/* Box-Muller from one 64-bit hash per entry: 24 bits for the radius (kept
- * away from 0) and 24 for the angle. */
+/* Box-Muller from one 64-bit hash per pair of entries: 24 bits for the
+ * radius (kept away from 0) and 24 for the angle, the pair's two normals
+ * its cosine and sine (one log and one sqrt per two entries). */
 static void gaussian_range(void *arg, int64_t begin, int64_t end)
 {
     const gaussian_job *job = arg;
@@ -251,8 +263,41 @@ static void gaussian_range(void *arg, int64_t begin, int64_t end)
         uint64_t bits = owl__hash3(job->seed, job->draw, (uint64_t)i);
         double u1 = ((double)(bits >> 40) + 0.5) * inv24;
         double u2 = (double)(bits & 0xffffffu) * inv24;
-        job->x[i] = (float)(sqrt(-2.0 * log(u1)) * cos(two_pi * u2));
+        double rad = sqrt(-2.0 * log(u1)), ang = two_pi * u2;
+        job->x[2 * i] = (float)(rad * cos(ang));
+        if (2 * i + 1 < job->count)
+            job->x[2 * i + 1] = (float)(rad * sin(ang));
     }
+}
+
+/* Normalises the k vectors (rows of length len, column-major len x k for
+ * LAPACK) between power iterations, where only their span matters: LU
+ * with partial pivoting, x = P L U, replaced by P L. A quarter of the
+ * flops of a Householder QR with its explicit Q, and the same span; only
+ * the last basis must be orthonormal (orthonormalise). */
+static owl_status lu_normalise(owl_context *ctx, const owl_svd_work *w,
+                               const svd_arrays *a, float *x, int64_t len)
+{
+    const int64_t k = w->k;
+    lapack_int *ipiv = a->iwork; /* 8 k of them */
+    lapack_int info = LAPACKE_sgetrf_work(LAPACK_COL_MAJOR, (lapack_int)len,
+                                          (lapack_int)k, x, (lapack_int)len,
+                                          ipiv);
+    /* info > 0: an exactly zero pivot; L is still a valid unit-triangular
+     * factor with the same leading span, so keep going. */
+    if (info < 0)
+        return owl__fail(ctx, OWL_ERR_INTERNAL,
+                         "LU of the %lldx%lld sketch failed (info %d)",
+                         (long long)len, (long long)k, (int)info);
+    for (int64_t j = 0; j < k; j++) { /* unit diagonal, nothing above */
+        float *col = x + j * len;
+        memset(col, 0, (size_t)j * sizeof(float));
+        col[j] = 1.0f;
+    }
+    /* Undo the row interchanges, last first: P L. */
+    LAPACKE_slaswp_work(LAPACK_COL_MAJOR, (lapack_int)k, x, (lapack_int)len,
+                        1, (lapack_int)k, ipiv, -1);
+    return OWL_OK;
 }
 
 /* Orthonormalises the k vectors (rows of length len) in x in place:
@@ -312,28 +357,47 @@ owl_status owl__svd_randomized(owl_context *ctx, const owl_svd_work *w,
     const int64_t e = w->left ? w->n : w->m;
     owl_status s;
 
-    gaussian_job job = {x.sketch, w->seed, draw};
-    owl__parallel_for(ctx, k * e, 16384, gaussian_range, &job);
+    gaussian_job job = {x.sketch, k * e, w->seed, draw};
+    owl__parallel_for(ctx, (k * e + 1) / 2, 8192, gaussian_range, &job);
     to_range(w, g, ldg, x.sketch, x.range);
-    if ((s = orthonormalise(ctx, w, &x, x.range, d)) != OWL_OK)
-        return s;
     /* Power iterations sharpen a slowly decaying spectrum; each product is
-     * re-orthonormalised so small directions are not lost to rounding. */
+     * renormalised (LU) so small directions are not lost to rounding, and
+     * the last range is orthonormalised. */
+    s = w->power_iters > 0 ? lu_normalise(ctx, w, &x, x.range, d)
+                           : orthonormalise(ctx, w, &x, x.range, d);
+    if (s != OWL_OK)
+        return s;
     for (uint64_t it = 0; it < w->power_iters; it++) {
         to_sketch(w, g, ldg, x.range, x.sketch);
-        if ((s = orthonormalise(ctx, w, &x, x.sketch, e)) != OWL_OK)
+        if ((s = lu_normalise(ctx, w, &x, x.sketch, e)) != OWL_OK)
             return s;
         to_range(w, g, ldg, x.sketch, x.range);
-        if ((s = orthonormalise(ctx, w, &x, x.range, d)) != OWL_OK)
+        s = it + 1 < w->power_iters ? lu_normalise(ctx, w, &x, x.range, d)
+                                    : orthonormalise(ctx, w, &x, x.range, d);
+        if (s != OWL_OK)
             return s;
     }
-    /* B = Q^T A (k x e); LAPACK sees B^T (e x k) = V_B S U_B^T, so its V^T
-     * output is U_B, stored row-major k x k. */
+    /* B = Q^T A (k x e). B^T = Q_b R (e x k), so B = R^T Q_b^T and the
+     * left vectors of B are the right vectors of R: LAPACK's V^T output
+     * for the k x k R is U_B^T, i.e. U_B stored row-major. Q_b itself is
+     * never needed. */
     to_sketch(w, g, ldg, x.range, x.sketch);
-    lapack_int info = LAPACKE_sgesdd_work(
-        LAPACK_COL_MAJOR, 'S', (lapack_int)e, (lapack_int)k, x.sketch,
-        (lapack_int)e, x.s, x.u, (lapack_int)e, x.vt, (lapack_int)k,
-        x.work, w->lwork, x.iwork);
+    lapack_int info = LAPACKE_sgeqrf_work(LAPACK_COL_MAJOR, (lapack_int)e,
+                                          (lapack_int)k, x.sketch,
+                                          (lapack_int)e, x.tau, x.qr_work,
+                                          w->qr_lwork);
+    if (info != 0)
+        return owl__fail(ctx, OWL_ERR_INTERNAL,
+                         "QR of the %lldx%lld sketch failed (info %d)",
+                         (long long)e, (long long)k, (int)info);
+    float *rk = x.u, *uk = x.u + k * k; /* R, then the SVD's unused U */
+    for (int64_t j = 0; j < k; j++)
+        for (int64_t i = 0; i < k; i++)
+            rk[i + j * k] = i <= j ? x.sketch[i + j * e] : 0.0f;
+    info = LAPACKE_sgesdd_work(LAPACK_COL_MAJOR, 'S', (lapack_int)k,
+                               (lapack_int)k, rk, (lapack_int)k, x.s, uk,
+                               (lapack_int)k, x.vt, (lapack_int)k, x.work,
+                               w->lwork, x.iwork);
     if (info != 0)
         return svd_failed(ctx, w, info);
     /* Vector j = sum_i U_B[i][j] q_i: basis (r x d) = U_B[:, :r]^T range. */

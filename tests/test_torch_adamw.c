@@ -60,7 +60,10 @@ static const char *k_cases[] = {
     "lr_left_wide",             "lr_right_tall",
     "lr_right_wide",            "lr_bf16_std_tall",
     "lr_bf16_std_wide",         "lr_std_tall_wd0.05",
-    "lr_torch_std_wide_wd0.05",
+    "lr_torch_std_wide_wd0.05", "lr_left_r8_37x300",
+    "lr_right_r5_40x300",       "lr_bf16_right_r5_40x300",
+    "lr_std_r18_tall",          "lr_left_r18_wide",
+    "lr_bf16_std_r18_wide",     "full_torch_1x20000",
 };
 #define NUM_CASES (sizeof k_cases / sizeof k_cases[0])
 

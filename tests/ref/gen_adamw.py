@@ -90,8 +90,8 @@ def full_rank_inputs(gen, m, n):
     return w0, grads
 
 
-def case_full_torch(w, gen, name, eps):
-    m, n, wd = 24, 40, 0.01
+def case_full_torch(w, gen, name, eps, m=24, n=40):
+    wd = 0.01
     w0, grads = full_rank_inputs(gen, m, n)
     lrs = lr_schedule(1e-3, STEPS, start_at_zero=True)
     p = torch.nn.Parameter(w0.clone())
@@ -181,9 +181,9 @@ def slow_rotation(gen, size, angle_per_step):
     return a * (angle_per_step / torch.linalg.matrix_norm(a, ord=2))
 
 
-def lowrank_gradients(gen, m, n, dtype, s0=1e-2):
+def lowrank_gradients(gen, m, n, dtype, s0=1e-2, decay=0.5):
     k = min(m, n)
-    s = s0 * 2.0 ** (-0.5 * torch.arange(k, dtype=torch.float64))
+    s = s0 * 2.0 ** (-decay * torch.arange(k, dtype=torch.float64))
     u0, v0 = random_orthonormal(gen, m, k), random_orthonormal(gen, n, k)
     au, av = slow_rotation(gen, m, 0.06), slow_rotation(gen, n, 0.06)
     grads = []
@@ -268,11 +268,14 @@ def simulate_lowrank(w0, grads, lrs, *, left, dtype, semantics, wd, rank,
 
 
 def case_lowrank(w, gen, name, m, n, proj, dtype=DT_F32, semantics=SEM_GALORE,
-                 wd=0.0, rank=8, gap=5, alpha=0.25, eps=1e-6, peak_lr=1e-2):
+                 wd=0.0, rank=8, gap=5, alpha=0.25, eps=1e-6, peak_lr=1e-2,
+                 decay=0.5):
     left = is_left(proj, m, n)
     w0 = (0.1 * torch.randn(m, n, generator=gen, dtype=torch.float64))
     w0 = w0.float() if dtype == DT_F32 else w0.to(torch.bfloat16).float()
-    grads = lowrank_gradients(gen, m, n, dtype)
+    # Higher ranks need a slower spectral decay so the kept vectors stay
+    # well separated (canonical_basis checks the gaps).
+    grads = lowrank_gradients(gen, m, n, dtype, decay=decay)
     lrs = lr_schedule(peak_lr, STEPS, start_at_zero=False)
     traj, refreshed, bases, mom, vel = simulate_lowrank(
         w0, grads, lrs, left=left, dtype=dtype, semantics=semantics, wd=wd,
@@ -311,6 +314,24 @@ def main():
         add("lr_std_tall_wd0.05", case_lowrank, 48, 32, "std", wd=0.05)
         add("lr_torch_std_wide_wd0.05", case_lowrank, 32, 48, "std",
             semantics=SEM_TORCH, wd=0.05)
+        # Small ranks take the library's streaming kernels, larger ones
+        # sgemm (OWL_STREAM_MAX_RANK, src/galore_internal.h): odd shapes for
+        # the kernels' tails (columns beyond a multiple of 8 and of their
+        # 256-column tiles, rows beyond a multiple of 4, basis blocks of
+        # 4 + 1), and ranks above the crossover for sgemm.
+        add("lr_left_r8_37x300", case_lowrank, 37, 300, "left", wd=0.05)
+        add("lr_right_r5_40x300", case_lowrank, 40, 300, "right", rank=5)
+        add("lr_bf16_right_r5_40x300", case_lowrank, 40, 300, "right",
+            dtype=DT_BF16, rank=5, wd=0.05)
+        add("lr_std_r18_tall", case_lowrank, 48, 32, "std", rank=18,
+            decay=0.15)
+        add("lr_left_r18_wide", case_lowrank, 32, 48, "left", rank=18,
+            decay=0.15, wd=0.05)
+        add("lr_bf16_std_r18_wide", case_lowrank, 32, 48, "std",
+            dtype=DT_BF16, rank=18, decay=0.15)
+        # One long row: the library splits rows into spans of 16384
+        # elements across its threads (src/adamw.c), the last one short.
+        add("full_torch_1x20000", case_full_torch, 1e-8, m=1, n=20000)
         w.add("cases/count", np.array([len(cases)], dtype=np.int64), kind="i64")
 
 
