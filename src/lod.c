@@ -185,6 +185,10 @@ owl_status owl_act_norm_accumulate(owl_context *ctx, const owl_tensor *x,
  * the AVX2 variant enables no FMA), so the result is the same bit for bit
  * whichever variant runs. */
 #define LOD_LANES 8
+/* How far ahead (in elements, 4 KiB of f32) the streaming loops ask for
+ * weights: the hardware prefetcher alone left the loads waiting on memory
+ * (about 10% slower over a 7B layer); 1-4 KiB ahead measured the same. */
+#define LOD_PREFETCH 1024
 
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(OWL_PORTABLE_ONLY)
 #define LOD_X86_AVX2 1
@@ -252,6 +256,7 @@ lod_sum_span_avx2(const float *w, const double *c, int64_t len, double *acc)
     __m256d lo = _mm256_loadu_pd(acc), hi = _mm256_loadu_pd(acc + 4);
     int64_t j = 0;
     for (; j + LOD_LANES <= len; j += LOD_LANES) {
+        __builtin_prefetch(w + j + LOD_PREFETCH);
         __m256 x = _mm256_loadu_ps(w + j);
         __m256d xl = _mm256_andnot_pd(sign, _mm256_cvtps_pd(_mm256_castps256_ps128(x)));
         __m256d xh = _mm256_andnot_pd(sign, _mm256_cvtps_pd(_mm256_extractf128_ps(x, 1)));
@@ -273,7 +278,15 @@ lod_count_span(const float *w, const uint32_t *not_counted, int64_t len)
 {
     const uint32_t *u = (const uint32_t *)(const void *)w;
     uint32_t count = 0;
-    for (int64_t j = 0; j < len; j++)
+    int64_t j = 0;
+    /* Blocks of 64 (four cache lines): one prefetch each, and a fixed-length
+     * inner loop the compiler vectorises. */
+    for (; j + 64 <= len; j += 64) {
+        __builtin_prefetch(u + j + LOD_PREFETCH);
+        for (int64_t k = j; k < j + 64; k++)
+            count += (int32_t)(u[k] & 0x7fffffffu) > (int32_t)not_counted[k];
+    }
+    for (; j < len; j++)
         count += (int32_t)(u[j] & 0x7fffffffu) > (int32_t)not_counted[j];
     return count;
 }
