@@ -17,9 +17,9 @@
 #include "data.h"
 #include "llama.h"
 #include "plot.h"
-#ifdef LLAMA_HAVE_CUDA
+/* The GPU path's interface (its code is built only with LLAMA_HAVE_CUDA),
+ * and train_print_step, which both paths share. */
 #include "cuda/train_gpu.h"
-#endif
 
 #include <owlore/owlore.h>
 
@@ -762,9 +762,9 @@ typedef struct run_log {
 /* One step's line: step (counting from 1), loss, learning rate, tokens
  * per second, the active layers, the optimizer's state, and the held-out
  * loss when it was evaluated. */
-static void print_step(int step, double loss, double lr, double tok_s,
-                       const uint8_t *mask, int L, uint64_t bytes,
-                       double eval)
+/* One line of progress; the GPU path (cuda/train_gpu.c) prints the same. */
+void train_print_step(int step, double loss, double lr, double tok_s,
+                      const uint8_t *mask, int L, uint64_t bytes, double eval)
 {
     char layers[1024];
     size_t n = 0;
@@ -773,8 +773,8 @@ static void print_step(int step, double loss, double lr, double tok_s,
         if (mask[l])
             n += (size_t)snprintf(layers + n, sizeof layers - n, "%sL%d",
                                   n ? "," : "", l);
-    printf("step %5d | loss %.4f | lr %.2e | %6.0f tok/s | layers %-11s | "
-           "opt state %7.1f KiB", step, loss, lr, tok_s, layers,
+    printf("step %5d | loss %.4f | lr %.2e | %8.0f tok/s | layers %-11s | "
+           "opt state %9.1f KiB", step, loss, lr, tok_s, layers,
            bytes / 1024.0);
     if (isfinite(eval))
         printf(" | eval %.4f", eval);
@@ -825,7 +825,7 @@ static void train(owl_context *ctx, owl_optimizer *opt, llama_model *m,
         }
         if ((step + 1) % o->log_every == 0 || step == start || last ||
             isfinite(log->eval[step]))
-            print_step(step + 1, loss, lr, B * T / dt, mask, L, bytes,
+            train_print_step(step + 1, loss, lr, B * T / dt, mask, L, bytes,
                        log->eval[step]);
         if (o->save && ts && (last || (o->save_every &&
                                        (step + 1) % o->save_every == 0))) {

@@ -8,6 +8,7 @@
  * allocator is the right one here.
  */
 #include "gpu.h"
+#include "gpu_account.h"
 
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
@@ -21,8 +22,7 @@ struct gd_dev {
     cudaStream_t stream;
     int own_stream;
     cublasHandle_t blas;
-    uint64_t now[GD_MEM_NUM_CATS], peak[GD_MEM_NUM_CATS];
-    uint64_t total, peak_total;
+    gd_account acct;
     char err[512];
 };
 
@@ -180,12 +180,7 @@ int gd_alloc(gd_dev *d, void **p, size_t bytes, gd_mem_cat cat,
         return fail(d, "cudaMalloc (%s, %zu bytes): %s", what, bytes,
                     cudaGetErrorString(e));
     }
-    d->now[cat] += bytes;
-    d->total += bytes;
-    if (d->now[cat] > d->peak[cat])
-        d->peak[cat] = d->now[cat];
-    if (d->total > d->peak_total)
-        d->peak_total = d->total;
+    gd_account_alloc(&d->acct, cat, bytes);
     return 0;
 }
 
@@ -196,21 +191,13 @@ void gd_free(gd_dev *d, void *p, size_t bytes, gd_mem_cat cat)
     /* cudaFree waits for the device: the stream's work on p is done. Only
      * destroy frees, and it has nowhere to report a failure. */
     cudaFree(p);
-    d->now[cat] -= bytes;
-    d->total -= bytes;
+    gd_account_free(&d->acct, cat, bytes);
 }
 
 void gd_mem_usage(const gd_dev *d, uint64_t now[GD_MEM_NUM_CATS],
                    uint64_t peak[GD_MEM_NUM_CATS], uint64_t *peak_total)
 {
-    for (int i = 0; i < GD_MEM_NUM_CATS; i++) {
-        if (now)
-            now[i] = d->now[i];
-        if (peak)
-            peak[i] = d->peak[i];
-    }
-    if (peak_total)
-        *peak_total = d->peak_total;
+    gd_account_usage(&d->acct, now, peak, peak_total);
 }
 
 int gd_upload(gd_dev *d, void *dst, const void *src, size_t bytes)

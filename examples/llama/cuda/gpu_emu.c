@@ -7,6 +7,7 @@
  * output dtype (round to nearest even, as the GPU writes bf16).
  */
 #include "gpu.h"
+#include "gpu_account.h"
 
 #include <cblas.h>
 #include <stdarg.h>
@@ -16,8 +17,7 @@
 struct gd_dev {
     int device;
     char stream_token; /* its address is the emulated stream */
-    uint64_t now[GD_MEM_NUM_CATS], peak[GD_MEM_NUM_CATS];
-    uint64_t total, peak_total;
+    gd_account acct;
     char err[512];
 };
 
@@ -75,7 +75,7 @@ int gd_mem_info(gd_dev *d, uint64_t *free_bytes, uint64_t *total_bytes)
 {
     /* No device of its own: the emulation reports what it allocated. */
     *free_bytes = 0;
-    *total_bytes = d->total;
+    *total_bytes = d->acct.total;
     return 0;
 }
 
@@ -93,12 +93,7 @@ int gd_alloc(gd_dev *d, void **p, size_t bytes, gd_mem_cat cat,
     /* Fresh device memory holds garbage; so does the emulated one, so a
      * read before write shows in the tests (not zero by luck). */
     memset(*p, 0xA5, bytes);
-    d->now[cat] += bytes;
-    d->total += bytes;
-    if (d->now[cat] > d->peak[cat])
-        d->peak[cat] = d->now[cat];
-    if (d->total > d->peak_total)
-        d->peak_total = d->total;
+    gd_account_alloc(&d->acct, cat, bytes);
     return 0;
 }
 
@@ -107,21 +102,13 @@ void gd_free(gd_dev *d, void *p, size_t bytes, gd_mem_cat cat)
     if (!p || !d || (unsigned)cat >= GD_MEM_NUM_CATS)
         return;
     free(p);
-    d->now[cat] -= bytes;
-    d->total -= bytes;
+    gd_account_free(&d->acct, cat, bytes);
 }
 
 void gd_mem_usage(const gd_dev *d, uint64_t now[GD_MEM_NUM_CATS],
                    uint64_t peak[GD_MEM_NUM_CATS], uint64_t *peak_total)
 {
-    for (int i = 0; i < GD_MEM_NUM_CATS; i++) {
-        if (now)
-            now[i] = d->now[i];
-        if (peak)
-            peak[i] = d->peak[i];
-    }
-    if (peak_total)
-        *peak_total = d->peak_total;
+    gd_account_usage(&d->acct, now, peak, peak_total);
 }
 
 int gd_upload(gd_dev *d, void *dst, const void *src, size_t bytes)

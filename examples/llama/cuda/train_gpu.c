@@ -315,25 +315,6 @@ static void track_peak(run_state *g, const owl_memory_usage *u)
 #undef PEAK
 }
 
-static void print_step(int step, double loss, double lr, double tok_s,
-                       const uint8_t *mask, int L, uint64_t opt_bytes,
-                       double eval)
-{
-    char layers[1024];
-    size_t n = 0;
-    layers[0] = '\0';
-    for (int l = 0; l < L && n + 8 < sizeof layers; l++)
-        if (mask[l])
-            n += (size_t)snprintf(layers + n, sizeof layers - n, "%sL%d",
-                                  n ? "," : "", l);
-    printf("step %5d | loss %.4f | lr %.2e | %8.0f tok/s | layers %-11s | "
-           "opt state %9.1f KiB", step, loss, lr, tok_s, layers,
-           opt_bytes / 1024.0);
-    if (isfinite(eval))
-        printf(" | eval %.4f", eval);
-    printf("\n");
-}
-
 static int train_loop(run_state *g)
 {
     const train_gpu_run *r = g->r;
@@ -390,10 +371,11 @@ static int train_loop(run_state *g)
         if (g->rank == 0 &&
             ((step + 1) % r->log_every == 0 || step == 0 || last ||
              isfinite(eval)))
-            print_step(step + 1, loss, r->lr[step], r->batch * T / dt, g->mask,
-                       L, u.device_moments + u.device_projectors +
-                              u.host_moments + u.host_projectors,
-                       eval);
+            train_print_step(step + 1, loss, r->lr[step],
+                             r->batch * T / dt, g->mask, L,
+                             u.device_moments + u.device_projectors +
+                                 u.host_moments + u.host_projectors,
+                             eval);
     }
     OWL_TRY(g, owl_context_synchronize(g->ctx));
     uint64_t skips = 0;

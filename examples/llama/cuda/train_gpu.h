@@ -51,4 +51,10 @@ int train_gpu_rank(void);
  * end, the memory report. 0 on success, else -1 with the message. */
 int train_gpu(const train_gpu_run *r, char *err, size_t errlen);
 
+/* The per-step progress line of the CPU loop (defined in train.c), so both
+ * paths print alike: step, loss, lr, tokens/s, the active layers, the
+ * optimizer's state bytes and, when finite, the held-out loss. */
+void train_print_step(int step, double loss, double lr, double tok_s,
+                      const uint8_t *mask, int L, uint64_t bytes, double eval);
+
 #endif /* LLAMA_TRAIN_GPU_H */
