@@ -55,8 +55,9 @@ const llama_config *llama_gpu_config(const llama_gpu *m);
  * way up). Both wait for the stream. */
 int llama_gpu_upload(llama_gpu *m, const llama_params *w);
 int llama_gpu_download(llama_gpu *m, llama_params *w);
-/* Weights N(0, std^2) drawn on the device from a seed, norm gains 1 (for
- * benchmarks of models too large to build on the host). */
+/* Weights N(0, std^2) from a seed, norm gains 1 (for benchmarks of models
+ * too large to build on the host: drawn on the host one tensor at a time
+ * and uploaded, so the host never holds the whole model). */
 int llama_gpu_init_random(llama_gpu *m, uint64_t seed, float std);
 
 /* Which decoder layers train in the next backward pass (mask[l] = 1;
@@ -91,9 +92,11 @@ typedef struct llama_gpu_tensor {
 int64_t llama_gpu_num_tensors(const llama_gpu *m);
 int llama_gpu_tensor_get(const llama_gpu *m, int64_t i, llama_gpu_tensor *t);
 
-/* Registers every tensor with opt (layer matrices low-rank, the rest full
- * rank, embeddings/final/head as OWL_LAYER_ALWAYS), and binds the current
- * gradients. llama_gpu_bind_grads rebinds them after set_trainable. */
+/* Registers every trainable tensor with opt: all decoder layers' tensors
+ * (matrices low-rank, norm gains full rank), and the embedding, final norm
+ * and head as OWL_LAYER_ALWAYS when they were created trainable (one with
+ * no gradient buffer could never step). Binds the current gradients;
+ * llama_gpu_bind_grads rebinds them after set_trainable. */
 int llama_gpu_register(llama_gpu *m, owl_optimizer *opt);
 int llama_gpu_bind_grads(llama_gpu *m, owl_optimizer *opt);
 
