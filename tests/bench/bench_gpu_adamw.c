@@ -10,6 +10,8 @@
  * The step also reads the gradient once more for its NaN/Inf check, which
  * is not counted. Exits 77 (SKIP) without a CUDA device.
  */
+#include "bench_gpu_check.h"
+
 #include <owlore/owlore.h>
 
 #include <cuda_runtime_api.h>
@@ -23,24 +25,6 @@
 #define REPS 9
 #define TARGET 0.80
 
-#define CK(call)                                                              \
-    do {                                                                      \
-        cudaError_t e_ = (call);                                              \
-        if (e_ != cudaSuccess) {                                              \
-            fprintf(stderr, "%s: %s\n", #call, cudaGetErrorString(e_));       \
-            exit(1);                                                          \
-        }                                                                     \
-    } while (0)
-
-#define OK(ctx, call)                                                         \
-    do {                                                                      \
-        owl_status s_ = (call);                                               \
-        if (s_ != OWL_OK) {                                                   \
-            fprintf(stderr, "%s: %s (%s)\n", #call, owl_status_name(s_),      \
-                    owl_context_last_error(ctx));                             \
-            exit(1);                                                          \
-        }                                                                     \
-    } while (0)
 
 static int cmp_float(const void *a, const void *b)
 {

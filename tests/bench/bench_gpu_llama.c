@@ -34,6 +34,7 @@
  * LLAMA_BENCH_SEQ (default 1024), LLAMA_BENCH_STEPS (timed steps, default
  * 5), LLAMA_BENCH_LAYERS (default 22). Exits 77 (SKIP) without a device.
  */
+#include "bench_gpu_check.h"
 #include "llama.h"
 #include "llama_gpu.h"
 
@@ -48,24 +49,6 @@
 #define GAMMA 2
 #define RANK 128
 
-#define CK(call)                                                              \
-    do {                                                                      \
-        cudaError_t e_ = (call);                                              \
-        if (e_ != cudaSuccess) {                                              \
-            fprintf(stderr, "%s: %s\n", #call, cudaGetErrorString(e_));       \
-            exit(1);                                                          \
-        }                                                                     \
-    } while (0)
-
-#define OK(ctx, call)                                                         \
-    do {                                                                      \
-        owl_status s_ = (call);                                               \
-        if (s_ != OWL_OK) {                                                   \
-            fprintf(stderr, "%s: %s (%s)\n", #call, owl_status_name(s_),      \
-                    owl_context_last_error(ctx));                             \
-            exit(1);                                                          \
-        }                                                                     \
-    } while (0)
 
 #define MOK(m, call)                                                          \
     do {                                                                      \
