@@ -395,3 +395,21 @@ void lgc_train(owl_context *dctx, owl_context *cctx, const lgc_train_case *tc,
     llama_gpu_destroy(g);
     llama_destroy(&cpu);
 }
+
+lgc_case lgc_base_case(int tied, int dim, int hidden, int vocab, int T)
+{
+    lgc_case c = {0};
+    llama_config cfg = {.dim = dim, .hidden_dim = hidden, .n_layers = 4,
+                        .n_heads = 4, .n_kv_heads = 2, .vocab_size = vocab,
+                        .seq_len = T, .rope_theta = 10000.0f,
+                        .norm_eps = 1e-5f, .tied = tied};
+    c.cfg = cfg;
+    c.B = 2;
+    c.T = T;
+    c.train_embeddings = 1;
+    c.train_head = 1;
+    c.pool = cfg.n_layers;
+    c.seed = 11;
+    c.std = 0.05f;
+    return c;
+}

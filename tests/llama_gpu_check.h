@@ -26,6 +26,12 @@ typedef struct lgc_case {
     float std;              /* weights N(0, std^2), rounded to bf16 */
 } lgc_case;
 
+/* The comparisons' usual case: a 4-layer GQA model (4 heads, 2 kv heads)
+ * of width dim, MLP hidden, vocabulary vocab and T positions, B = 2, every
+ * tensor trainable, weights N(0, 0.05^2) (the trainer's initialisation)
+ * from seed 11. */
+lgc_case lgc_base_case(int tied, int dim, int hidden, int vocab, int T);
+
 /* What the comparison found: the loss on both sides and, per tensor of
  * the device model (llama_gpu_tensor_get order), the relative Frobenius
  * error ||g_gpu - g_cpu|| / ||g_cpu|| (NaN for a tensor without a

@@ -77,27 +77,9 @@ static void read_host(void *host, const void *dev, size_t bytes)
     memcpy(host, dev, bytes); /* emulated device memory is host memory */
 }
 
-static llama_config small_config(int tied)
-{
-    llama_config c = {.dim = 32, .hidden_dim = 72, .n_layers = 4,
-                      .n_heads = 4, .n_kv_heads = 2, .vocab_size = 53,
-                      .seq_len = 8, .rope_theta = 10000.0f,
-                      .norm_eps = 1e-5f, .tied = tied};
-    return c;
-}
-
 static lgc_case base_case(int tied)
 {
-    lgc_case c = {0};
-    c.cfg = small_config(tied);
-    c.B = 2;
-    c.T = 8;
-    c.train_embeddings = 1;
-    c.train_head = 1;
-    c.pool = c.cfg.n_layers;
-    c.seed = 11;
-    c.std = 0.05f; /* the trainer's initialisation */
-    return c;
+    return lgc_base_case(tied, 32, 72, 53, 8);
 }
 
 static void check_result(const lgc_result *r)
@@ -322,7 +304,7 @@ static void test_memory_grows_with_gamma(void **state)
     llama_gpu_memory mem[2];
     uint64_t weights[2];
     for (int k = 0; k < 2; k++) {
-        llama_config c = small_config(0);
+        llama_config c = base_case(0).cfg;
         c.n_layers = 4 * (k + 1);
         llama_gpu_options o;
         llama_gpu_options_default(&o, &c);
@@ -365,7 +347,7 @@ static void test_memory_recompute(void **state)
 {
     (void)state;
     char err[256];
-    llama_config c = small_config(0);
+    llama_config c = base_case(0).cfg;
     uint64_t act[2];
     for (int r = 0; r < 2; r++) {
         llama_gpu_options o;
@@ -424,7 +406,7 @@ static void test_errors(void **state)
 {
     (void)state;
     char err[256];
-    llama_config c = small_config(0);
+    llama_config c = base_case(0).cfg;
     llama_gpu_options o;
     llama_gpu_options_default(&o, &c);
     llama_gpu *g = (llama_gpu *)&o; /* must be reset to NULL on failure */

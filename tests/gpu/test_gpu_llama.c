@@ -59,27 +59,9 @@ static void read_device(void *host, const void *dev, size_t bytes)
     gpu_download(host, dev, bytes);
 }
 
-static llama_config small_config(int tied)
-{
-    llama_config c = {.dim = 64, .hidden_dim = 160, .n_layers = 4,
-                      .n_heads = 4, .n_kv_heads = 2, .vocab_size = 97,
-                      .seq_len = 16, .rope_theta = 10000.0f,
-                      .norm_eps = 1e-5f, .tied = tied};
-    return c;
-}
-
 static lgc_case base_case(int tied)
 {
-    lgc_case c = {0};
-    c.cfg = small_config(tied);
-    c.B = 2;
-    c.T = 16;
-    c.train_embeddings = 1;
-    c.train_head = 1;
-    c.pool = c.cfg.n_layers;
-    c.seed = 11;
-    c.std = 0.05f;
-    return c;
+    return lgc_base_case(tied, 64, 160, 97, 16);
 }
 
 static void run_and_check(const lgc_case *c)
