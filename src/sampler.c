@@ -66,12 +66,54 @@ static bool mode_takes_weights(owl_weight_mode mode)
     return mode == OWL_WEIGHTS_OWLORE || mode == OWL_WEIGHTS_CUSTOM;
 }
 
+/* p_l = w_l / sum(w), computed as (w_l / max) / sum_k (w_k / max): dividing
+ * by the largest weight first means the sum cannot overflow for any finite
+ * input. A weight far below the largest (5e-324 beside 10) still becomes 0
+ * here, so validation counts the positive weights of exactly this
+ * arithmetic (weights_positive), not of the caller's raw numbers: the draws
+ * use these p. */
+static double weights_max(const double *w, uint64_t L)
+{
+    double max = 0;
+    for (uint64_t l = 0; l < L; l++)
+        if (w[l] > max)
+            max = w[l];
+    return max;
+}
+
+static double weights_scaled_sum(const double *w, uint64_t L, double max)
+{
+    double sum = 0;
+    for (uint64_t l = 0; l < L; l++)
+        sum += w[l] / max;
+    return sum;
+}
+
+static double weight_normalised(double w, double max, double sum)
+{
+    return w / max / sum;
+}
+
+/* The number of layers whose p normalise_weights makes > 0, for finite
+ * weights >= 0 with at least one > 0. */
+static uint64_t weights_positive(const double *w, uint64_t L)
+{
+    const double max = weights_max(w, L);
+    const double sum = weights_scaled_sum(w, L, max);
+    uint64_t positive = 0;
+    for (uint64_t l = 0; l < L; l++)
+        positive += weight_normalised(w[l], max, sum) > 0;
+    return positive;
+}
+
 /* One set of rules for the sampler's options, shared by owl_sampler_create,
  * the optimizer and the memory planner. `prefix` names the struct in
  * messages ("" or "owl_optimizer_options.sampler->"). need_weights false
  * lets a mode that takes weights leave them NULL (the planner: the weights
  * do not change the memory); weights that are given are always checked:
- * finite, >= 0, and at least gamma of them > 0. */
+ * finite, >= 0, and at least gamma of them > 0 once normalised, so every
+ * accepted configuration draws exactly gamma layers (SYSTEMATIC,
+ * REFERENCE) or has inclusion probabilities summing to gamma (BERNOULLI). */
 owl_status owl__sampler_check_options(owl_context *ctx,
                                       const owl_sampler_options *o,
                                       const char *prefix, bool need_weights)
@@ -149,6 +191,19 @@ owl_status owl__sampler_check_options(owl_context *ctx,
                          "drawn",
                          prefix, (unsigned long long)o->gamma,
                          (unsigned long long)positive, (unsigned long long)L);
+    /* The draws use w_l / sum(w): a weight too small beside the largest
+     * to survive that division in double precision is a zero weight. */
+    const uint64_t usable = weights_positive(w, L);
+    if (usable < o->gamma)
+        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
+                         "%sgamma is %llu but only %llu of the %llu weights "
+                         "stay > 0 once divided by their sum (%llu are > 0, "
+                         "the others are below the largest by more than the "
+                         "range of a double); exactly gamma distinct layers "
+                         "cannot be drawn",
+                         prefix, (unsigned long long)o->gamma,
+                         (unsigned long long)usable, (unsigned long long)L,
+                         (unsigned long long)positive);
     return OWL_OK;
 }
 
@@ -156,8 +211,6 @@ owl_status owl__sampler_check_options(owl_context *ctx,
 /* Probabilities                                                       */
 /* ------------------------------------------------------------------ */
 
-/* p_l = w_l / sum(w). The weights are first divided by their maximum so
- * the sum cannot overflow for any finite input. */
 static void normalise_weights(const owl_sampler_options *o, double *p)
 {
     const uint64_t L = o->num_layers;
@@ -169,17 +222,10 @@ static void normalise_weights(const owl_sampler_options *o, double *p)
         default: p[l] = o->weights[l]; break;
         }
     }
-    double max = 0;
+    const double max = weights_max(p, L);
+    const double sum = weights_scaled_sum(p, L, max);
     for (uint64_t l = 0; l < L; l++)
-        if (p[l] > max)
-            max = p[l];
-    double sum = 0;
-    for (uint64_t l = 0; l < L; l++) {
-        p[l] /= max;
-        sum += p[l];
-    }
-    for (uint64_t l = 0; l < L; l++)
-        p[l] /= sum;
+        p[l] = weight_normalised(p[l], max, sum);
 }
 
 /* pi_l = min(1, c p_l) with sum(pi) = gamma. Layers whose c p_l >= 1 are
@@ -398,7 +444,11 @@ static uint64_t draw_reference(const owl_sampler *s, period_rng *rng,
             }
         }
         /* t can round up to the full sum: that point belongs to the last
-         * drawable layer. gamma <= #positive weights, so one is left. */
+         * drawable layer. Validation keeps gamma <= #(p > 0), so one is
+         * always left; the guard only keeps a broken invariant from
+         * writing outside the mask. */
+        if (last == SIZE_MAX)
+            return k;
         mask[pick != SIZE_MAX ? pick : last] = 1;
     }
     return s->gamma;
@@ -551,7 +601,9 @@ static void dp_expand(reference_dp *dp, uint64_t k, double P)
             pos++;
             continue;
         }
-        const double share = P * dp->q[l] / rest;
+        /* q / rest first: both may be subnormal, their ratio is not, and
+         * P * q would round P away in the subnormal range. */
+        const double share = P * (dp->q[l] / rest);
         dp->pi[l] += share;
         if (has_next) {
             uint64_t rank = dp->below[pos] + dp_binom(dp, l, pos + 1) +
