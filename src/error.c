@@ -25,15 +25,21 @@ void owl__clear_error(owl_context *ctx)
 /* No options struct will ever be this large; a bigger size is garbage. */
 #define OWL_OPTIONS_MAX_SIZE 4096u
 
+bool owl__struct_size_ok(uint64_t struct_size)
+{
+    return struct_size >= sizeof(uint64_t) &&
+           struct_size <= OWL_OPTIONS_MAX_SIZE && struct_size % 8 == 0;
+}
+
 owl_status owl__read_options(owl_context *ctx, void *dst, size_t dst_size,
                              const void *src, const char *what)
 {
     uint64_t size;
     memcpy(&size, src, sizeof size);
-    if (size < sizeof(uint64_t) || size > OWL_OPTIONS_MAX_SIZE)
+    if (!owl__struct_size_ok(size))
         return owl__fail(ctx, OWL_ERR_STRUCT_SIZE,
                          "%s.struct_size is %llu; fill it with the options' "
-                         "init function",
+                         "init function (sizes are multiples of 8 up to 4096)",
                          what, (unsigned long long)size);
     if (size > dst_size) {
         const unsigned char *extra = (const unsigned char *)src + dst_size;
@@ -57,7 +63,7 @@ owl_status owl__init_options(void *opts, uint64_t struct_size,
 {
     if (opts == NULL)
         return OWL_ERR_NULL_POINTER;
-    if (struct_size < sizeof(uint64_t) || struct_size > OWL_OPTIONS_MAX_SIZE)
+    if (!owl__struct_size_ok(struct_size))
         return OWL_ERR_STRUCT_SIZE;
     size_t n = struct_size < our_size ? (size_t)struct_size : our_size;
     memcpy(opts, defaults, n);

@@ -26,7 +26,6 @@
 
 #define HIST_BINS 100
 /* Same bound as the options structs: no result struct is ever this big. */
-#define RESULT_MAX_SIZE 4096u
 
 owl_status owl_esd_result_init(owl_esd_result *res, uint64_t struct_size)
 {
@@ -37,8 +36,7 @@ owl_status owl_esd_result_init(owl_esd_result *res, uint64_t struct_size)
 static owl_status check_result(owl_context *ctx, const owl_esd_result *result)
 {
     OWL_REQUIRE_PTR(ctx, result);
-    if (result->struct_size < sizeof(uint64_t) ||
-        result->struct_size > RESULT_MAX_SIZE)
+    if (!owl__struct_size_ok(result->struct_size))
         return owl__fail(ctx, OWL_ERR_STRUCT_SIZE,
                          "result->struct_size is %" PRIu64
                          "; fill it with owl_esd_result_init",

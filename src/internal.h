@@ -75,6 +75,15 @@ owl_status owl__check_shape(owl_context *ctx, const owl_tensor *t,
 /* Requires row_stride == cols. */
 owl_status owl__check_dense(owl_context *ctx, const owl_tensor *t,
                             const char *name);
+/* OWL_ERR_INVALID_ARGUMENT (naming both) when two checked tensors' byte
+ * ranges [data, data + extent) overlap. A call that writes one tensor
+ * while reading another would otherwise read its own writes: an in-place
+ * update of a weight that aliases its gradient turns the moments into
+ * NaN. Conservative for strided views that interleave without sharing an
+ * element; those are refused too. */
+owl_status owl__check_disjoint(owl_context *ctx, const owl_tensor *a,
+                               const char *a_name, const owl_tensor *b,
+                               const char *b_name);
 
 static inline void *owl__row_ptr(const owl_tensor *t, int64_t row)
 {
@@ -96,6 +105,13 @@ void owl__store_row_f32(const owl_tensor *t, int64_t row, const float *src);
 bool owl__all_finite(owl_context *ctx, const owl_tensor *t);
 
 /* ---- options structs ------------------------------------------------- */
+
+/* True for a struct_size the library accepts: 8 to 4096 and a multiple of
+ * 8. Every struct of the API holds a uint64_t, so its sizeof, in any
+ * version of the header, is a multiple of 8; a size between two multiples
+ * would end inside a field (half a pointer), so it is refused rather than
+ * read. */
+bool owl__struct_size_ok(uint64_t struct_size);
 
 /* Validates a caller's options struct (first field: uint64_t struct_size)
  * and copies it over `dst`, which already holds the defaults. A caller's

@@ -13,7 +13,6 @@
 #include <string.h>
 
 /* Same bound as the options structs: no result struct is ever this big. */
-#define PLAN_MAX_SIZE 4096u
 
 static const owl_model_shape shape_defaults = {
     .struct_size = sizeof(owl_model_shape),
@@ -242,8 +241,7 @@ owl_status owl_memory_plan_compute(owl_context *ctx,
     OWL_REQUIRE_PTR(ctx, shape);
     OWL_REQUIRE_PTR(ctx, opts);
     OWL_REQUIRE_PTR(ctx, plan);
-    if (plan->struct_size < sizeof(uint64_t) ||
-        plan->struct_size > PLAN_MAX_SIZE)
+    if (!owl__struct_size_ok(plan->struct_size))
         return owl__fail(ctx, OWL_ERR_STRUCT_SIZE,
                          "plan->struct_size is %llu; fill it with "
                          "owl_memory_plan_init",

@@ -53,7 +53,6 @@
 /* torch.nn.utils.clip_grad_norm_: coef = max_norm / (total_norm + 1e-6). */
 #define CLIP_EPS 1e-6
 /* Same bound as the options structs: no result struct is ever this big. */
-#define USAGE_MAX_SIZE 4096u
 
 static const owl_optimizer_options optimizer_defaults = {
     .struct_size = sizeof(owl_optimizer_options),
@@ -334,6 +333,45 @@ static owl_status check_grad(owl_context *ctx, const owl_tensor *grad,
     return OWL_OK;
 }
 
+/* A step writes every weight (and scales the gradients when clipping):
+ * no weight may share memory with its gradient, another weight, or another
+ * parameter's gradient, or the step would read its own writes. Gradients
+ * may share memory with each other (a pool of buffers rebound with
+ * owl_optimizer_set_grad to the active layers only). */
+static owl_status check_weight_memory(const owl_optimizer *opt,
+                                      const owl_tensor *weight,
+                                      const owl_tensor *grad)
+{
+    owl_context *ctx = opt->ctx;
+    owl_status s = OWL_OK;
+    if (grad != NULL)
+        s = owl__check_disjoint(ctx, weight, "weight", grad, "grad");
+    for (uint64_t i = 0; i < opt->num_params && s == OWL_OK; i++) {
+        const owl_opt_param *p = &opt->params[i];
+        s = owl__check_disjoint(ctx, weight, "weight", &p->weight,
+                                "a registered parameter's weight");
+        if (s == OWL_OK && p->has_grad)
+            s = owl__check_disjoint(ctx, weight, "weight", &p->grad,
+                                    "a registered parameter's grad");
+        if (s == OWL_OK && grad != NULL)
+            s = owl__check_disjoint(ctx, grad, "grad", &p->weight,
+                                    "a registered parameter's weight");
+    }
+    return s;
+}
+
+/* A gradient rebound to parameter `index`: apart from every weight. */
+static owl_status check_grad_memory(const owl_optimizer *opt, uint64_t index,
+                                    const owl_tensor *grad)
+{
+    owl_status s = OWL_OK;
+    for (uint64_t i = 0; i < opt->num_params && s == OWL_OK; i++)
+        s = owl__check_disjoint(opt->ctx, grad, "grad", &opt->params[i].weight,
+                                i == index ? "its weight"
+                                           : "another parameter's weight");
+    return s;
+}
+
 /* The CUDA step's per-parameter tables, sized with the parameter table's
  * capacity so steps never allocate them: the gradient pass's partial sums
  * (device) and the OFFLOAD spare list and its staging plan (host). */
@@ -420,6 +458,9 @@ owl_status owl_optimizer_add_param(owl_optimizer *opt, uint64_t layer,
                              "parameter %" PRIu64
                              "; it would be updated twice per step",
                              weight->data, i);
+    s = check_weight_memory(opt, weight, grad);
+    if (s != OWL_OK)
+        return s;
 
     const bool takes_lowrank = lowrank == 1 && layer != OWL_LAYER_ALWAYS &&
                                owl__method_lowrank(opt->opts.method);
@@ -498,6 +539,8 @@ owl_status owl_optimizer_set_grad(owl_optimizer *opt, uint64_t index,
     OWL_REQUIRE_PTR(opt->ctx, grad);
     owl_opt_param *p = &opt->params[index];
     owl_status s = check_grad(opt->ctx, grad, &p->weight);
+    if (s == OWL_OK)
+        s = check_grad_memory(opt, index, grad);
     if (s != OWL_OK)
         return s;
     p->grad = *grad;
@@ -1278,8 +1321,7 @@ owl_status owl_optimizer_memory(const owl_optimizer *opt,
     owl_context *ctx = opt->ctx;
     owl__clear_error(ctx);
     OWL_REQUIRE_PTR(ctx, usage);
-    if (usage->struct_size < sizeof(uint64_t) ||
-        usage->struct_size > USAGE_MAX_SIZE)
+    if (!owl__struct_size_ok(usage->struct_size))
         return owl__fail(ctx, OWL_ERR_STRUCT_SIZE,
                          "usage->struct_size is %" PRIu64
                          "; fill it with owl_memory_usage_init",

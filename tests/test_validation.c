@@ -266,7 +266,9 @@ static void test_options_init_rejects(void **state)
         {"owl_galore_options_init", init_galore, sizeof(owl_galore_options)},
         {"owl_adamw_options_init", init_adamw, sizeof(owl_adamw_options)},
     };
-    static const uint64_t bad_sizes[] = {0, 1, 7, (uint64_t)1 << 40, UINT64_MAX};
+    /* 12 and 4092 would end inside a field: never a sizeof. */
+    static const uint64_t bad_sizes[] = {0, 1, 7, 12, 4092, (uint64_t)1 << 40,
+                                         UINT64_MAX};
     for (size_t i = 0; i < sizeof inits / sizeof inits[0]; i++) {
         unsigned char buf[512], before[512];
         memset(buf, 0xA5, sizeof buf);
@@ -747,6 +749,9 @@ static void test_sampler_create_rejects(void **state)
     } while (0)
     BAD_SAMPLER(struct_size, 0, ST(OWL_ERR_STRUCT_SIZE), "struct_size");
     BAD_SAMPLER(struct_size, UINT64_MAX, ST(OWL_ERR_STRUCT_SIZE), "struct_size");
+    /* Ends inside the weights pointer: half of it would be read. */
+    BAD_SAMPLER(struct_size, sizeof(owl_sampler_options) - 4,
+                ST(OWL_ERR_STRUCT_SIZE), "multiples of 8");
     BAD_SAMPLER(num_layers, 0, ST(OWL_ERR_INVALID_ARGUMENT), "num_layers");
     BAD_SAMPLER(gamma, 0, ST(OWL_ERR_INVALID_ARGUMENT), "gamma");
     BAD_SAMPLER(gamma, 7, ST(OWL_ERR_INVALID_ARGUMENT), "gamma");
