@@ -527,6 +527,9 @@ static owl_status check_step_args(owl_adamw *a, owl_tensor *weight,
                                              "%lldx%lld",
                          (long long)grad->rows, (long long)grad->cols,
                          (long long)weight->rows, (long long)weight->cols);
+    s = owl__check_disjoint(ctx, weight, "weight", grad, "grad");
+    if (s != OWL_OK)
+        return s;
     if (!isfinite(lr) || !(lr >= 0))
         return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
                          "lr is %g; it must be finite and >= 0", lr);

@@ -453,6 +453,8 @@ owl_status owl_galore_project(owl_galore *p, uint64_t iter,
                       (long long)out->row_stride);
     if (s == OWL_OK)
         s = check_grad_tensor(p, grad);
+    if (s == OWL_OK)
+        s = owl__check_disjoint(p->ctx, out, "out", grad, "grad");
     if (s != OWL_OK)
         return s;
 #ifdef OWL_HAVE_CUDA
@@ -498,6 +500,8 @@ owl_status owl_galore_project_back(owl_galore *p, const owl_tensor *lowrank,
         s = owl__check_tensor(p->ctx, out, "out", OWL_DT_FLOATS);
     if (s == OWL_OK)
         s = owl__check_shape(p->ctx, out, "out", p->m, p->n);
+    if (s == OWL_OK)
+        s = owl__check_disjoint(p->ctx, out, "out", lowrank, "lowrank");
     if (s != OWL_OK)
         return s;
     if (!p->has_basis)

@@ -100,6 +100,8 @@ owl_status owl_act_norm_accumulate(owl_context *ctx, const owl_tensor *x,
                          " (x is %" PRId64 "x%" PRId64 ")",
                          sumsq->rows, sumsq->cols, x->cols, x->rows, x->cols);
     s = owl__check_dense(ctx, sumsq, "sumsq");
+    if (s == OWL_OK)
+        s = owl__check_disjoint(ctx, sumsq, "sumsq", x, "x");
     if (s != OWL_OK)
         return s;
 #ifdef OWL_HAVE_CUDA

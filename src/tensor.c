@@ -120,6 +120,33 @@ owl_status owl__check_dense(owl_context *ctx, const owl_tensor *t,
     return OWL_OK;
 }
 
+/* The bytes a checked tensor spans: [lo, hi). */
+static void tensor_span(const owl_tensor *t, uintptr_t *lo, uintptr_t *hi)
+{
+    const size_t extent = ((size_t)(t->rows - 1) * (size_t)t->row_stride +
+                           (size_t)t->cols) *
+                          owl__dtype_size(t->dtype);
+    *lo = (uintptr_t)t->data;
+    *hi = *lo + extent;
+}
+
+owl_status owl__check_disjoint(owl_context *ctx, const owl_tensor *a,
+                               const char *a_name, const owl_tensor *b,
+                               const char *b_name)
+{
+    uintptr_t a_lo, a_hi, b_lo, b_hi;
+    tensor_span(a, &a_lo, &a_hi);
+    tensor_span(b, &b_lo, &b_hi);
+    if (a_lo < b_hi && b_lo < a_hi)
+        return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
+                         "%s (data %p, %zu bytes) and %s (data %p, %zu bytes) "
+                         "share memory; a tensor the call writes must not "
+                         "overlap its other tensors",
+                         a_name, a->data, (size_t)(a_hi - a_lo), b_name, b->data,
+                         (size_t)(b_hi - b_lo));
+    return OWL_OK;
+}
+
 void owl__load_span_f32(const owl_tensor *t, int64_t row, int64_t j0,
                         int64_t len, float *dst)
 {

@@ -1542,7 +1542,8 @@ static void test_step_validation(void **state)
     owl_adamw *a = make_adam(ctx, &o, m, r);
     owl_adamw *wrong = make_adam(ctx, &o, r, n);
     owl_adamw *foreign = make_adam(other, &o, m, r);
-    float w[48] = {0}, g[48] = {0}, big[64] = {0}, low[16], basis[12];
+    float w[48] = {0}, g[48] = {0}, big[64] = {0}, big_g[64] = {0}, low[16],
+          basis[12];
     owl_tensor tw = tensor(w, OWL_DTYPE_F32, m, n);
     owl_tensor tg = tensor(g, OWL_DTYPE_F32, m, n);
     owl_tensor tl = tensor(low, OWL_DTYPE_F32, m, r);
@@ -1568,8 +1569,16 @@ static void test_step_validation(void **state)
     assert_non_null(strstr(owl_context_last_error(ctx), "8x2"));
     owl_tensor tt = tensor(g, OWL_DTYPE_F32, n, m); /* transposed grad */
     EXPECT_FAIL(ctx, owl_adamw_lowrank(a, p, &tw, &tt, 0.1), OWL_ERR_SHAPE);
-    owl_tensor tw2 = tensor(big, OWL_DTYPE_F32, 8, 8), tg2 = tw2;
+    owl_tensor tw2 = tensor(big, OWL_DTYPE_F32, 8, 8),
+               tg2 = tensor(big_g, OWL_DTYPE_F32, 8, 8);
     EXPECT_FAIL(ctx, owl_adamw_lowrank(a, p, &tw2, &tg2, 0.1), OWL_ERR_SHAPE);
+    /* A weight that shares memory with its gradient (here: their last and
+     * first 40 elements) would read its own update. */
+    owl_tensor tw_alias = tensor(big, OWL_DTYPE_F32, m, n);
+    owl_tensor tg_alias = tensor(big + 8, OWL_DTYPE_F32, m, n);
+    EXPECT_FAIL(ctx, owl_adamw_lowrank(a, p, &tw_alias, &tg_alias, 0.1),
+                OWL_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(owl_context_last_error(ctx), "share memory"));
     owl_tensor tbad = tw;
     tbad.dtype = OWL_DTYPE_F64;
     EXPECT_FAIL(ctx, owl_adamw_lowrank(a, p, &tbad, &tg, 0.1), OWL_ERR_DTYPE);
