@@ -113,6 +113,8 @@ OWL_API int32_t owl_backend_available(owl_backend backend);
  * Element (i, j) is at data + (i * row_stride + j) * sizeof(dtype);
  * row_stride >= cols. A vector is 1 x n. This layout is frozen: it will
  * never change; `flags` must be 0 and is reserved for future use.
+ * A tensor a call writes must not share memory with the call's other
+ * tensors (their byte ranges must be disjoint; docs/api.md, "Tensors").
  */
 typedef struct owl_tensor {
     void *data;
@@ -272,7 +274,9 @@ typedef struct owl_sampler_options {
     owl_weight_mode weight_mode; /* default OWL_WEIGHTS_UNIFORM */
     owl_draw_law law;            /* default OWL_DRAW_SYSTEMATIC */
     /* L values for OWLORE and CUSTOM (copied at create), else NULL.
-     * Finite, >= 0, and at least gamma of them > 0. */
+     * Finite, >= 0, and at least gamma of them > 0 once divided by their
+     * sum in double precision (a weight below the largest by more than
+     * the range of a double counts as 0). */
     const double *weights;
 } owl_sampler_options;
 

@@ -1,0 +1,123 @@
+/* The pieces of the API fuzzer (fuzz_api.c) shared by its files: the
+ * real buffers tensors point into and the argument makers
+ * (fuzz_api_args.c), the handles of one input and their snapshots
+ * (fuzz_api_handles.c). */
+#ifndef OWL_FUZZ_API_H
+#define OWL_FUZZ_API_H
+
+#include "fuzz_input.h"
+
+#include <owlore/owlore.h>
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define NBUF 4
+#define BUF_BYTES ((size_t)64 * 1024)
+#define SLOTS 2
+#define MAX_OPS 48
+#define MAX_WEIGHTS 64    /* sampler weights the fuzzer passes at most */
+#define MAX_MASK 4096     /* layers a mask buffer is made for at most */
+#define MAX_LOD_TENSORS 4
+/* A created handle whose state is larger is freed at once: its create was
+ * the test, and saving and comparing it after every call would only slow
+ * the fuzzer down. */
+#define LIVE_STATE_MAX ((uint64_t)1 << 20)
+
+/* Reports a broken property and aborts (libFuzzer records the input). */
+void die(const char *what, owl_status st);
+
+/* ---- arguments (fuzz_api_args.c) ------------------------------------ */
+
+extern uint8_t *arena[NBUF];
+extern uint8_t *arena_before[NBUF];
+
+typedef struct call_check {
+    bool invalid_input; /* some argument the contract calls invalid */
+    const char *why;    /* which, for the report */
+} call_check;
+
+void fill_buffer(uint8_t *b, int mode, uint64_t seed);
+size_t dtype_bytes(owl_dtype d);
+bool addressable(const owl_tensor *t, unsigned __int128 *bytes);
+void mark_invalid(call_check *cc, const char *why);
+owl_dtype pick_dtype(fuzz_input *f);
+owl_tensor *make_tensor(fuzz_input *f, owl_tensor *t, int64_t rows,
+                               int64_t cols, call_check *cc);
+uint64_t pick_struct_size(fuzz_input *f, size_t real);
+bool size_in_range(uint64_t struct_size);
+bool size_valid(uint64_t struct_size);
+void *exact_struct(fuzz_input *f, const void *src, size_t real,
+                          uint64_t struct_size, call_check *cc);
+void *exact_out_struct(fuzz_input *f, const void *src, size_t real,
+                              uint64_t struct_size, call_check *cc);
+void effective(void *dst, const void *defaults, const void *given,
+                      size_t real, uint64_t struct_size);
+void fuzz_sampler_options(fuzz_input *f, owl_sampler_options *o,
+                                 double **weights_out, bool own_layers);
+void fuzz_galore_options(fuzz_input *f, owl_galore_options *o);
+void fuzz_adamw_options(fuzz_input *f, owl_adamw_options *o);
+
+/* ---- handles (fuzz_api_handles.c) ----------------------------------- */
+
+extern owl_context *ctxs[2];
+
+typedef struct sampler_slot {
+    owl_sampler *h;
+    owl_context *ctx;
+    owl_sampler_options o; /* as the library read them */
+} sampler_slot;
+
+typedef struct galore_slot {
+    owl_galore *h;
+    owl_context *ctx;
+    owl_galore_options o;
+} galore_slot;
+
+typedef struct adamw_slot {
+    owl_adamw *h;
+    owl_context *ctx;
+    uint64_t rows, cols;
+} adamw_slot;
+
+typedef struct opt_slot {
+    owl_optimizer *h;
+    owl_context *ctx;
+    owl_optimizer_options o;
+    bool sampled;          /* OWLORE, OWLORE_FULL or LISA */
+    owl_sampler_options so; /* as the library read them, when sampled */
+} opt_slot;
+
+extern sampler_slot samplers[SLOTS];
+extern galore_slot galores[SLOTS];
+extern adamw_slot adamws[SLOTS];
+extern opt_slot opts[SLOTS];
+
+typedef owl_status (*size_fn)(const void *, uint64_t *);
+typedef owl_status (*save_fn)(const void *, void *, uint64_t, uint64_t *);
+typedef owl_status (*load_fn)(void *, const void *, uint64_t);
+
+typedef struct live_handle {
+    void *h;
+    size_fn size;
+    save_fn save;
+    load_fn load;
+} live_handle;
+
+typedef struct snapshot {
+    int count;
+    live_handle lh[4 * SLOTS];
+    uint8_t *state[4 * SLOTS];
+    uint64_t size[4 * SLOTS];
+} snapshot;
+
+int live_handles(live_handle *out);
+uint8_t *save_all(const live_handle *lh, uint64_t *size);
+void snapshot_take(snapshot *s);
+void snapshot_check_unchanged(const snapshot *s, const char *call);
+void snapshot_free(snapshot *s);
+void check_states_load_back(void);
+void free_handles(void);
+
+#endif /* OWL_FUZZ_API_H */
