@@ -281,7 +281,9 @@ def main(gguf_path, shakespeare_path, out):
         tok = build(vocab, kind)
         name = kind + ".json"
         tok.save(os.path.join(out, name))
-        check_by_parts(tok, EDGE_TEXT[:15] + [head.decode("utf-8")[:20000]])
+        added = [a.content for a in tok.get_added_tokens_decoder().values()]
+        plain = [t for t in EDGE_TEXT if not any(a in t for a in added)]
+        check_by_parts(tok, plain + [head.decode("utf-8")[:20000]])
         texts = [("edge.txt", edge)]
         if kind == "smollm":
             texts.append((os.path.abspath(shakespeare_path), shakespeare))
