@@ -311,6 +311,17 @@ static owl_status compute_subspace(owl_galore *p, const owl_tensor *grad,
             copy_to_f32(p->ctx, grad, g32, p->n);
             *g32_holds_grad = true;
         }
+        /* G at the ends of f32's range: the range finder works on an
+         * exactly rescaled copy (svd.h), which no longer holds G. */
+        const int shift = owl__svd_safe_shift(g, ldg, p->m, p->n);
+        if (shift != 0) {
+            if (g != g32)
+                copy_to_f32(p->ctx, grad, g32, p->n);
+            owl__svd_scale(g32, p->m * p->n, shift);
+            *g32_holds_grad = false;
+            g = g32;
+            ldg = p->n;
+        }
         s = owl__svd_randomized(p->ctx, &p->svd, g, ldg, p->refresh_count,
                                 p->next_basis, owl__galore_svd_scratch(p));
     }

@@ -323,6 +323,29 @@ static owl_status orthonormalise(owl_context *ctx, const owl_svd_work *w,
 /* With A = G (left) or G^T (right), d x e:
  * to_range:  range (k x d) = x (k x e) * A^T, i.e. the vectors A x_i;
  * to_sketch: sketch (k x e) = range (k x d) * A, i.e. the vectors A^T q_i. */
+int owl__svd_safe_shift(const float *g, int64_t ldg, int64_t m, int64_t n)
+{
+    float max = 0;
+    for (int64_t i = 0; i < m; i++) {
+        const float *row = g + i * ldg;
+        for (int64_t j = 0; j < n; j++) {
+            const float a = fabsf(row[j]);
+            max = a > max ? a : max;
+        }
+    }
+    if (max == 0 || (max >= 0x1p-64f && max <= 0x1p64f))
+        return 0;
+    int e;
+    frexpf(max, &e); /* max = f 2^e, f in [0.5, 1) */
+    return 1 - e;
+}
+
+void owl__svd_scale(float *a, int64_t count, int shift)
+{
+    for (int64_t i = 0; i < count; i++)
+        a[i] = ldexpf(a[i], shift);
+}
+
 static void to_range(const owl_svd_work *w, const float *g, int64_t ldg,
                      const float *x, float *out)
 {

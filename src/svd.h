@@ -53,6 +53,16 @@ owl_status owl__svd_init(owl_context *ctx, owl_svd_work *w,
 owl_status owl__svd_exact(owl_context *ctx, const owl_svd_work *w, float *a,
                           float *basis, void *scratch);
 
+/* RANDOMIZED's range finder multiplies G with sketches of entries near 1,
+ * so a G near the ends of f32's range (|G| ~ 1e37, or subnormal) would
+ * overflow or flush those products and end in a NaN LAPACK refuses. The
+ * subspace of 2^e G is that of G, and scaling by a power of two is exact:
+ * owl__svd_safe_shift gives the e that brings max|G| into [1, 2) when it is
+ * outside [2^-64, 2^64], else 0 (no copy, the same bits as ever);
+ * owl__svd_scale multiplies a dense m x n f32 matrix by 2^e in place. */
+int owl__svd_safe_shift(const float *g, int64_t ldg, int64_t m, int64_t n);
+void owl__svd_scale(float *a, int64_t count, int shift);
+
 /* RANDOMIZED: basis of g (m x n, row stride ldg; not modified). `draw`
  * numbers the sketch so each refresh draws a fresh, reproducible one. */
 owl_status owl__svd_randomized(owl_context *ctx, const owl_svd_work *w,

@@ -2148,6 +2148,61 @@ static void test_lowrank_nonfinite_anywhere(void **state)
     owl_context_free(ctx);
 }
 
+/* A gradient near the ends of f32's range has the subspace of the same
+ * gradient scaled to 1: the range finder's products with G must neither
+ * overflow (|G| ~ 1e38) nor flush to zero (subnormal G), and EXACT's gesdd
+ * scales for itself. Both methods, both projection sides. */
+static void test_refresh_at_the_ends_of_f32(void **state)
+{
+    (void)state;
+    owl_context *ctx = test_cpu_context(1);
+    enum { m = 24, n = 16, r = 4 };
+    float g[m * n], scaled[m * n], b_ref[m * n], b_got[m * n];
+    test_fill_normal(g, m * n, 5);
+    const int shifts[] = {126, 100, -100, -140};
+    const owl_proj_type sides[] = {OWL_PROJ_RIGHT, OWL_PROJ_LEFT};
+    for (int meth = 0; meth < 2; meth++) {
+        for (int side = 0; side < 2; side++) {
+            owl_galore *ref = make_proj(ctx, m, n, r, 10, 1.0, sides[side],
+                                        meth ? OWL_SVD_RANDOMIZED : OWL_SVD_EXACT);
+            owl_tensor tg = tensor(g, OWL_DTYPE_F32, m, n);
+            assert_owl_ok(ctx, owl_galore_refresh(ref, &tg));
+            const int64_t br = sides[side] == OWL_PROJ_LEFT ? m : r;
+            const int64_t bc = sides[side] == OWL_PROJ_LEFT ? r : n;
+            owl_tensor tb = tensor(b_ref, OWL_DTYPE_F32, br, bc);
+            assert_owl_ok(ctx, owl_galore_get_basis(ref, &tb));
+            for (size_t k = 0; k < sizeof shifts / sizeof shifts[0]; k++) {
+                /* max |g| of a normal sample is below 8: 2^126 * 8 is
+                 * still finite, 2^-140 leaves subnormals. */
+                for (int i = 0; i < m * n; i++)
+                    scaled[i] = ldexpf(g[i], shifts[k] - (shifts[k] > 0 ? 3 : 0));
+                owl_galore *p = make_proj(ctx, m, n, r, 10, 1.0, sides[side],
+                                          meth ? OWL_SVD_RANDOMIZED
+                                               : OWL_SVD_EXACT);
+                owl_tensor ts = tensor(scaled, OWL_DTYPE_F32, m, n);
+                assert_owl_ok(ctx, owl_galore_refresh(p, &ts));
+                owl_tensor tgot = tensor(b_got, OWL_DTYPE_F32, br, bc);
+                assert_owl_ok(ctx, owl_galore_get_basis(p, &tgot));
+                double worst = 0;
+                for (int64_t i = 0; i < br * bc; i++) {
+                    const double d = fabs((double)b_got[i] - b_ref[i]);
+                    worst = d > worst ? d : worst;
+                }
+                /* Subnormal inputs keep fewer bits: 2^-140 leaves about 9
+                 * of a normal sample's 24. */
+                const double tol = shifts[k] < -126 ? 2e-2 : 1e-5;
+                if (worst > tol)
+                    fail_msg("%s side %d, G * 2^%d: basis differs by %g",
+                             meth ? "RANDOMIZED" : "EXACT", side, shifts[k],
+                             worst);
+                owl_galore_free(p);
+            }
+            owl_galore_free(ref);
+        }
+    }
+    owl_context_free(ctx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2174,6 +2229,7 @@ int main(void)
         cmocka_unit_test(test_many_projectors_one_context),
         cmocka_unit_test(test_full_rank_elementwise),
         cmocka_unit_test(test_lowrank_nonfinite_anywhere),
+        cmocka_unit_test(test_refresh_at_the_ends_of_f32),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
