@@ -341,10 +341,9 @@ extern "C" int owl__k_to_f32(void *stream, const void *src, int32_t dtype,
                              int64_t rows, int64_t cols, int64_t lds,
                              float *dst, int64_t ldd, int32_t *flag)
 {
-    to_f32<<<grid_rows(rows, cols, kThreads * 4), kThreads, 0,
-             (cudaStream_t)stream>>>(src, dtype, rows, cols, lds, dst, ldd,
-                                     flag);
-    return (int)cudaGetLastError();
+    return owl::launch(to_f32, grid_rows(rows, cols, kThreads * 4), kThreads,
+                       (cudaStream_t)stream, src, dtype, rows, cols, lds, dst,
+                       ldd, flag);
 }
 
 extern "C" int owl__k_transpose_f32(void *stream, const float *src,
@@ -354,37 +353,34 @@ extern "C" int owl__k_transpose_f32(void *stream, const float *src,
 {
     int64_t tx = (cols + kTile - 1) / kTile, ty = (rows + kTile - 1) / kTile;
     dim3 grid((unsigned)tx, (unsigned)(ty < 65535 ? ty : 65535));
-    transpose_f32<<<grid, dim3(kTile, 8), 0, (cudaStream_t)stream>>>(
-        src, rows, cols, lds, dst, ldd, zero_if);
-    return (int)cudaGetLastError();
+    return owl::launch(transpose_f32, grid, dim3(kTile, 8),
+                       (cudaStream_t)stream, src, rows, cols, lds, dst, ldd,
+                       zero_if);
 }
 
 extern "C" int owl__k_copy_or_zero(void *stream, const int32_t *zero_if,
                                    const float *src, int64_t lds, float *dst,
                                    int64_t ldd, int64_t rows, int64_t cols)
 {
-    copy_or_zero<<<grid_rows(rows, cols, kThreads * 4), kThreads, 0,
-                   (cudaStream_t)stream>>>(zero_if, src, lds, dst, ldd, rows,
-                                           cols);
-    return (int)cudaGetLastError();
+    return owl::launch(copy_or_zero, grid_rows(rows, cols, kThreads * 4),
+                       kThreads, (cudaStream_t)stream, zero_if, src, lds, dst,
+                       ldd, rows, cols);
 }
 
 extern "C" int owl__k_store_f32(void *stream, const float *src, int64_t rows,
                                 int64_t cols, int64_t lds, void *dst,
                                 int32_t dtype, int64_t ldd)
 {
-    store_f32<<<grid_rows(rows, cols, kThreads * 4), kThreads, 0,
-                (cudaStream_t)stream>>>(src, rows, cols, lds, dst, dtype,
-                                        ldd);
-    return (int)cudaGetLastError();
+    return owl::launch(store_f32, grid_rows(rows, cols, kThreads * 4), kThreads,
+                       (cudaStream_t)stream, src, rows, cols, lds, dst, dtype,
+                       ldd);
 }
 
 extern "C" int owl__k_gaussian(void *stream, float *x, int64_t count,
                                uint64_t seed, uint64_t draw)
 {
-    gaussian<<<owl::grid_for(count, kThreads), kThreads, 0,
-               (cudaStream_t)stream>>>(x, count, seed, draw);
-    return (int)cudaGetLastError();
+    return owl::launch(gaussian, owl::grid_for(count, kThreads), kThreads,
+                       (cudaStream_t)stream, x, count, seed, draw);
 }
 
 extern "C" int owl__k_canonical_signs(void *stream, float *rows,
@@ -392,26 +388,24 @@ extern "C" int owl__k_canonical_signs(void *stream, float *rows,
                                       const int32_t *info, int32_t *flag)
 {
     unsigned blocks = (unsigned)(count < 65535 ? count : 65535);
-    canonical_signs<<<blocks < 1 ? 1 : blocks, kThreads, 0,
-                      (cudaStream_t)stream>>>(rows, count, len, info, flag);
-    return (int)cudaGetLastError();
+    return owl::launch(canonical_signs, blocks < 1 ? 1u : blocks, kThreads,
+                       (cudaStream_t)stream, rows, count, len, info, flag);
 }
 
 extern "C" int owl__k_guarded_copy(void *stream, const int32_t *flag,
                                    const float *src, int64_t lds, float *dst,
                                    int64_t ldd, int64_t rows, int64_t cols)
 {
-    guarded_copy<<<grid_rows(rows, cols, kThreads * 4), kThreads, 0,
-                   (cudaStream_t)stream>>>(flag, src, lds, dst, ldd, rows,
-                                           cols);
-    return (int)cudaGetLastError();
+    return owl::launch(guarded_copy, grid_rows(rows, cols, kThreads * 4),
+                       kThreads, (cudaStream_t)stream, flag, src, lds, dst, ldd,
+                       rows, cols);
 }
 
 extern "C" int owl__k_require_basis(void *stream, const float *first,
                                     int64_t len, int32_t *flag)
 {
-    require_basis<<<1, kThreads, 0, (cudaStream_t)stream>>>(first, len, flag);
-    return (int)cudaGetLastError();
+    return owl::launch(require_basis, 1, kThreads, (cudaStream_t)stream, first,
+                       len, flag);
 }
 
 extern "C" int owl__k_lowrank_coeffs(void *stream, owl_lowrank_hparams hp,
@@ -419,8 +413,8 @@ extern "C" int owl__k_lowrank_coeffs(void *stream, owl_lowrank_hparams hp,
                                      const unsigned long long *skipped,
                                      owl_lowrank_coeffs *out)
 {
-    lowrank_coeffs<<<1, 1, 0, (cudaStream_t)stream>>>(hp, flag, skipped, out);
-    return (int)cudaGetLastError();
+    return owl::launch(lowrank_coeffs, 1, 1, (cudaStream_t)stream, hp, flag,
+                       skipped, out);
 }
 
 extern "C" int owl__k_lowrank_moments(void *stream,
@@ -429,11 +423,9 @@ extern "C" int owl__k_lowrank_moments(void *stream,
                                       void *v, int32_t moment_dtype,
                                       int64_t count, int32_t reset)
 {
-    lowrank_moments<<<owl::grid_for(count, kThreads), kThreads, 0,
-                      (cudaStream_t)stream>>>(c, flag, r, m, v,
-                                              moment_dtype == owl::DT_BF16,
-                                              count, reset != 0);
-    return (int)cudaGetLastError();
+    return owl::launch(lowrank_moments, owl::grid_for(count, kThreads),
+                       kThreads, (cudaStream_t)stream, c, flag, r, m, v,
+                       moment_dtype == owl::DT_BF16, count, reset != 0);
 }
 
 extern "C" int owl__k_lowrank_apply(void *stream, const owl_lowrank_coeffs *c,
@@ -443,17 +435,15 @@ extern "C" int owl__k_lowrank_apply(void *stream, const owl_lowrank_coeffs *c,
                                     int32_t stochastic, uint64_t seed,
                                     uint64_t draw)
 {
-    lowrank_apply<<<grid_rows(rows, cols, kThreads * 4), kThreads, 0,
-                    (cudaStream_t)stream>>>(c, flag, s, w, dtype, rows, cols,
-                                            ldw, stochastic != 0, seed, draw);
-    return (int)cudaGetLastError();
+    return owl::launch(lowrank_apply, grid_rows(rows, cols, kThreads * 4),
+                       kThreads, (cudaStream_t)stream, c, flag, s, w, dtype,
+                       rows, cols, ldw, stochastic != 0, seed, draw);
 }
 
 extern "C" int owl__k_lowrank_finish(void *stream, const int32_t *flag,
                                      unsigned long long *skipped,
                                      int32_t reset, uint64_t bias_prev)
 {
-    lowrank_finish<<<1, 1, 0, (cudaStream_t)stream>>>(flag, skipped, reset,
-                                                      bias_prev);
-    return (int)cudaGetLastError();
+    return owl::launch(lowrank_finish, 1, 1, (cudaStream_t)stream, flag,
+                       skipped, reset, bias_prev);
 }
