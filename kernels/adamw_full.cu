@@ -9,42 +9,13 @@
 
 namespace {
 
-// ---- exact f32 arithmetic ----------------------------------------------
-// The library compiles kernels with --use_fast_math, which flushes
-// subnormals, approximates division and square root and contracts a*b+c
-// into one fused multiply-add. The update must round as the CPU does, one
-// IEEE operation at a time, so these spell out the PTX instructions with
-// round-to-nearest and no flush: nothing can fuse or approximate them.
-__device__ __forceinline__ float fadd(float a, float b)
-{
-    float r;
-    asm("add.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
-    return r;
-}
-__device__ __forceinline__ float fsub(float a, float b)
-{
-    float r;
-    asm("sub.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
-    return r;
-}
-__device__ __forceinline__ float fmul(float a, float b)
-{
-    float r;
-    asm("mul.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
-    return r;
-}
-__device__ __forceinline__ float fdiv(float a, float b)
-{
-    float r;
-    asm("div.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
-    return r;
-}
-__device__ __forceinline__ float fsqrt(float a)
-{
-    float r;
-    asm("sqrt.rn.f32 %0, %1;" : "=f"(r) : "f"(a));
-    return r;
-}
+// Exact f32 arithmetic: the update rounds as the CPU's, one IEEE
+// operation at a time (common.cuh).
+using owl::fadd;
+using owl::fdiv;
+using owl::fmul;
+using owl::fsqrt;
+using owl::fsub;
 
 // ---- the coefficients of one step ---------------------------------------
 

@@ -81,6 +81,46 @@ __device__ __forceinline__ uint64_t hash3(uint64_t a, uint64_t b, uint64_t c)
     return mix64(mix64(mix64(a) ^ b) ^ c);
 }
 
+// ---- IEEE f32 arithmetic -------------------------------------------------
+// The library compiles kernels with --use_fast_math, which flushes f32
+// subnormals to zero, approximates division and square root and contracts
+// a*b+c into one fused multiply-add. The optimizer's updates must round as
+// the CPU backend does, one IEEE operation at a time and with subnormals
+// kept, so these spell out the PTX instructions with round-to-nearest and
+// no .ftz: nothing can fuse, approximate or flush them. (The __fmul_rn
+// family is not enough: it does not fuse, but under --use_fast_math it
+// flushes.)
+__device__ __forceinline__ float fadd(float a, float b)
+{
+    float r;
+    asm("add.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
+    return r;
+}
+__device__ __forceinline__ float fsub(float a, float b)
+{
+    float r;
+    asm("sub.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
+    return r;
+}
+__device__ __forceinline__ float fmul(float a, float b)
+{
+    float r;
+    asm("mul.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
+    return r;
+}
+__device__ __forceinline__ float fdiv(float a, float b)
+{
+    float r;
+    asm("div.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
+    return r;
+}
+__device__ __forceinline__ float fsqrt(float a)
+{
+    float r;
+    asm("sqrt.rn.f32 %0, %1;" : "=f"(r) : "f"(a));
+    return r;
+}
+
 // ---- launching ----------------------------------------------------------
 // kernel<<<grid, block, 0, stream>>>(args...), returning the cudaError_t
 // of this launch alone. The runtime keeps one last error per host thread,

@@ -1,10 +1,11 @@
 // Kernels of the GaLore projector and the fused low-rank AdamW step:
 // conversions, transposes, the Gaussian sketch, canonical signs, guarded
 // copies and the step's elementwise passes. Every per-element formula is
-// the one of src/adamw.c or src/svd.c, in the same order, with explicitly
-// rounded operations (__fmul_rn, __fadd_rn, ...) so that the build's
-// --use_fast_math neither contracts them into FMAs nor approximates the
-// division and square root.
+// the one of src/adamw.c or src/svd.c, in the same order, with the IEEE
+// operations of common.cuh (owl::fmul, owl::fadd, ...) so that the build's
+// --use_fast_math neither contracts them into FMAs, approximates the
+// division and square root nor flushes subnormals: the low-rank step rounds
+// as the full-rank one and the CPU backend do.
 #include "common.cuh"
 #include "galore_kernels.h"
 
@@ -214,7 +215,7 @@ __global__ void lowrank_coeffs(owl_lowrank_hparams hp, const int32_t *flag,
     c.omb1 = (float)(1.0 - hp.beta1);
     c.omb2 = (float)(1.0 - hp.beta2);
     c.eps = (float)hp.eps;
-    c.keep1 = __fsub_rn(1.0f, c.omb1);
+    c.keep1 = owl::fsub(1.0f, c.omb1);
     c.bc2_sqrt = (float)sqrt(bc2);
     c.form = !hp.torch ? 0 : c.omb1 < 0.5f ? 1 : 2;
     if (hp.torch) {
@@ -277,16 +278,17 @@ __global__ void lowrank_moments(const owl_lowrank_coeffs *cp,
         float mk = reset ? 0.0f : moment_load(m, half, k);
         float vk = reset ? 0.0f : moment_load(v, half, k);
         if (c.form == 0)
-            mk = __fadd_rn(__fmul_rn(c.b1, mk), __fmul_rn(c.omb1, g));
+            mk = owl::fadd(owl::fmul(c.b1, mk), owl::fmul(c.omb1, g));
         else if (c.form == 1)
-            mk = __fadd_rn(mk, __fmul_rn(c.omb1, __fsub_rn(g, mk)));
+            mk = owl::fadd(mk, owl::fmul(c.omb1, owl::fsub(g, mk)));
         else
-            mk = __fsub_rn(g, __fmul_rn(__fsub_rn(g, mk), c.keep1));
-        vk = __fadd_rn(__fmul_rn(c.b2, vk), __fmul_rn(c.omb2, __fmul_rn(g, g)));
-        float root = __fsqrt_rn(vk);
+            mk = owl::fsub(g, owl::fmul(owl::fsub(g, mk), c.keep1));
+        vk = owl::fadd(owl::fmul(c.b2, vk),
+                       owl::fmul(c.omb2, owl::fmul(g, g)));
+        float root = owl::fsqrt(vk);
         float n = c.form == 0
-                      ? __fdiv_rn(mk, __fadd_rn(root, c.eps))
-                      : __fdiv_rn(mk, __fadd_rn(__fdiv_rn(root, c.bc2_sqrt),
+                      ? owl::fdiv(mk, owl::fadd(root, c.eps))
+                      : owl::fdiv(mk, owl::fadd(owl::fdiv(root, c.bc2_sqrt),
                                                 c.eps));
         moment_store(m, half, k, mk);
         moment_store(v, half, k, vk);
@@ -307,9 +309,9 @@ __global__ void lowrank_apply(const owl_lowrank_coeffs *cp,
         for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
              j < cols; j += (int64_t)gridDim.x * blockDim.x) {
             int64_t k = i * ldw + j;
-            float x = __fmul_rn(owl::load_f32(w, dtype, k), pre);
-            x = __fadd_rn(x, __fmul_rn(alpha, s[i * cols + j]));
-            x = __fadd_rn(x, __fmul_rn(post, x));
+            float x = owl::fmul(owl::load_f32(w, dtype, k), pre);
+            x = owl::fadd(x, owl::fmul(alpha, s[i * cols + j]));
+            x = owl::fadd(x, owl::fmul(post, x));
             if (stochastic && dtype == owl::DT_BF16) {
                 // store_chunk's bits: 16 per element from one hash per
                 // four consecutive flat indices i*cols + j.

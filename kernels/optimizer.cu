@@ -16,9 +16,7 @@ static_assert(OWL_K_OPT_PARTIALS == 256, "one partial per block of kThreads");
 // library compiles with --use_fast_math; this is the CPU's x * c).
 __device__ __forceinline__ float mul_rn(float a, float b)
 {
-    float r;
-    asm("mul.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
-    return r;
+    return owl::fmul(a, b);
 }
 
 // Visits the gradient's elements as a fixed function of the grid: dense
