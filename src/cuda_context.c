@@ -12,7 +12,9 @@
 #pragma GCC diagnostic ignored "-Wstrict-prototypes"
 #include <cusolverDn.h>
 #pragma GCC diagnostic pop
+#include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* Pinned staging for values read back to the host (LOD ratios, counters). */
 #define HOST_STAGE_BYTES 4096
@@ -51,27 +53,85 @@ owl_status owl__cuda_check_launch(owl_context *ctx, const char *what)
 
 /* ---- device guard ---------------------------------------------------- */
 
+/* The driver's cuCtxGetCurrent and cuCtxSetCurrent, reached through the
+ * runtime (cudaGetDriverEntryPointByVersion), so that the library does
+ * not link libcuda and still loads where no driver is installed. A
+ * CUcontext is a pointer; CUresult an int. Resolved once per process:
+ * they are the driver's, which is one per process. */
+typedef int (*driver_ctx_get_fn)(void **context);
+typedef int (*driver_ctx_set_fn)(void *context);
+static driver_ctx_get_fn driver_ctx_get;
+static driver_ctx_set_fn driver_ctx_set;
+static pthread_once_t driver_once = PTHREAD_ONCE_INIT;
+
+static void *driver_entry(const char *symbol)
+{
+    void *fn = NULL;
+    enum cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
+    if (cudaGetDriverEntryPointByVersion(symbol, &fn, CUDART_VERSION,
+                                         cudaEnableDefault, &q) !=
+            cudaSuccess ||
+        q != cudaDriverEntryPointSuccess) {
+        (void)cudaGetLastError();
+        return NULL;
+    }
+    return fn;
+}
+
+static void resolve_driver(void)
+{
+    void *get = driver_entry("cuCtxGetCurrent");
+    void *set = driver_entry("cuCtxSetCurrent");
+    if (get == NULL || set == NULL)
+        return;
+    /* Object to function pointer: memcpy, which ISO C allows. */
+    memcpy(&driver_ctx_get, &get, sizeof get);
+    memcpy(&driver_ctx_set, &set, sizeof set);
+}
+
+static int current_context(void **context)
+{
+    return driver_ctx_get(context);
+}
+
+static int make_current(void *context)
+{
+    return driver_ctx_set(context);
+}
+
+static int select_device(int device)
+{
+    cudaError_t e = cudaSetDevice(device);
+    if (e != cudaSuccess)
+        (void)cudaGetLastError(); /* reported through the guard */
+    return (int)e;
+}
+
+static const owl_device_calls device_calls = {
+    current_context, make_current, select_device};
+
+static owl_status enter_device(owl_context *ctx, void *mine,
+                               owl_cuda_guard *guard)
+{
+    const char *failed = "";
+    int e = owl__guard_enter(&device_calls, ctx->device, mine, guard,
+                             &failed);
+    if (e == 0)
+        return OWL_OK;
+    if (strcmp(failed, "cudaSetDevice") == 0)
+        return owl__cuda_fail(ctx, e, failed);
+    return owl__fail(ctx, OWL_ERR_DEVICE, "%s: CUDA driver error %d",
+                     failed, e);
+}
+
 owl_status owl__cuda_enter(owl_context *ctx, owl_cuda_guard *guard)
 {
-    int current = 0;
-    guard->switched = false;
-    cudaError_t e = cudaGetDevice(&current);
-    if (e != cudaSuccess)
-        return owl__cuda_fail(ctx, e, "cudaGetDevice");
-    guard->previous = current;
-    if (current != ctx->device) {
-        e = cudaSetDevice(ctx->device);
-        if (e != cudaSuccess)
-            return owl__cuda_fail(ctx, e, "cudaSetDevice");
-        guard->switched = true;
-    }
-    return OWL_OK;
+    return enter_device(ctx, ctx->cuda->primary, guard);
 }
 
 void owl__cuda_leave(const owl_cuda_guard *guard)
 {
-    if (guard->switched)
-        (void)cudaSetDevice(guard->previous);
+    owl__guard_leave(guard);
 }
 
 /* ---- context lifetime ------------------------------------------------ */
@@ -139,13 +199,23 @@ owl_status owl__cuda_context_create(owl_context *ctx)
         return owl__fail(ctx, OWL_ERR_NO_DEVICE,
                          "CUDA device %d requested, %d present", ctx->device,
                          count);
+    pthread_once(&driver_once, resolve_driver);
+    if (driver_ctx_get == NULL || driver_ctx_set == NULL)
+        return owl__fail(ctx, OWL_ERR_DEVICE,
+                         "the CUDA driver does not provide cuCtxGetCurrent "
+                         "and cuCtxSetCurrent");
     owl_cuda *c = calloc(1, sizeof *c);
     if (c == NULL)
         return owl__fail(ctx, OWL_ERR_OUT_OF_MEMORY, "CUDA context state");
     owl_cuda_guard g;
-    owl_status s = owl__cuda_enter(ctx, &g);
+    owl_status s = enter_device(ctx, NULL, &g);
     if (s == OWL_OK) {
-        s = create_on_device(ctx, c);
+        /* The device's primary context, current now: later calls that
+         * find it current have nothing to switch. */
+        int de = current_context(&c->primary);
+        s = de == 0 ? create_on_device(ctx, c)
+                    : owl__fail(ctx, OWL_ERR_DEVICE,
+                                "cuCtxGetCurrent: CUDA driver error %d", de);
         if (s != OWL_OK)
             release(c);
         owl__cuda_leave(&g);

@@ -21,6 +21,7 @@
 #ifndef OWLORE_CUDA_INTERNAL_H
 #define OWLORE_CUDA_INTERNAL_H
 
+#include "cuda_guard.h"
 #include "internal.h"
 
 typedef struct owl_cuda {
@@ -35,6 +36,7 @@ typedef struct owl_cuda {
     size_t host_stage_bytes;
     int32_t sm_count;      /* multiprocessors, for grid sizing */
     int32_t guard_depth;   /* > 0 inside owl__cuda_guard_open/close */
+    void *primary;         /* CUcontext: the device's primary context */
 } owl_cuda;
 
 /* ---- context (src/cuda_context.c) ------------------------------------ */
@@ -54,13 +56,12 @@ static inline void *owl__cuda_stream(const owl_context *ctx)
     return ctx->stream;
 }
 
-typedef struct owl_cuda_guard {
-    int32_t previous; /* the caller's device */
-    bool switched;
-} owl_cuda_guard;
-
-/* Makes the context's device current (remembering the caller's); leave
- * restores it. Every CUDA entry point brackets its device work with them. */
+/* Makes the context's device current (remembering the caller's current
+ * context); leave gives the caller back exactly that context, or none when
+ * it had none, so a thread that never selected a device is not handed
+ * device 0's primary context (src/cuda_guard.h says why the driver's
+ * current context decides). Every CUDA entry point brackets its device
+ * work with them. */
 owl_status owl__cuda_enter(owl_context *ctx, owl_cuda_guard *guard);
 void owl__cuda_leave(const owl_cuda_guard *guard);
 /* The start of most CUDA entry points: the tensors must be device memory
