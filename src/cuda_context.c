@@ -4,6 +4,7 @@
 #include "cuda_internal.h"
 
 #include "../kernels/kernels.h"
+#include "../kernels/lod_kernels.h"
 
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
@@ -177,6 +178,14 @@ static owl_status create_on_device(owl_context *ctx, owl_cuda *c)
     if ((e = cudaMallocHost(&c->host_stage, HOST_STAGE_BYTES)) != cudaSuccess)
         return owl__cuda_fail(ctx, e, "cudaMallocHost (staging)");
     c->host_stage_bytes = HOST_STAGE_BYTES;
+    /* The LOD passes' workspace (a few KiB, fixed for the device), so that
+     * no LOD call grows the scratch; projectors grow it further at their
+     * create. */
+    size_t lod_bytes = (owl__k_lod_bytes(owl__cuda_lod_blocks(c)) + 255u) &
+                       ~(size_t)255u;
+    if ((e = cudaMalloc(&c->scratch, lod_bytes)) != cudaSuccess)
+        return owl__cuda_fail(ctx, e, "cudaMalloc (scratch)");
+    c->scratch_bytes = lod_bytes;
     /* The memsets above ran on the legacy stream; make them visible to any
      * stream the caller sets later. Create time only. */
     if ((e = cudaDeviceSynchronize()) != cudaSuccess)

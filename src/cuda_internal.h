@@ -87,6 +87,16 @@ owl_status owl__cuda_check_launch(owl_context *ctx, const char *what);
 owl_status owl__cuda_check_tensor(owl_context *ctx, const owl_tensor *t,
                                   const char *name);
 
+/* Blocks of the LOD passes: two per multiprocessor fill the device, and
+ * the cap bounds the workspace (partials) at 8 KiB. Fixed for a device,
+ * so the pooled sum is the same from call to call, and so is the scratch
+ * they need, which the context reserves at create (src/cuda_lod.c). */
+static inline int32_t owl__cuda_lod_blocks(const owl_cuda *c)
+{
+    int32_t blocks = 2 * c->sm_count;
+    return blocks < 1 ? 1 : blocks > 1024 ? 1024 : blocks;
+}
+
 /* ---- memory ---------------------------------------------------------- */
 
 /* Grows the device scratch to at least `bytes` (never shrinks). Only at

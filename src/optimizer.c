@@ -385,6 +385,50 @@ static owl_status grow_device_tables(owl_optimizer *opt)
     return OWL_OK;
 }
 
+#ifdef OWL_HAVE_CUDA
+/* Bytes of one of a parameter's moments (m or v) as its AdamW handle will
+ * hold them: the projected shape on the low-rank path (galore.c's
+ * lr_rows x lr_cols), else the weight's. */
+static size_t param_moment_bytes(const owl_optimizer *opt,
+                                 const owl_opt_param *p)
+{
+    uint64_t rows = (uint64_t)p->weight.rows, cols = (uint64_t)p->weight.cols;
+    if (p->lowrank) {
+        const uint64_t r = opt->galore_opts.rank;
+        if (owl__galore_projects_left(opt->galore_opts.proj_type, rows, cols))
+            rows = r;
+        else
+            cols = r;
+    }
+    return (size_t)(rows * cols *
+                    owl__dtype_size(opt->adamw_opts.moment_dtype));
+}
+
+/* OFFLOAD on CUDA: the pinned host copies of a sampled parameter's
+ * moments, reserved when it is registered, so that no step calls
+ * cudaMallocHost (which waits for the device and can take long for large
+ * buffers). */
+static owl_status reserve_pinned(owl_optimizer *opt, owl_opt_param *p)
+{
+    owl_context *ctx = opt->ctx;
+    if (ctx->backend != OWL_BACKEND_CUDA ||
+        opt->opts.frozen_policy != OWL_FROZEN_OFFLOAD ||
+        p->layer == OWL_LAYER_ALWAYS || !owl__method_samples(opt->opts.method))
+        return OWL_OK;
+    const size_t b = param_moment_bytes(opt, p);
+    owl_status s = owl__cuda_host_alloc(ctx, b, &p->host_m,
+                                        "offloaded first moment");
+    if (s == OWL_OK)
+        s = owl__cuda_host_alloc(ctx, b, &p->host_v,
+                                 "offloaded second moment");
+    if (s != OWL_OK) {
+        owl__cuda_host_free(p->host_m);
+        p->host_m = NULL;
+    }
+    return s;
+}
+#endif
+
 owl_status owl_optimizer_add_param(owl_optimizer *opt, uint64_t layer,
                                    const owl_tensor *weight,
                                    const owl_tensor *grad, int32_t lowrank,
@@ -478,6 +522,10 @@ owl_status owl_optimizer_add_param(owl_optimizer *opt, uint64_t layer,
     }
     p->lowrank = takes_lowrank;
     p->lowrank_asked = lowrank == 1;
+#ifdef OWL_HAVE_CUDA
+    if ((s = reserve_pinned(opt, p)) != OWL_OK)
+        return s; /* not registered: the slot is reused by the next call */
+#endif
     if (index != NULL)
         *index = opt->num_params;
     opt->num_params++;
@@ -1290,17 +1338,17 @@ owl_status owl_optimizer_memory(const owl_optimizer *opt,
         const owl_opt_param *p = &opt->params[i];
         if (p->adam != NULL) {
             uint64_t b = owl__adamw_moment_bytes(p->adam);
-            if (!cuda) {
+            if (!cuda)
                 u.host_moments += b;
-            } else {
-                if (!p->offloaded)
-                    u.device_moments += b;
-                /* the pinned copies, kept once made (while offloaded they
-                 * hold the moments) */
-                if (p->host_m != NULL)
-                    u.host_moments += b;
-            }
+            else if (!p->offloaded)
+                u.device_moments += b;
         }
+#ifdef OWL_HAVE_CUDA
+        /* OFFLOAD's pinned copies, reserved at registration (while
+         * offloaded they hold the moments) */
+        if (cuda && p->host_m != NULL)
+            u.host_moments += 2u * (uint64_t)param_moment_bytes(opt, p);
+#endif
         if (p->proj != NULL) {
             if (cuda)
                 u.device_projectors += owl__galore_bytes(p->proj);

@@ -538,17 +538,13 @@ static owl_status apply_state(owl_optimizer *opt, owl_reader *r,
         (void)owl__get_bool(r, &allocated, "parameter allocated");
         p->parked = parked;
         if (!allocated) {
-            /* the saved run had no state here (not yet active, or FREE) */
+            /* the saved run had no state here (not yet active, or FREE);
+             * OFFLOAD's pinned copies stay reserved (registration made
+             * them, and no step may) */
             owl_adamw_free(p->adam);
             owl_galore_free(p->proj);
             p->adam = NULL;
             p->proj = NULL;
-#ifdef OWL_HAVE_CUDA
-            /* settled above: no copy uses them */
-            owl__cuda_host_free(p->host_m);
-            owl__cuda_host_free(p->host_v);
-#endif
-            p->host_m = p->host_v = NULL;
             p->offloaded = false;
             continue;
         }
