@@ -23,6 +23,15 @@
 extern "C" {
 #endif
 
+/* The calls keep the runtime's names in the code and get their own at
+ * link time, so that a program holding both the emulator and the real
+ * runtime (a test that nvcc links, with the static runtime) has no clash
+ * and each caller gets the one it was compiled for. */
+#define cudaGetLastError lk_emu_cudaGetLastError
+#define cudaPeekAtLastError lk_emu_cudaPeekAtLastError
+#define cudaStreamQuery lk_emu_cudaStreamQuery
+#define cudaGetErrorString lk_emu_cudaGetErrorString
+
 typedef void *cudaStream_t;
 typedef int cudaError_t;
 /* The runtime's values of the codes the emulator produces. */
