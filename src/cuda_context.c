@@ -294,7 +294,12 @@ owl_status owl__cuda_check_tensor(owl_context *ctx, const owl_tensor *t,
                                   const char *name)
 {
     struct cudaPointerAttributes a;
+    owl_cuda_guard g;
+    owl_status s = owl__cuda_enter(ctx, &g);
+    if (s != OWL_OK)
+        return s;
     cudaError_t e = cudaPointerGetAttributes(&a, t->data);
+    owl__cuda_leave(&g);
     if (e != cudaSuccess) {
         (void)cudaGetLastError();
         return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
@@ -389,17 +394,27 @@ owl_status owl__cuda_alloc(owl_context *ctx, size_t bytes, void **p,
     return OWL_OK;
 }
 
-void owl__cuda_free(void *p)
+void owl__cuda_free(owl_context *ctx, void *p)
 {
-    if (p != NULL)
-        cudaFree(p);
+    if (p == NULL)
+        return;
+    owl_cuda_guard g;
+    bool entered = owl__cuda_enter(ctx, &g) == OWL_OK;
+    cudaFree(p); /* freed all the same: nothing may leak */
+    if (entered)
+        owl__cuda_leave(&g);
 }
 
 owl_status owl__cuda_host_alloc(owl_context *ctx, size_t bytes, void **p,
                                 const char *what)
 {
     *p = NULL;
+    owl_cuda_guard g;
+    owl_status s = owl__cuda_enter(ctx, &g);
+    if (s != OWL_OK)
+        return s;
     cudaError_t e = cudaMallocHost(p, bytes ? bytes : 1);
+    owl__cuda_leave(&g);
     if (e != cudaSuccess) {
         *p = NULL;
         (void)cudaGetLastError();
@@ -411,10 +426,15 @@ owl_status owl__cuda_host_alloc(owl_context *ctx, size_t bytes, void **p,
     return OWL_OK;
 }
 
-void owl__cuda_host_free(void *p)
+void owl__cuda_host_free(owl_context *ctx, void *p)
 {
-    if (p != NULL)
-        cudaFreeHost(p);
+    if (p == NULL)
+        return;
+    owl_cuda_guard g;
+    bool entered = owl__cuda_enter(ctx, &g) == OWL_OK;
+    cudaFreeHost(p);
+    if (entered)
+        owl__cuda_leave(&g);
 }
 
 static owl_status copy_and_wait(owl_context *ctx, void *dst, const void *src,

@@ -83,7 +83,7 @@ owl_status owl__cuda_check_launch(owl_context *ctx, const char *what);
 
 /* Checks that t's memory (the whole extent) is device memory usable from
  * the context's device (device or managed allocation); after
- * owl__check_tensor. */
+ * owl__check_tensor. Takes the device guard for its query. */
 owl_status owl__cuda_check_tensor(owl_context *ctx, const owl_tensor *t,
                                   const char *name);
 
@@ -110,11 +110,15 @@ static inline void *owl__cuda_scratch(const owl_context *ctx)
  * *p is NULL on failure. Create-time only. */
 owl_status owl__cuda_alloc(owl_context *ctx, size_t bytes, void **p,
                            const char *what);
-void owl__cuda_free(void *p); /* NULL is fine */
-/* Pinned host memory (for offloaded state and staged results). */
+/* NULL is fine. Under the device guard, like every runtime call of the
+ * backend: on a thread with no current context, a bare cudaFree would
+ * create the default device's primary context. */
+void owl__cuda_free(owl_context *ctx, void *p);
+/* Pinned host memory (for offloaded state and staged results), allocated
+ * and freed under the device guard too. */
 owl_status owl__cuda_host_alloc(owl_context *ctx, size_t bytes, void **p,
                                 const char *what);
-void owl__cuda_host_free(void *p);
+void owl__cuda_host_free(owl_context *ctx, void *p);
 /* Copies between host and device on the stream, then waits for the stream
  * (for calls documented as returning host values, and for save/load). */
 owl_status owl__cuda_download(owl_context *ctx, void *host, const void *dev,

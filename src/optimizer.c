@@ -213,15 +213,15 @@ void owl_optimizer_free(owl_optimizer *opt)
         owl_adamw_free(p->adam);
         owl_galore_free(p->proj);
 #ifdef OWL_HAVE_CUDA
-        owl__cuda_host_free(p->host_m);
-        owl__cuda_host_free(p->host_v);
+        owl__cuda_host_free(opt->ctx, p->host_m);
+        owl__cuda_host_free(opt->ctx, p->host_v);
 #endif
     }
 #ifdef OWL_HAVE_CUDA
     for (uint64_t i = 0; i < opt->num_spares; i++)
-        owl__cuda_free(opt->spare_ptr ? opt->spare_ptr[i] : NULL);
-    owl__cuda_free(opt->dev_stats);
-    owl__cuda_free(opt->dev_partials);
+        owl__cuda_free(opt->ctx, opt->spare_ptr ? opt->spare_ptr[i] : NULL);
+    owl__cuda_free(opt->ctx, opt->dev_stats);
+    owl__cuda_free(opt->ctx, opt->dev_partials);
 #endif
     owl__free(opt->spare_ptr);
     owl__free(opt->spare_bytes);
@@ -358,7 +358,7 @@ static owl_status grow_device_tables(owl_optimizer *opt)
     size_t *plan = owl__alloc(ctx, (size_t)(4 * cap), sizeof *plan,
                               "spares");
     if (ptr == NULL || bytes == NULL || plan == NULL) {
-        owl__cuda_free(partials);
+        owl__cuda_free(ctx, partials);
         owl__free(ptr);
         owl__free(bytes);
         owl__free(plan);
@@ -369,7 +369,7 @@ static owl_status grow_device_tables(owl_optimizer *opt)
         ptr[i] = opt->spare_ptr[i];
         bytes[i] = opt->spare_bytes[i];
     }
-    owl__cuda_free(opt->dev_partials);
+    owl__cuda_free(opt->ctx, opt->dev_partials);
     owl__free(opt->spare_ptr);
     owl__free(opt->spare_bytes);
     owl__free(opt->plan_bytes);
@@ -422,7 +422,7 @@ static owl_status reserve_pinned(owl_optimizer *opt, owl_opt_param *p)
         s = owl__cuda_host_alloc(ctx, b, &p->host_v,
                                  "offloaded second moment");
     if (s != OWL_OK) {
-        owl__cuda_host_free(p->host_m);
+        owl__cuda_host_free(ctx, p->host_m);
         p->host_m = NULL;
     }
     return s;
@@ -706,10 +706,10 @@ void owl__optimizer_drop_staging(owl_optimizer *opt)
         p->new_adam = NULL;
         p->new_proj = NULL;
 #ifdef OWL_HAVE_CUDA
-        owl__cuda_free(p->new_dev_m);
-        owl__cuda_free(p->new_dev_v);
-        owl__cuda_host_free(p->new_host_m);
-        owl__cuda_host_free(p->new_host_v);
+        owl__cuda_free(opt->ctx, p->new_dev_m);
+        owl__cuda_free(opt->ctx, p->new_dev_v);
+        owl__cuda_host_free(opt->ctx, p->new_host_m);
+        owl__cuda_host_free(opt->ctx, p->new_host_v);
 #endif
         p->new_dev_m = p->new_dev_v = NULL;
         p->new_host_m = p->new_host_v = NULL;
@@ -883,7 +883,7 @@ static void settle_spares(owl_optimizer *opt, bool release)
         if (opt->spare_bytes[i] == 0)
             continue;
         if (release) {
-            owl__cuda_free(opt->spare_ptr[i]);
+            owl__cuda_free(opt->ctx, opt->spare_ptr[i]);
             continue;
         }
         opt->spare_ptr[k] = opt->spare_ptr[i];
@@ -949,8 +949,8 @@ static owl_status bring_back(owl_optimizer *opt, owl_opt_param *p)
     p->new_dev_v = NULL;
     if (m == NULL || v == NULL) {
         /* staging planned one for each: cannot happen */
-        owl__cuda_free(m);
-        owl__cuda_free(v);
+        owl__cuda_free(ctx, m);
+        owl__cuda_free(ctx, v);
         return owl__fail(ctx, OWL_ERR_INTERNAL,
                          "no device buffer for returning moments");
     }
