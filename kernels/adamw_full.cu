@@ -9,42 +9,13 @@
 
 namespace {
 
-// ---- exact f32 arithmetic ----------------------------------------------
-// The library compiles kernels with --use_fast_math, which flushes
-// subnormals, approximates division and square root and contracts a*b+c
-// into one fused multiply-add. The update must round as the CPU does, one
-// IEEE operation at a time, so these spell out the PTX instructions with
-// round-to-nearest and no flush: nothing can fuse or approximate them.
-__device__ __forceinline__ float fadd(float a, float b)
-{
-    float r;
-    asm("add.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
-    return r;
-}
-__device__ __forceinline__ float fsub(float a, float b)
-{
-    float r;
-    asm("sub.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
-    return r;
-}
-__device__ __forceinline__ float fmul(float a, float b)
-{
-    float r;
-    asm("mul.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
-    return r;
-}
-__device__ __forceinline__ float fdiv(float a, float b)
-{
-    float r;
-    asm("div.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
-    return r;
-}
-__device__ __forceinline__ float fsqrt(float a)
-{
-    float r;
-    asm("sqrt.rn.f32 %0, %1;" : "=f"(r) : "f"(a));
-    return r;
-}
+// Exact f32 arithmetic: the update rounds as the CPU's, one IEEE
+// operation at a time (common.cuh).
+using owl::fadd;
+using owl::fdiv;
+using owl::fmul;
+using owl::fsqrt;
+using owl::fsub;
 
 // ---- the coefficients of one step ---------------------------------------
 
@@ -347,9 +318,8 @@ int launch_dense(cudaStream_t st, int32_t sm_count, const owl_k_adamw_step &s,
     // for the tail's n % 8 elements.
     unsigned blocks = resident_grid(full_dense<WD, GD, MB>, sm_count,
                                     n / 8 > 8 ? n / 8 : 8);
-    full_dense<WD, GD, MB><<<blocks, kThreads, 0, st>>>(s, w, g, m, v, n,
-                                                        flag, skipped);
-    return (int)cudaGetLastError();
+    return owl::launch(full_dense<WD, GD, MB>, blocks, kThreads, st, s, w, g,
+                       m, v, n, flag, skipped);
 }
 
 template <int WD, int GD>
@@ -466,10 +436,9 @@ extern "C" int owl__k_adamw_full(void *stream, int32_t sm_count,
                                                m, v, mb, n, flag, skipped);
         }
     }
-    full_strided<<<owl::grid_for(n, kThreads), kThreads, 0, st>>>(
-        s, w, w_dtype, ldw, g, g_dtype, ldg, m, v, mb, rows, cols, flag,
-        skipped);
-    return (int)cudaGetLastError();
+    return owl::launch(full_strided, owl::grid_for(n, kThreads), kThreads, st,
+                       s, w, w_dtype, ldw, g, g_dtype, ldg, m, v, mb, rows,
+                       cols, flag, skipped);
 }
 
 extern "C" int owl__k_adamw_flag_grad(void *stream, int32_t sm_count,
@@ -488,30 +457,28 @@ extern "C" int owl__k_adamw_flag_grad(void *stream, int32_t sm_count,
     const int64_t items = chunks > per ? chunks : per;
     switch (g_dtype) {
     case owl::DT_F32:
-        flag_dense<owl::DT_F32>
-            <<<resident_grid(flag_dense<owl::DT_F32>, sm_count, items),
-               kThreads, 0, st>>>(g, chunks, tail, flag);
-        break;
+        return owl::launch(flag_dense<owl::DT_F32>,
+                           resident_grid(flag_dense<owl::DT_F32>, sm_count,
+                                         items),
+                           kThreads, st, g, chunks, tail, flag);
     case owl::DT_BF16:
-        flag_dense<owl::DT_BF16>
-            <<<resident_grid(flag_dense<owl::DT_BF16>, sm_count, items),
-               kThreads, 0, st>>>(g, chunks, tail, flag);
-        break;
+        return owl::launch(flag_dense<owl::DT_BF16>,
+                           resident_grid(flag_dense<owl::DT_BF16>, sm_count,
+                                         items),
+                           kThreads, st, g, chunks, tail, flag);
     default:
-        flag_dense<owl::DT_F16>
-            <<<resident_grid(flag_dense<owl::DT_F16>, sm_count, items),
-               kThreads, 0, st>>>(g, chunks, tail, flag);
-        break;
+        return owl::launch(flag_dense<owl::DT_F16>,
+                           resident_grid(flag_dense<owl::DT_F16>, sm_count,
+                                         items),
+                           kThreads, st, g, chunks, tail, flag);
     }
-    return (int)cudaGetLastError();
 }
 
 extern "C" int owl__k_adamw_moment_f32(void *stream, const void *moment,
                                        int32_t moment_bf16, int64_t rows,
                                        int64_t cols, float *out, int64_t ldo)
 {
-    moment_f32<<<owl::grid_for(rows * cols, kThreads), kThreads, 0,
-                 (cudaStream_t)stream>>>(moment, moment_bf16 != 0, rows, cols,
-                                         out, ldo);
-    return (int)cudaGetLastError();
+    return owl::launch(moment_f32, owl::grid_for(rows * cols, kThreads),
+                       kThreads, (cudaStream_t)stream, moment,
+                       moment_bf16 != 0, rows, cols, out, ldo);
 }

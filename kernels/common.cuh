@@ -81,6 +81,67 @@ __device__ __forceinline__ uint64_t hash3(uint64_t a, uint64_t b, uint64_t c)
     return mix64(mix64(mix64(a) ^ b) ^ c);
 }
 
+// ---- IEEE f32 arithmetic -------------------------------------------------
+// The library compiles kernels with --use_fast_math, which flushes f32
+// subnormals to zero, approximates division and square root and contracts
+// a*b+c into one fused multiply-add. The optimizer's updates must round as
+// the CPU backend does, one IEEE operation at a time and with subnormals
+// kept, so these spell out the PTX instructions with round-to-nearest and
+// no .ftz: nothing can fuse, approximate or flush them. (The __fmul_rn
+// family is not enough: it does not fuse, but under --use_fast_math it
+// flushes.)
+__device__ __forceinline__ float fadd(float a, float b)
+{
+    float r;
+    asm("add.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
+    return r;
+}
+__device__ __forceinline__ float fsub(float a, float b)
+{
+    float r;
+    asm("sub.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
+    return r;
+}
+__device__ __forceinline__ float fmul(float a, float b)
+{
+    float r;
+    asm("mul.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
+    return r;
+}
+__device__ __forceinline__ float fdiv(float a, float b)
+{
+    float r;
+    asm("div.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
+    return r;
+}
+__device__ __forceinline__ float fsqrt(float a)
+{
+    float r;
+    asm("sqrt.rn.f32 %0, %1;" : "=f"(r) : "f"(a));
+    return r;
+}
+
+// ---- launching ----------------------------------------------------------
+// kernel<<<grid, block, 0, stream>>>(args...), returning the cudaError_t
+// of this launch alone. The runtime keeps one last error per host thread,
+// overwritten by every failing call and cleared only when read: an error
+// nobody read (a stream query's expected cudaErrorNotReady, a failed call
+// whose status was handled without clearing it) would be taken for this
+// launch's failure if the last error were only read after the launch. So
+// it is read and dropped right before the launch as well, as the CUDA
+// Programming Guide's "Error Checking" prescribes. Nothing is lost by
+// dropping it: a sticky error (a broken context) fails the launch itself,
+// and any other was the status of a call that has already returned it.
+// Every launcher of kernels/ goes through here.
+template <typename... Params, typename... Args>
+inline int launch(void (*kernel)(Params...), dim3 grid, dim3 block,
+                  cudaStream_t stream, Args... args)
+{
+    (void)cudaGetLastError();
+    kernel<<<grid, block, 0, stream>>>(args...);
+    return (int)cudaGetLastError();
+}
+
 // Blocks for a grid-stride loop over n items: enough to fill the device,
 // never more than the items need.
 inline unsigned grid_for(int64_t n, unsigned threads, unsigned max_blocks = 4096)

@@ -1,10 +1,11 @@
 // Kernels of the GaLore projector and the fused low-rank AdamW step:
 // conversions, transposes, the Gaussian sketch, canonical signs, guarded
 // copies and the step's elementwise passes. Every per-element formula is
-// the one of src/adamw.c or src/svd.c, in the same order, with explicitly
-// rounded operations (__fmul_rn, __fadd_rn, ...) so that the build's
-// --use_fast_math neither contracts them into FMAs nor approximates the
-// division and square root.
+// the one of src/adamw.c or src/svd.c, in the same order, with the IEEE
+// operations of common.cuh (owl::fmul, owl::fadd, ...) so that the build's
+// --use_fast_math neither contracts them into FMAs, approximates the
+// division and square root nor flushes subnormals: the low-rank step rounds
+// as the full-rank one and the CPU backend do.
 #include "common.cuh"
 #include "galore_kernels.h"
 
@@ -214,7 +215,7 @@ __global__ void lowrank_coeffs(owl_lowrank_hparams hp, const int32_t *flag,
     c.omb1 = (float)(1.0 - hp.beta1);
     c.omb2 = (float)(1.0 - hp.beta2);
     c.eps = (float)hp.eps;
-    c.keep1 = __fsub_rn(1.0f, c.omb1);
+    c.keep1 = owl::fsub(1.0f, c.omb1);
     c.bc2_sqrt = (float)sqrt(bc2);
     c.form = !hp.torch ? 0 : c.omb1 < 0.5f ? 1 : 2;
     if (hp.torch) {
@@ -277,16 +278,17 @@ __global__ void lowrank_moments(const owl_lowrank_coeffs *cp,
         float mk = reset ? 0.0f : moment_load(m, half, k);
         float vk = reset ? 0.0f : moment_load(v, half, k);
         if (c.form == 0)
-            mk = __fadd_rn(__fmul_rn(c.b1, mk), __fmul_rn(c.omb1, g));
+            mk = owl::fadd(owl::fmul(c.b1, mk), owl::fmul(c.omb1, g));
         else if (c.form == 1)
-            mk = __fadd_rn(mk, __fmul_rn(c.omb1, __fsub_rn(g, mk)));
+            mk = owl::fadd(mk, owl::fmul(c.omb1, owl::fsub(g, mk)));
         else
-            mk = __fsub_rn(g, __fmul_rn(__fsub_rn(g, mk), c.keep1));
-        vk = __fadd_rn(__fmul_rn(c.b2, vk), __fmul_rn(c.omb2, __fmul_rn(g, g)));
-        float root = __fsqrt_rn(vk);
+            mk = owl::fsub(g, owl::fmul(owl::fsub(g, mk), c.keep1));
+        vk = owl::fadd(owl::fmul(c.b2, vk),
+                       owl::fmul(c.omb2, owl::fmul(g, g)));
+        float root = owl::fsqrt(vk);
         float n = c.form == 0
-                      ? __fdiv_rn(mk, __fadd_rn(root, c.eps))
-                      : __fdiv_rn(mk, __fadd_rn(__fdiv_rn(root, c.bc2_sqrt),
+                      ? owl::fdiv(mk, owl::fadd(root, c.eps))
+                      : owl::fdiv(mk, owl::fadd(owl::fdiv(root, c.bc2_sqrt),
                                                 c.eps));
         moment_store(m, half, k, mk);
         moment_store(v, half, k, vk);
@@ -307,9 +309,9 @@ __global__ void lowrank_apply(const owl_lowrank_coeffs *cp,
         for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
              j < cols; j += (int64_t)gridDim.x * blockDim.x) {
             int64_t k = i * ldw + j;
-            float x = __fmul_rn(owl::load_f32(w, dtype, k), pre);
-            x = __fadd_rn(x, __fmul_rn(alpha, s[i * cols + j]));
-            x = __fadd_rn(x, __fmul_rn(post, x));
+            float x = owl::fmul(owl::load_f32(w, dtype, k), pre);
+            x = owl::fadd(x, owl::fmul(alpha, s[i * cols + j]));
+            x = owl::fadd(x, owl::fmul(post, x));
             if (stochastic && dtype == owl::DT_BF16) {
                 // store_chunk's bits: 16 per element from one hash per
                 // four consecutive flat indices i*cols + j.
@@ -341,10 +343,9 @@ extern "C" int owl__k_to_f32(void *stream, const void *src, int32_t dtype,
                              int64_t rows, int64_t cols, int64_t lds,
                              float *dst, int64_t ldd, int32_t *flag)
 {
-    to_f32<<<grid_rows(rows, cols, kThreads * 4), kThreads, 0,
-             (cudaStream_t)stream>>>(src, dtype, rows, cols, lds, dst, ldd,
-                                     flag);
-    return (int)cudaGetLastError();
+    return owl::launch(to_f32, grid_rows(rows, cols, kThreads * 4), kThreads,
+                       (cudaStream_t)stream, src, dtype, rows, cols, lds, dst,
+                       ldd, flag);
 }
 
 extern "C" int owl__k_transpose_f32(void *stream, const float *src,
@@ -354,37 +355,34 @@ extern "C" int owl__k_transpose_f32(void *stream, const float *src,
 {
     int64_t tx = (cols + kTile - 1) / kTile, ty = (rows + kTile - 1) / kTile;
     dim3 grid((unsigned)tx, (unsigned)(ty < 65535 ? ty : 65535));
-    transpose_f32<<<grid, dim3(kTile, 8), 0, (cudaStream_t)stream>>>(
-        src, rows, cols, lds, dst, ldd, zero_if);
-    return (int)cudaGetLastError();
+    return owl::launch(transpose_f32, grid, dim3(kTile, 8),
+                       (cudaStream_t)stream, src, rows, cols, lds, dst, ldd,
+                       zero_if);
 }
 
 extern "C" int owl__k_copy_or_zero(void *stream, const int32_t *zero_if,
                                    const float *src, int64_t lds, float *dst,
                                    int64_t ldd, int64_t rows, int64_t cols)
 {
-    copy_or_zero<<<grid_rows(rows, cols, kThreads * 4), kThreads, 0,
-                   (cudaStream_t)stream>>>(zero_if, src, lds, dst, ldd, rows,
-                                           cols);
-    return (int)cudaGetLastError();
+    return owl::launch(copy_or_zero, grid_rows(rows, cols, kThreads * 4),
+                       kThreads, (cudaStream_t)stream, zero_if, src, lds, dst,
+                       ldd, rows, cols);
 }
 
 extern "C" int owl__k_store_f32(void *stream, const float *src, int64_t rows,
                                 int64_t cols, int64_t lds, void *dst,
                                 int32_t dtype, int64_t ldd)
 {
-    store_f32<<<grid_rows(rows, cols, kThreads * 4), kThreads, 0,
-                (cudaStream_t)stream>>>(src, rows, cols, lds, dst, dtype,
-                                        ldd);
-    return (int)cudaGetLastError();
+    return owl::launch(store_f32, grid_rows(rows, cols, kThreads * 4), kThreads,
+                       (cudaStream_t)stream, src, rows, cols, lds, dst, dtype,
+                       ldd);
 }
 
 extern "C" int owl__k_gaussian(void *stream, float *x, int64_t count,
                                uint64_t seed, uint64_t draw)
 {
-    gaussian<<<owl::grid_for(count, kThreads), kThreads, 0,
-               (cudaStream_t)stream>>>(x, count, seed, draw);
-    return (int)cudaGetLastError();
+    return owl::launch(gaussian, owl::grid_for(count, kThreads), kThreads,
+                       (cudaStream_t)stream, x, count, seed, draw);
 }
 
 extern "C" int owl__k_canonical_signs(void *stream, float *rows,
@@ -392,26 +390,24 @@ extern "C" int owl__k_canonical_signs(void *stream, float *rows,
                                       const int32_t *info, int32_t *flag)
 {
     unsigned blocks = (unsigned)(count < 65535 ? count : 65535);
-    canonical_signs<<<blocks < 1 ? 1 : blocks, kThreads, 0,
-                      (cudaStream_t)stream>>>(rows, count, len, info, flag);
-    return (int)cudaGetLastError();
+    return owl::launch(canonical_signs, blocks < 1 ? 1u : blocks, kThreads,
+                       (cudaStream_t)stream, rows, count, len, info, flag);
 }
 
 extern "C" int owl__k_guarded_copy(void *stream, const int32_t *flag,
                                    const float *src, int64_t lds, float *dst,
                                    int64_t ldd, int64_t rows, int64_t cols)
 {
-    guarded_copy<<<grid_rows(rows, cols, kThreads * 4), kThreads, 0,
-                   (cudaStream_t)stream>>>(flag, src, lds, dst, ldd, rows,
-                                           cols);
-    return (int)cudaGetLastError();
+    return owl::launch(guarded_copy, grid_rows(rows, cols, kThreads * 4),
+                       kThreads, (cudaStream_t)stream, flag, src, lds, dst, ldd,
+                       rows, cols);
 }
 
 extern "C" int owl__k_require_basis(void *stream, const float *first,
                                     int64_t len, int32_t *flag)
 {
-    require_basis<<<1, kThreads, 0, (cudaStream_t)stream>>>(first, len, flag);
-    return (int)cudaGetLastError();
+    return owl::launch(require_basis, 1, kThreads, (cudaStream_t)stream, first,
+                       len, flag);
 }
 
 extern "C" int owl__k_lowrank_coeffs(void *stream, owl_lowrank_hparams hp,
@@ -419,8 +415,8 @@ extern "C" int owl__k_lowrank_coeffs(void *stream, owl_lowrank_hparams hp,
                                      const unsigned long long *skipped,
                                      owl_lowrank_coeffs *out)
 {
-    lowrank_coeffs<<<1, 1, 0, (cudaStream_t)stream>>>(hp, flag, skipped, out);
-    return (int)cudaGetLastError();
+    return owl::launch(lowrank_coeffs, 1, 1, (cudaStream_t)stream, hp, flag,
+                       skipped, out);
 }
 
 extern "C" int owl__k_lowrank_moments(void *stream,
@@ -429,11 +425,9 @@ extern "C" int owl__k_lowrank_moments(void *stream,
                                       void *v, int32_t moment_dtype,
                                       int64_t count, int32_t reset)
 {
-    lowrank_moments<<<owl::grid_for(count, kThreads), kThreads, 0,
-                      (cudaStream_t)stream>>>(c, flag, r, m, v,
-                                              moment_dtype == owl::DT_BF16,
-                                              count, reset != 0);
-    return (int)cudaGetLastError();
+    return owl::launch(lowrank_moments, owl::grid_for(count, kThreads),
+                       kThreads, (cudaStream_t)stream, c, flag, r, m, v,
+                       moment_dtype == owl::DT_BF16, count, reset != 0);
 }
 
 extern "C" int owl__k_lowrank_apply(void *stream, const owl_lowrank_coeffs *c,
@@ -443,17 +437,15 @@ extern "C" int owl__k_lowrank_apply(void *stream, const owl_lowrank_coeffs *c,
                                     int32_t stochastic, uint64_t seed,
                                     uint64_t draw)
 {
-    lowrank_apply<<<grid_rows(rows, cols, kThreads * 4), kThreads, 0,
-                    (cudaStream_t)stream>>>(c, flag, s, w, dtype, rows, cols,
-                                            ldw, stochastic != 0, seed, draw);
-    return (int)cudaGetLastError();
+    return owl::launch(lowrank_apply, grid_rows(rows, cols, kThreads * 4),
+                       kThreads, (cudaStream_t)stream, c, flag, s, w, dtype,
+                       rows, cols, ldw, stochastic != 0, seed, draw);
 }
 
 extern "C" int owl__k_lowrank_finish(void *stream, const int32_t *flag,
                                      unsigned long long *skipped,
                                      int32_t reset, uint64_t bias_prev)
 {
-    lowrank_finish<<<1, 1, 0, (cudaStream_t)stream>>>(flag, skipped, reset,
-                                                      bias_prev);
-    return (int)cudaGetLastError();
+    return owl::launch(lowrank_finish, 1, 1, (cudaStream_t)stream, flag,
+                       skipped, reset, bias_prev);
 }

@@ -158,9 +158,8 @@ extern "C" int owl__k_act_sumsq(void *stream, const void *x, int32_t x_dtype,
 {
     dim3 block(32, kRowLanes);
     unsigned blocks = (unsigned)((cols + 31) / 32);
-    act_sumsq<<<blocks, block, 0, (cudaStream_t)stream>>>(x, x_dtype, rows,
-                                                          cols, ldx, sumsq);
-    return (int)cudaGetLastError();
+    return owl::launch(act_sumsq, blocks, block, (cudaStream_t)stream, x,
+                       x_dtype, rows, cols, ldx, sumsq);
 }
 
 extern "C" int owl__k_lod_sum(void *stream, const void *w, int32_t w_dtype,
@@ -168,18 +167,17 @@ extern "C" int owl__k_lod_sum(void *stream, const void *w, int32_t w_dtype,
                               const void *s, int32_t s_dtype, int32_t blocks,
                               int32_t first, owl_k_lod_state *state)
 {
-    lod_sum<<<(unsigned)blocks, kThreads, 0, (cudaStream_t)stream>>>(
-        w, w_dtype, rows, cols, ldw, s, s_dtype, first, state);
-    return (int)cudaGetLastError();
+    return owl::launch(lod_sum, (unsigned)blocks, kThreads,
+                       (cudaStream_t)stream, w, w_dtype, rows, cols, ldw, s,
+                       s_dtype, first, state);
 }
 
 extern "C" int owl__k_lod_threshold(void *stream, int32_t blocks,
                                     uint64_t entries, double M,
                                     owl_k_lod_state *state)
 {
-    lod_threshold<<<1, kThreads, 0, (cudaStream_t)stream>>>(blocks, entries,
-                                                            M, state);
-    return (int)cudaGetLastError();
+    return owl::launch(lod_threshold, 1, kThreads, (cudaStream_t)stream, blocks,
+                       entries, M, state);
 }
 
 extern "C" int owl__k_lod_count(void *stream, const void *w, int32_t w_dtype,
@@ -187,14 +185,14 @@ extern "C" int owl__k_lod_count(void *stream, const void *w, int32_t w_dtype,
                                 const void *s, int32_t s_dtype, int32_t blocks,
                                 owl_k_lod_state *state)
 {
-    lod_count<<<(unsigned)blocks, kThreads, 0, (cudaStream_t)stream>>>(
-        w, w_dtype, rows, cols, ldw, s, s_dtype, state);
-    return (int)cudaGetLastError();
+    return owl::launch(lod_count, (unsigned)blocks, kThreads,
+                       (cudaStream_t)stream, w, w_dtype, rows, cols, ldw, s,
+                       s_dtype, state);
 }
 
 extern "C" int owl__k_lod_ratio(void *stream, uint64_t entries,
                                 owl_k_lod_state *state, float *ratio_f32)
 {
-    lod_ratio<<<1, 1, 0, (cudaStream_t)stream>>>(entries, state, ratio_f32);
-    return (int)cudaGetLastError();
+    return owl::launch(lod_ratio, 1, 1, (cudaStream_t)stream, entries, state,
+                       ratio_f32);
 }

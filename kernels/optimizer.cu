@@ -16,9 +16,7 @@ static_assert(OWL_K_OPT_PARTIALS == 256, "one partial per block of kThreads");
 // library compiles with --use_fast_math; this is the CPU's x * c).
 __device__ __forceinline__ float mul_rn(float a, float b)
 {
-    float r;
-    asm("mul.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
-    return r;
+    return owl::fmul(a, b);
 }
 
 // Visits the gradient's elements as a fixed function of the grid: dense
@@ -128,18 +126,17 @@ extern "C" int owl__k_opt_grad_sumsq(void *stream, const void *g,
                                      int64_t cols, int64_t ld,
                                      double *partials, int32_t *flag)
 {
-    grad_sumsq<<<OWL_K_OPT_PARTIALS, kThreads, 0, (cudaStream_t)stream>>>(
-        g, dtype, rows, cols, ld, partials, flag);
-    return (int)cudaGetLastError();
+    return owl::launch(grad_sumsq, OWL_K_OPT_PARTIALS, kThreads,
+                       (cudaStream_t)stream, g, dtype, rows, cols, ld, partials,
+                       flag);
 }
 
 extern "C" int owl__k_opt_grad_norm(void *stream, const double *partials,
                                     uint64_t count, double max_norm,
                                     const int32_t *flag, double *stats)
 {
-    grad_norm<<<1, kThreads, 0, (cudaStream_t)stream>>>(partials, count,
-                                                        max_norm, flag, stats);
-    return (int)cudaGetLastError();
+    return owl::launch(grad_norm, 1, kThreads, (cudaStream_t)stream, partials,
+                       count, max_norm, flag, stats);
 }
 
 extern "C" int owl__k_opt_grad_scale(void *stream, int32_t sm_count, void *g,
@@ -153,9 +150,8 @@ extern "C" int owl__k_opt_grad_scale(void *stream, int32_t sm_count, void *g,
     const unsigned cap = 4u * (unsigned)(sm_count > 0 ? sm_count : 1) * 8u;
     unsigned blocks = dense ? owl::grid_for(rows * cols, kThreads, cap)
                             : (rows < (int64_t)cap ? (unsigned)rows : cap);
-    grad_scale<<<blocks, kThreads, 0, (cudaStream_t)stream>>>(
-        g, dtype, rows, cols, ld, stats, flag);
-    return (int)cudaGetLastError();
+    return owl::launch(grad_scale, blocks, kThreads, (cudaStream_t)stream, g,
+                       dtype, rows, cols, ld, stats, flag);
 }
 
 extern "C" int owl__k_opt_copy_to_host(void *stream, void *host,

@@ -41,14 +41,12 @@ extern "C" int owl__k_flag_nonfinite(void *stream, const void *data,
     unsigned cap = 4096u / gx > 0 ? 4096u / gx : 1u;
     if (gy > cap)
         gy = cap;
-    flag_nonfinite<<<dim3(gx, gy), threads, 0, (cudaStream_t)stream>>>(
-        data, dtype, rows, cols, ld, flag);
-    return (int)cudaGetLastError();
+    return owl::launch(flag_nonfinite, dim3(gx, gy), threads,
+                       (cudaStream_t)stream, data, dtype, rows, cols, ld, flag);
 }
 
 extern "C" int owl__k_count_skip(void *stream, const int32_t *flag,
                                  unsigned long long *skips)
 {
-    count_skip<<<1, 1, 0, (cudaStream_t)stream>>>(flag, skips);
-    return (int)cudaGetLastError();
+    return owl::launch(count_skip, 1, 1, (cudaStream_t)stream, flag, skips);
 }

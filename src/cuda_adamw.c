@@ -20,9 +20,9 @@ void owl__cuda_adamw_release(owl_adamw *a)
 {
     owl_cuda_guard g;
     bool entered = owl__cuda_enter(a->ctx, &g) == OWL_OK;
-    owl__cuda_free(a->m);
-    owl__cuda_free(a->v);
-    owl__cuda_free(a->dev_skipped);
+    owl__cuda_free(a->ctx, a->m);
+    owl__cuda_free(a->ctx, a->v);
+    owl__cuda_free(a->ctx, a->dev_skipped);
     a->m = a->v = NULL;
     a->dev_skipped = NULL;
     if (entered)

@@ -4,6 +4,7 @@
 #include "cuda_internal.h"
 
 #include "../kernels/kernels.h"
+#include "../kernels/lod_kernels.h"
 
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
@@ -12,7 +13,9 @@
 #pragma GCC diagnostic ignored "-Wstrict-prototypes"
 #include <cusolverDn.h>
 #pragma GCC diagnostic pop
+#include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* Pinned staging for values read back to the host (LOD ratios, counters). */
 #define HOST_STAGE_BYTES 4096
@@ -51,27 +54,85 @@ owl_status owl__cuda_check_launch(owl_context *ctx, const char *what)
 
 /* ---- device guard ---------------------------------------------------- */
 
+/* The driver's cuCtxGetCurrent and cuCtxSetCurrent, reached through the
+ * runtime (cudaGetDriverEntryPointByVersion), so that the library does
+ * not link libcuda and still loads where no driver is installed. A
+ * CUcontext is a pointer; CUresult an int. Resolved once per process:
+ * they are the driver's, which is one per process. */
+typedef int (*driver_ctx_get_fn)(void **context);
+typedef int (*driver_ctx_set_fn)(void *context);
+static driver_ctx_get_fn driver_ctx_get;
+static driver_ctx_set_fn driver_ctx_set;
+static pthread_once_t driver_once = PTHREAD_ONCE_INIT;
+
+static void *driver_entry(const char *symbol)
+{
+    void *fn = NULL;
+    enum cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
+    if (cudaGetDriverEntryPointByVersion(symbol, &fn, CUDART_VERSION,
+                                         cudaEnableDefault, &q) !=
+            cudaSuccess ||
+        q != cudaDriverEntryPointSuccess) {
+        (void)cudaGetLastError();
+        return NULL;
+    }
+    return fn;
+}
+
+static void resolve_driver(void)
+{
+    void *get = driver_entry("cuCtxGetCurrent");
+    void *set = driver_entry("cuCtxSetCurrent");
+    if (get == NULL || set == NULL)
+        return;
+    /* Object to function pointer: memcpy, which ISO C allows. */
+    memcpy(&driver_ctx_get, &get, sizeof get);
+    memcpy(&driver_ctx_set, &set, sizeof set);
+}
+
+static int current_context(void **context)
+{
+    return driver_ctx_get(context);
+}
+
+static int make_current(void *context)
+{
+    return driver_ctx_set(context);
+}
+
+static int select_device(int device)
+{
+    cudaError_t e = cudaSetDevice(device);
+    if (e != cudaSuccess)
+        (void)cudaGetLastError(); /* reported through the guard */
+    return (int)e;
+}
+
+static const owl_device_calls device_calls = {
+    current_context, make_current, select_device};
+
+static owl_status enter_device(owl_context *ctx, void *mine,
+                               owl_cuda_guard *guard)
+{
+    const char *failed = "";
+    int e = owl__guard_enter(&device_calls, ctx->device, mine, guard,
+                             &failed);
+    if (e == 0)
+        return OWL_OK;
+    if (strcmp(failed, "cudaSetDevice") == 0)
+        return owl__cuda_fail(ctx, e, failed);
+    return owl__fail(ctx, OWL_ERR_DEVICE, "%s: CUDA driver error %d",
+                     failed, e);
+}
+
 owl_status owl__cuda_enter(owl_context *ctx, owl_cuda_guard *guard)
 {
-    int current = 0;
-    guard->switched = false;
-    cudaError_t e = cudaGetDevice(&current);
-    if (e != cudaSuccess)
-        return owl__cuda_fail(ctx, e, "cudaGetDevice");
-    guard->previous = current;
-    if (current != ctx->device) {
-        e = cudaSetDevice(ctx->device);
-        if (e != cudaSuccess)
-            return owl__cuda_fail(ctx, e, "cudaSetDevice");
-        guard->switched = true;
-    }
-    return OWL_OK;
+    return enter_device(ctx, ctx->cuda->primary, guard);
 }
 
 void owl__cuda_leave(const owl_cuda_guard *guard)
 {
-    if (guard->switched)
-        (void)cudaSetDevice(guard->previous);
+    owl__guard_leave(guard);
 }
 
 /* ---- context lifetime ------------------------------------------------ */
@@ -117,6 +178,14 @@ static owl_status create_on_device(owl_context *ctx, owl_cuda *c)
     if ((e = cudaMallocHost(&c->host_stage, HOST_STAGE_BYTES)) != cudaSuccess)
         return owl__cuda_fail(ctx, e, "cudaMallocHost (staging)");
     c->host_stage_bytes = HOST_STAGE_BYTES;
+    /* The LOD passes' workspace (a few KiB, fixed for the device), so that
+     * no LOD call grows the scratch; projectors grow it further at their
+     * create. */
+    size_t lod_bytes = (owl__k_lod_bytes(owl__cuda_lod_blocks(c)) + 255u) &
+                       ~(size_t)255u;
+    if ((e = cudaMalloc(&c->scratch, lod_bytes)) != cudaSuccess)
+        return owl__cuda_fail(ctx, e, "cudaMalloc (scratch)");
+    c->scratch_bytes = lod_bytes;
     /* The memsets above ran on the legacy stream; make them visible to any
      * stream the caller sets later. Create time only. */
     if ((e = cudaDeviceSynchronize()) != cudaSuccess)
@@ -139,13 +208,23 @@ owl_status owl__cuda_context_create(owl_context *ctx)
         return owl__fail(ctx, OWL_ERR_NO_DEVICE,
                          "CUDA device %d requested, %d present", ctx->device,
                          count);
+    pthread_once(&driver_once, resolve_driver);
+    if (driver_ctx_get == NULL || driver_ctx_set == NULL)
+        return owl__fail(ctx, OWL_ERR_DEVICE,
+                         "the CUDA driver does not provide cuCtxGetCurrent "
+                         "and cuCtxSetCurrent");
     owl_cuda *c = calloc(1, sizeof *c);
     if (c == NULL)
         return owl__fail(ctx, OWL_ERR_OUT_OF_MEMORY, "CUDA context state");
     owl_cuda_guard g;
-    owl_status s = owl__cuda_enter(ctx, &g);
+    owl_status s = enter_device(ctx, NULL, &g);
     if (s == OWL_OK) {
-        s = create_on_device(ctx, c);
+        /* The device's primary context, current now: later calls that
+         * find it current have nothing to switch. */
+        int de = current_context(&c->primary);
+        s = de == 0 ? create_on_device(ctx, c)
+                    : owl__fail(ctx, OWL_ERR_DEVICE,
+                                "cuCtxGetCurrent: CUDA driver error %d", de);
         if (s != OWL_OK)
             release(c);
         owl__cuda_leave(&g);
@@ -215,7 +294,12 @@ owl_status owl__cuda_check_tensor(owl_context *ctx, const owl_tensor *t,
                                   const char *name)
 {
     struct cudaPointerAttributes a;
+    owl_cuda_guard g;
+    owl_status s = owl__cuda_enter(ctx, &g);
+    if (s != OWL_OK)
+        return s;
     cudaError_t e = cudaPointerGetAttributes(&a, t->data);
+    owl__cuda_leave(&g);
     if (e != cudaSuccess) {
         (void)cudaGetLastError();
         return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
@@ -310,17 +394,27 @@ owl_status owl__cuda_alloc(owl_context *ctx, size_t bytes, void **p,
     return OWL_OK;
 }
 
-void owl__cuda_free(void *p)
+void owl__cuda_free(owl_context *ctx, void *p)
 {
-    if (p != NULL)
-        cudaFree(p);
+    if (p == NULL)
+        return;
+    owl_cuda_guard g;
+    bool entered = owl__cuda_enter(ctx, &g) == OWL_OK;
+    cudaFree(p); /* freed all the same: nothing may leak */
+    if (entered)
+        owl__cuda_leave(&g);
 }
 
 owl_status owl__cuda_host_alloc(owl_context *ctx, size_t bytes, void **p,
                                 const char *what)
 {
     *p = NULL;
+    owl_cuda_guard g;
+    owl_status s = owl__cuda_enter(ctx, &g);
+    if (s != OWL_OK)
+        return s;
     cudaError_t e = cudaMallocHost(p, bytes ? bytes : 1);
+    owl__cuda_leave(&g);
     if (e != cudaSuccess) {
         *p = NULL;
         (void)cudaGetLastError();
@@ -332,10 +426,15 @@ owl_status owl__cuda_host_alloc(owl_context *ctx, size_t bytes, void **p,
     return OWL_OK;
 }
 
-void owl__cuda_host_free(void *p)
+void owl__cuda_host_free(owl_context *ctx, void *p)
 {
-    if (p != NULL)
-        cudaFreeHost(p);
+    if (p == NULL)
+        return;
+    owl_cuda_guard g;
+    bool entered = owl__cuda_enter(ctx, &g) == OWL_OK;
+    cudaFreeHost(p);
+    if (entered)
+        owl__cuda_leave(&g);
 }
 
 static owl_status copy_and_wait(owl_context *ctx, void *dst, const void *src,

@@ -29,13 +29,13 @@ typedef struct {
     cusolverDnParams_t params;
 } esd_buffers;
 
-static void release(esd_buffers *b)
+static void release(owl_context *ctx, esd_buffers *b)
 {
-    owl__cuda_free(b->a);
-    owl__cuda_free(b->copy);
-    owl__cuda_free(b->sv);
-    owl__cuda_free(b->words);
-    owl__cuda_free(b->dev_work);
+    owl__cuda_free(ctx, b->a);
+    owl__cuda_free(ctx, b->copy);
+    owl__cuda_free(ctx, b->sv);
+    owl__cuda_free(ctx, b->words);
+    owl__cuda_free(ctx, b->dev_work);
     free(b->host_work);
     if (b->params != NULL)
         cusolverDnDestroyParams(b->params);
@@ -154,7 +154,7 @@ owl_status owl__cuda_esd_alpha_hill(owl_context *ctx,
          * that work from surfacing in a later call). */
         if (s != OWL_OK)
             (void)cudaStreamSynchronize((cudaStream_t)owl__cuda_stream(ctx));
-        release(&b);
+        release(ctx, &b);
         owl__cuda_leave(&g);
     }
     if (s == OWL_OK) {

@@ -258,12 +258,12 @@ void owl__cuda_galore_free(owl_galore *p)
     owl_cuda_guard g;
     bool entered = owl__cuda_enter(p->ctx, &g) == OWL_OK;
     /* cudaFree waits for work still using the memory. */
-    owl__cuda_free(p->basis);
-    owl__cuda_free(p->next_basis);
-    owl__cuda_free(p->lowrank);
+    owl__cuda_free(p->ctx, p->basis);
+    owl__cuda_free(p->ctx, p->next_basis);
+    owl__cuda_free(p->ctx, p->lowrank);
     p->basis = p->next_basis = p->lowrank = NULL;
     if (c != NULL) {
-        owl__cuda_free(c->state);
+        owl__cuda_free(p->ctx, c->state);
         if (c->params != NULL)
             cusolverDnDestroyParams((cusolverDnParams_t)c->params);
         owl__free(c->host_work);

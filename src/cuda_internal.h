@@ -21,6 +21,7 @@
 #ifndef OWLORE_CUDA_INTERNAL_H
 #define OWLORE_CUDA_INTERNAL_H
 
+#include "cuda_guard.h"
 #include "internal.h"
 
 typedef struct owl_cuda {
@@ -35,6 +36,7 @@ typedef struct owl_cuda {
     size_t host_stage_bytes;
     int32_t sm_count;      /* multiprocessors, for grid sizing */
     int32_t guard_depth;   /* > 0 inside owl__cuda_guard_open/close */
+    void *primary;         /* CUcontext: the device's primary context */
 } owl_cuda;
 
 /* ---- context (src/cuda_context.c) ------------------------------------ */
@@ -54,13 +56,12 @@ static inline void *owl__cuda_stream(const owl_context *ctx)
     return ctx->stream;
 }
 
-typedef struct owl_cuda_guard {
-    int32_t previous; /* the caller's device */
-    bool switched;
-} owl_cuda_guard;
-
-/* Makes the context's device current (remembering the caller's); leave
- * restores it. Every CUDA entry point brackets its device work with them. */
+/* Makes the context's device current (remembering the caller's current
+ * context); leave gives the caller back exactly that context, or none when
+ * it had none, so a thread that never selected a device is not handed
+ * device 0's primary context (src/cuda_guard.h says why the driver's
+ * current context decides). Every CUDA entry point brackets its device
+ * work with them. */
 owl_status owl__cuda_enter(owl_context *ctx, owl_cuda_guard *guard);
 void owl__cuda_leave(const owl_cuda_guard *guard);
 /* The start of most CUDA entry points: the tensors must be device memory
@@ -82,9 +83,19 @@ owl_status owl__cuda_check_launch(owl_context *ctx, const char *what);
 
 /* Checks that t's memory (the whole extent) is device memory usable from
  * the context's device (device or managed allocation); after
- * owl__check_tensor. */
+ * owl__check_tensor. Takes the device guard for its query. */
 owl_status owl__cuda_check_tensor(owl_context *ctx, const owl_tensor *t,
                                   const char *name);
+
+/* Blocks of the LOD passes: two per multiprocessor fill the device, and
+ * the cap bounds the workspace (partials) at 8 KiB. Fixed for a device,
+ * so the pooled sum is the same from call to call, and so is the scratch
+ * they need, which the context reserves at create (src/cuda_lod.c). */
+static inline int32_t owl__cuda_lod_blocks(const owl_cuda *c)
+{
+    int32_t blocks = 2 * c->sm_count;
+    return blocks < 1 ? 1 : blocks > 1024 ? 1024 : blocks;
+}
 
 /* ---- memory ---------------------------------------------------------- */
 
@@ -99,11 +110,15 @@ static inline void *owl__cuda_scratch(const owl_context *ctx)
  * *p is NULL on failure. Create-time only. */
 owl_status owl__cuda_alloc(owl_context *ctx, size_t bytes, void **p,
                            const char *what);
-void owl__cuda_free(void *p); /* NULL is fine */
-/* Pinned host memory (for offloaded state and staged results). */
+/* NULL is fine. Under the device guard, like every runtime call of the
+ * backend: on a thread with no current context, a bare cudaFree would
+ * create the default device's primary context. */
+void owl__cuda_free(owl_context *ctx, void *p);
+/* Pinned host memory (for offloaded state and staged results), allocated
+ * and freed under the device guard too. */
 owl_status owl__cuda_host_alloc(owl_context *ctx, size_t bytes, void **p,
                                 const char *what);
-void owl__cuda_host_free(void *p);
+void owl__cuda_host_free(owl_context *ctx, void *p);
 /* Copies between host and device on the stream, then waits for the stream
  * (for calls documented as returning host values, and for save/load). */
 owl_status owl__cuda_download(owl_context *ctx, void *host, const void *dev,

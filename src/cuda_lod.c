@@ -9,11 +9,6 @@
 #include <inttypes.h>
 #include <stdio.h>
 
-/* Blocks of the LOD passes: two per multiprocessor fill the device, and
- * the cap bounds the workspace (partials) at 8 KiB. Fixed for a device,
- * so the pooled sum is the same from call to call. */
-#define LOD_MAX_BLOCKS 1024
-
 owl_status owl__cuda_act_norm(owl_context *ctx, const owl_tensor *x,
                               owl_tensor *sumsq)
 {
@@ -113,15 +108,13 @@ owl_status owl__cuda_lod(owl_context *ctx, const owl_tensor *weights,
                                        ratio_dev);
     if (s != OWL_OK)
         return s;
-    int32_t blocks = 2 * ctx->cuda->sm_count;
-    if (blocks < 1)
-        blocks = 1;
-    if (blocks > LOD_MAX_BLOCKS)
-        blocks = LOD_MAX_BLOCKS;
-    /* No create step reserves this: the first call grows the scratch (and
-     * waits for the device); later calls find it there. */
-    if ((s = owl__cuda_reserve(ctx, owl__k_lod_bytes(blocks))) != OWL_OK)
-        return s;
+    const int32_t blocks = owl__cuda_lod_blocks(ctx->cuda);
+    /* The context reserved this scratch at create, so no call grows it
+     * (growing would free the old block, which waits for the device). */
+    if (ctx->cuda->scratch_bytes < owl__k_lod_bytes(blocks))
+        return owl__fail(ctx, OWL_ERR_INTERNAL,
+                         "LOD scratch: %zu bytes reserved, %zu needed",
+                         ctx->cuda->scratch_bytes, owl__k_lod_bytes(blocks));
     owl_k_lod_state *state = owl__cuda_scratch(ctx);
     owl_cuda_guard g;
     if ((s = owl__cuda_enter(ctx, &g)) != OWL_OK)

@@ -212,15 +212,15 @@ void owl_optimizer_free(owl_optimizer *opt)
         owl_adamw_free(p->adam);
         owl_galore_free(p->proj);
 #ifdef OWL_HAVE_CUDA
-        owl__cuda_host_free(p->host_m);
-        owl__cuda_host_free(p->host_v);
+        owl__cuda_host_free(opt->ctx, p->host_m);
+        owl__cuda_host_free(opt->ctx, p->host_v);
 #endif
     }
 #ifdef OWL_HAVE_CUDA
     for (uint64_t i = 0; i < opt->num_spares; i++)
-        owl__cuda_free(opt->spare_ptr ? opt->spare_ptr[i] : NULL);
-    owl__cuda_free(opt->dev_stats);
-    owl__cuda_free(opt->dev_partials);
+        owl__cuda_free(opt->ctx, opt->spare_ptr ? opt->spare_ptr[i] : NULL);
+    owl__cuda_free(opt->ctx, opt->dev_stats);
+    owl__cuda_free(opt->ctx, opt->dev_partials);
 #endif
     owl__free(opt->spare_ptr);
     owl__free(opt->spare_bytes);
@@ -396,7 +396,7 @@ static owl_status grow_device_tables(owl_optimizer *opt)
     size_t *plan = owl__alloc(ctx, (size_t)(4 * cap), sizeof *plan,
                               "spares");
     if (ptr == NULL || bytes == NULL || plan == NULL) {
-        owl__cuda_free(partials);
+        owl__cuda_free(ctx, partials);
         owl__free(ptr);
         owl__free(bytes);
         owl__free(plan);
@@ -407,7 +407,7 @@ static owl_status grow_device_tables(owl_optimizer *opt)
         ptr[i] = opt->spare_ptr[i];
         bytes[i] = opt->spare_bytes[i];
     }
-    owl__cuda_free(opt->dev_partials);
+    owl__cuda_free(opt->ctx, opt->dev_partials);
     owl__free(opt->spare_ptr);
     owl__free(opt->spare_bytes);
     owl__free(opt->plan_bytes);
@@ -422,6 +422,50 @@ static owl_status grow_device_tables(owl_optimizer *opt)
 #endif
     return OWL_OK;
 }
+
+#ifdef OWL_HAVE_CUDA
+/* Bytes of one of a parameter's moments (m or v) as its AdamW handle will
+ * hold them: the projected shape on the low-rank path (galore.c's
+ * lr_rows x lr_cols), else the weight's. */
+static size_t param_moment_bytes(const owl_optimizer *opt,
+                                 const owl_opt_param *p)
+{
+    uint64_t rows = (uint64_t)p->weight.rows, cols = (uint64_t)p->weight.cols;
+    if (p->lowrank) {
+        const uint64_t r = opt->galore_opts.rank;
+        if (owl__galore_projects_left(opt->galore_opts.proj_type, rows, cols))
+            rows = r;
+        else
+            cols = r;
+    }
+    return (size_t)(rows * cols *
+                    owl__dtype_size(opt->adamw_opts.moment_dtype));
+}
+
+/* OFFLOAD on CUDA: the pinned host copies of a sampled parameter's
+ * moments, reserved when it is registered, so that no step calls
+ * cudaMallocHost (which waits for the device and can take long for large
+ * buffers). */
+static owl_status reserve_pinned(owl_optimizer *opt, owl_opt_param *p)
+{
+    owl_context *ctx = opt->ctx;
+    if (ctx->backend != OWL_BACKEND_CUDA ||
+        opt->opts.frozen_policy != OWL_FROZEN_OFFLOAD ||
+        p->layer == OWL_LAYER_ALWAYS || !owl__method_samples(opt->opts.method))
+        return OWL_OK;
+    const size_t b = param_moment_bytes(opt, p);
+    owl_status s = owl__cuda_host_alloc(ctx, b, &p->host_m,
+                                        "offloaded first moment");
+    if (s == OWL_OK)
+        s = owl__cuda_host_alloc(ctx, b, &p->host_v,
+                                 "offloaded second moment");
+    if (s != OWL_OK) {
+        owl__cuda_host_free(ctx, p->host_m);
+        p->host_m = NULL;
+    }
+    return s;
+}
+#endif
 
 owl_status owl_optimizer_add_param(owl_optimizer *opt, uint64_t layer,
                                    const owl_tensor *weight,
@@ -519,6 +563,10 @@ owl_status owl_optimizer_add_param(owl_optimizer *opt, uint64_t layer,
     }
     p->lowrank = takes_lowrank;
     p->lowrank_asked = lowrank == 1;
+#ifdef OWL_HAVE_CUDA
+    if ((s = reserve_pinned(opt, p)) != OWL_OK)
+        return s; /* not registered: the slot is reused by the next call */
+#endif
     if (index != NULL)
         *index = opt->num_params;
     opt->num_params++;
@@ -701,10 +749,10 @@ void owl__optimizer_drop_staging(owl_optimizer *opt)
         p->new_adam = NULL;
         p->new_proj = NULL;
 #ifdef OWL_HAVE_CUDA
-        owl__cuda_free(p->new_dev_m);
-        owl__cuda_free(p->new_dev_v);
-        owl__cuda_host_free(p->new_host_m);
-        owl__cuda_host_free(p->new_host_v);
+        owl__cuda_free(opt->ctx, p->new_dev_m);
+        owl__cuda_free(opt->ctx, p->new_dev_v);
+        owl__cuda_host_free(opt->ctx, p->new_host_m);
+        owl__cuda_host_free(opt->ctx, p->new_host_v);
 #endif
         p->new_dev_m = p->new_dev_v = NULL;
         p->new_host_m = p->new_host_v = NULL;
@@ -878,7 +926,7 @@ static void settle_spares(owl_optimizer *opt, bool release)
         if (opt->spare_bytes[i] == 0)
             continue;
         if (release) {
-            owl__cuda_free(opt->spare_ptr[i]);
+            owl__cuda_free(opt->ctx, opt->spare_ptr[i]);
             continue;
         }
         opt->spare_ptr[k] = opt->spare_ptr[i];
@@ -944,8 +992,8 @@ static owl_status bring_back(owl_optimizer *opt, owl_opt_param *p)
     p->new_dev_v = NULL;
     if (m == NULL || v == NULL) {
         /* staging planned one for each: cannot happen */
-        owl__cuda_free(m);
-        owl__cuda_free(v);
+        owl__cuda_free(ctx, m);
+        owl__cuda_free(ctx, v);
         return owl__fail(ctx, OWL_ERR_INTERNAL,
                          "no device buffer for returning moments");
     }
@@ -1332,17 +1380,17 @@ owl_status owl_optimizer_memory(const owl_optimizer *opt,
         const owl_opt_param *p = &opt->params[i];
         if (p->adam != NULL) {
             uint64_t b = owl__adamw_moment_bytes(p->adam);
-            if (!cuda) {
+            if (!cuda)
                 u.host_moments += b;
-            } else {
-                if (!p->offloaded)
-                    u.device_moments += b;
-                /* the pinned copies, kept once made (while offloaded they
-                 * hold the moments) */
-                if (p->host_m != NULL)
-                    u.host_moments += b;
-            }
+            else if (!p->offloaded)
+                u.device_moments += b;
         }
+#ifdef OWL_HAVE_CUDA
+        /* OFFLOAD's pinned copies, reserved at registration (while
+         * offloaded they hold the moments) */
+        if (cuda && p->host_m != NULL)
+            u.host_moments += 2u * (uint64_t)param_moment_bytes(opt, p);
+#endif
         if (p->proj != NULL) {
             if (cuda)
                 u.device_projectors += owl__galore_bytes(p->proj);

@@ -136,8 +136,8 @@ static owl_status write_adamw(const owl_optimizer *opt, const owl_opt_param *p,
             st = owl__cuda_upload(ctx, tmp.v, p->host_v, b);
         if (st == OWL_OK)
             st = owl__adamw_state_write(&tmp, w);
-        owl__cuda_free(tmp.m);
-        owl__cuda_free(tmp.v);
+        owl__cuda_free(ctx, tmp.m);
+        owl__cuda_free(ctx, tmp.v);
         return st;
     }
 #else
@@ -468,7 +468,7 @@ static owl_status settle_for_load(owl_optimizer *opt)
     if (st != OWL_OK)
         return st;
     for (uint64_t i = 0; i < opt->num_spares; i++)
-        owl__cuda_free(opt->spare_ptr[i]);
+        owl__cuda_free(opt->ctx, opt->spare_ptr[i]);
     opt->num_spares = 0;
     return OWL_OK;
 }
@@ -491,8 +491,8 @@ static owl_status offload_loaded(owl_optimizer *opt, owl_opt_param *p)
         st = owl__cuda_download(ctx, p->host_v, a->v, b);
     if (st != OWL_OK)
         return st; /* still resident: consistent, merely not offloaded */
-    owl__cuda_free(a->m);
-    owl__cuda_free(a->v);
+    owl__cuda_free(ctx, a->m);
+    owl__cuda_free(ctx, a->v);
     a->m = a->v = NULL;
     p->offloaded = true;
     return OWL_OK;
@@ -538,17 +538,13 @@ static owl_status apply_state(owl_optimizer *opt, owl_reader *r,
         (void)owl__get_bool(r, &allocated, "parameter allocated");
         p->parked = parked;
         if (!allocated) {
-            /* the saved run had no state here (not yet active, or FREE) */
+            /* the saved run had no state here (not yet active, or FREE);
+             * OFFLOAD's pinned copies stay reserved (registration made
+             * them, and no step may) */
             owl_adamw_free(p->adam);
             owl_galore_free(p->proj);
             p->adam = NULL;
             p->proj = NULL;
-#ifdef OWL_HAVE_CUDA
-            /* settled above: no copy uses them */
-            owl__cuda_host_free(p->host_m);
-            owl__cuda_host_free(p->host_v);
-#endif
-            p->host_m = p->host_v = NULL;
             p->offloaded = false;
             continue;
         }

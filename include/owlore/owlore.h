@@ -145,12 +145,26 @@ typedef struct owl_context_options {
 
 OWL_API owl_status owl_context_options_init(owl_context_options *opts,
                                             uint64_t struct_size);
-/* opts may be NULL for a CPU context with defaults. */
+/*
+ * CUDA and waiting. On a CUDA context, the calls that train -- activation
+ * statistics, owl_lod_compute_async, the projector's project, project_back
+ * and refresh, both AdamW steps and owl_optimizer_step at steady state --
+ * enqueue their work on the context's stream and return: no cudaMalloc,
+ * no cudaFree, no wait for the device. Calls that return a host value
+ * wait for the stream; calls that create or free handles allocate or free
+ * device memory, which may synchronise the whole device. Each declaration
+ * below says which kind it is ("CUDA: enqueued", "CUDA: waits for the
+ * stream", "CUDA: allocates / frees").
+ */
+/* opts may be NULL for a CPU context with defaults. CUDA: allocates (the
+ * context's scratch, its flags and pinned staging) and waits for the
+ * device. */
 OWL_API owl_status owl_context_create(owl_context **out,
                                       const owl_context_options *opts);
+/* CUDA: frees device memory (cudaFree waits for the device). */
 OWL_API void owl_context_free(owl_context *ctx);
-/* CUDA: the cudaStream_t later work is enqueued on (NULL = legacy default).
- * CPU: accepted only as NULL. */
+/* CUDA: the cudaStream_t later work is enqueued on (NULL = legacy default);
+ * does not wait. CPU: accepted only as NULL. */
 OWL_API owl_status owl_context_set_stream(owl_context *ctx, void *stream);
 OWL_API owl_backend owl_context_backend(const owl_context *ctx);
 /* Threads the CPU backend uses for its own loops (>= 1). */
@@ -180,6 +194,7 @@ OWL_API owl_status owl_context_nonfinite_skips(owl_context *ctx,
  * sumsq[j] += sum over rows t of x[t, j]^2.
  * x: tokens x n (f32/bf16/f16). sumsq: 1 x n, f32 or f64 (CPU), f32 (CUDA),
  * dense. Call it from a forward hook on each linear layer's input.
+ * CUDA: enqueued.
  */
 OWL_API owl_status owl_act_norm_accumulate(owl_context *ctx,
                                            const owl_tensor *x,
@@ -197,7 +212,8 @@ OWL_API owl_status owl_lod_compute(owl_context *ctx, const owl_tensor *weights,
                                    uint64_t count, double M, double *ratio);
 /* The same ratio written to `ratio`, a 1 x 1 tensor where the backend
  * computes (f32; f64 too on CPU), without waiting: on CUDA it is enqueued on
- * the context's stream like every other operation. */
+ * the context's stream like every other operation, in workspace the
+ * context reserved at create (no allocation, from the first call on). */
 OWL_API owl_status owl_lod_compute_async(owl_context *ctx,
                                          const owl_tensor *weights,
                                          const owl_tensor *input_sumsq,
@@ -230,7 +246,8 @@ OWL_API owl_status owl_esd_result_init(owl_esd_result *res,
  * eigenvalue qualifies, the cutoff is the KS argmin over all of them. Zero
  * eigenvalues are left out. A spectrum flat above the chosen cutoff
  * returns OWL_ERR_NUMERICAL. The result is a host value: on CUDA the call
- * waits for the stream. */
+ * waits for the stream, and it allocates and frees its SVD workspace in
+ * the call (an analysis, not a training step). */
 OWL_API owl_status owl_esd_alpha_hill(owl_context *ctx,
                                       const owl_tensor *weight,
                                       owl_xmin_method method,
@@ -334,9 +351,12 @@ typedef struct owl_galore_options {
 
 OWL_API owl_status owl_galore_options_init(owl_galore_options *opts,
                                            uint64_t struct_size);
+/* CUDA: allocates the basis and grows the context's scratch to the
+ * projector's workspace (freeing the smaller block), and waits. */
 OWL_API owl_status owl_galore_create(owl_context *ctx,
                                      const owl_galore_options *opts,
                                      owl_galore **out);
+/* CUDA: frees device memory (waits for the device). */
 OWL_API void owl_galore_free(owl_galore *proj);
 
 /* Shape of the projected gradient R: r x n (left) or m x r (right). */
@@ -350,22 +370,27 @@ OWL_API int32_t owl_galore_is_left(const owl_galore *proj);
  * update: the subspace is recomputed from G when there is none yet, when
  * iter % T == 0, or after owl_galore_invalidate(). grad: m x n
  * (f32/bf16/f16); out: the low-rank shape, f32. *refreshed may be NULL.
+ * CUDA: enqueued, the refresh's cuSOLVER calls included (an EXACT gesvd
+ * that asked for a host workspace at create may wait inside cuSOLVER).
  */
 OWL_API owl_status owl_galore_project(owl_galore *proj, uint64_t iter,
                                       const owl_tensor *grad, owl_tensor *out,
                                       int32_t *refreshed);
-/* out = alpha * back(lowrank): m x n, f32/bf16/f16. Needs a subspace. */
+/* out = alpha * back(lowrank): m x n, f32/bf16/f16. Needs a subspace.
+ * CUDA: enqueued. */
 OWL_API owl_status owl_galore_project_back(owl_galore *proj,
                                            const owl_tensor *lowrank,
                                            owl_tensor *out);
-/* Recompute the subspace from G now (no projection). */
+/* Recompute the subspace from G now (no projection). CUDA: enqueued, as
+ * the refresh of owl_galore_project. */
 OWL_API owl_status owl_galore_refresh(owl_galore *proj,
                                       const owl_tensor *grad);
 /* Force a recompute at the next project (e.g. when a layer is
  * re-activated after a frozen period). */
 OWL_API owl_status owl_galore_invalidate(owl_galore *proj);
 /* Copy the current basis (f32): P as m x r (left) or Q as r x n (right).
- * Each kept singular vector has its largest-magnitude entry positive. */
+ * Each kept singular vector has its largest-magnitude entry positive.
+ * CUDA: an enqueued copy into device memory. */
 OWL_API owl_status owl_galore_get_basis(const owl_galore *proj,
                                         owl_tensor *out);
 /* Number of subspace computations so far. */
@@ -405,33 +430,41 @@ typedef struct owl_adamw_options {
 OWL_API owl_status owl_adamw_options_init(owl_adamw_options *opts,
                                           uint64_t struct_size);
 /* State (m, v, step count) for moments of rows x cols: the weight's shape
- * for owl_adamw_full, owl_galore_lowrank_shape() for owl_adamw_lowrank. */
+ * for owl_adamw_full, owl_galore_lowrank_shape() for owl_adamw_lowrank.
+ * CUDA: allocates the moments, zeroes them and waits. */
 OWL_API owl_status owl_adamw_create(owl_context *ctx,
                                     const owl_adamw_options *opts,
                                     uint64_t rows, uint64_t cols,
                                     owl_adamw **out);
+/* CUDA: frees device memory (waits for the device). */
 OWL_API void owl_adamw_free(owl_adamw *adam);
 
 /*
  * One fused GaLore step, weights updated in place:
  * R = project(G); Adam on R; W -= eta * alpha * back(N); then decay.
  * weight, grad: m x n (f32/bf16/f16). lr >= 0 for this step.
- * A non-finite G returns OWL_ERR_NONFINITE and changes nothing.
+ * A non-finite G returns OWL_ERR_NONFINITE and changes nothing (CUDA: the
+ * step is skipped on the device, see owl_context_nonfinite_skips).
+ * CUDA: enqueued.
  */
 OWL_API owl_status owl_adamw_lowrank(owl_adamw *adam, owl_galore *proj,
                                      owl_tensor *weight,
                                      const owl_tensor *grad, double lr);
-/* One full-rank step (P = identity) in the chosen semantics. */
+/* One full-rank step (P = identity) in the chosen semantics. CUDA:
+ * enqueued. */
 OWL_API owl_status owl_adamw_full(owl_adamw *adam, owl_tensor *weight,
                                   const owl_tensor *grad, double lr);
 /* Updates taken so far; this count drives the projector's refresh
  * schedule and is never reset. */
 OWL_API uint64_t owl_adamw_step_count(const owl_adamw *adam);
-/* The bias-correction t: updates since the moments were last zeroed. */
+/* The bias-correction t: updates since the moments were last zeroed.
+ * CUDA: waits for the stream (the device counts skipped steps). */
 OWL_API uint64_t owl_adamw_bias_step(const owl_adamw *adam);
-/* Zero m, v and the bias-correction counter (the step count stays). */
+/* Zero m, v and the bias-correction counter (the step count stays).
+ * CUDA: enqueued. */
 OWL_API owl_status owl_adamw_reset(owl_adamw *adam);
-/* Copy a moment out as f32: which = 0 for m, 1 for v. */
+/* Copy a moment out as f32: which = 0 for m, 1 for v. CUDA: enqueued,
+ * into device memory. */
 OWL_API owl_status owl_adamw_get_moment(const owl_adamw *adam, int32_t which,
                                         owl_tensor *out);
 
@@ -544,10 +577,12 @@ typedef struct owl_optimizer_options {
 
 OWL_API owl_status owl_optimizer_options_init(owl_optimizer_options *opts,
                                               uint64_t struct_size);
-/* The options (and the structs they point to) are copied. */
+/* The options (and the structs they point to) are copied. CUDA:
+ * allocates and waits. */
 OWL_API owl_status owl_optimizer_create(owl_context *ctx,
                                         const owl_optimizer_options *opts,
                                         owl_optimizer **out);
+/* CUDA: waits for the stream, then frees device and pinned memory. */
 OWL_API void owl_optimizer_free(owl_optimizer *opt);
 
 /*
@@ -558,7 +593,9 @@ OWL_API void owl_optimizer_free(owl_optimizer *opt);
  * otherwise full rank). grad may be NULL and bound later. *index (may be
  * NULL) receives the parameter's number, counting from 0. Register every
  * parameter before the first step; state is allocated lazily, when the
- * parameter's layer is first active.
+ * parameter's layer is first active. CUDA: allocates and may wait (the
+ * step's per-parameter tables; with OFFLOAD, a sampled parameter's pinned
+ * host copies of its moments, so that no step allocates them).
  */
 OWL_API owl_status owl_optimizer_add_param(owl_optimizer *opt, uint64_t layer,
                                            const owl_tensor *weight,
@@ -587,6 +624,16 @@ OWL_API owl_status owl_optimizer_active_layers(owl_optimizer *opt,
  * became frozen or active, then advances to the next step. A non-finite
  * gradient (CPU) returns OWL_ERR_NONFINITE with nothing updated and the
  * step not advanced.
+ * CUDA: enqueued (the norm, clipping, every update and OFFLOAD's copies),
+ * except where the step must allocate or free device memory, which waits
+ * for the device: a parameter's first activation (its state is created:
+ * cudaMalloc, zeroed and waited for; the context's scratch may grow),
+ * which happens under every policy; such a step also frees OFFLOAD's
+ * spare buffers that no parameter took (cudaFree, after waiting for the
+ * stream); an OFFLOAD return that no spare fits (cudaMalloc); and under
+ * FREE, every freezing (cudaFree) and re-activation (creation). KEEP,
+ * RESET and OFFLOAD steps after each layer's first activation, in a model
+ * whose layers have the same shapes, do not wait.
  */
 OWL_API owl_status owl_optimizer_step(owl_optimizer *opt, double lr);
 /* Steps taken so far (the index of the next step). */
@@ -615,7 +662,9 @@ OWL_API owl_status owl_optimizer_memory(const owl_optimizer *opt,
 
 /* Optimizer state: step index, sampler configuration, and every allocated
  * parameter's projector and moments. Loading needs an optimizer with the
- * same options and the same parameters registered in the same order. */
+ * same options and the same parameters registered in the same order.
+ * CUDA: save and load wait for the stream; load allocates the state it
+ * installs. */
 OWL_API owl_status owl_optimizer_state_size(const owl_optimizer *opt,
                                             uint64_t *bytes);
 OWL_API owl_status owl_optimizer_save(const owl_optimizer *opt, void *buf,

@@ -1,11 +1,13 @@
 /* CUDA contexts: creation on device 0, the device guard (the caller's
- * current device is the same after every call), streams, synchronisation,
+ * current device is the same after every call, and a thread without a
+ * current context has none after one), streams, synchronisation,
  * the non-finite skip counter, and host pointers rejected with a message
  * instead of a fault. Exits 77 (SKIP) without a device. */
 #include "../common/testutil.h"
 #include "gpu_util.h"
 
 #include <cuda_runtime_api.h>
+#include <pthread.h>
 #include <string.h>
 
 static int device_count(void)
@@ -122,6 +124,74 @@ static void test_current_device_left_as_found(void **state)
         owl_context_free(ctx);
         assert_int_equal(current_device(), 0);
     }
+}
+
+/* The thread's current driver context (cuCtxGetCurrent, through the
+ * runtime's entry point: the test does not link the driver either). */
+static void *current_context(void)
+{
+    void *fn = NULL;
+    enum cudaDriverEntryPointQueryResult q;
+    if (cudaGetDriverEntryPointByVersion("cuCtxGetCurrent", &fn,
+                                         CUDART_VERSION, cudaEnableDefault,
+                                         &q) != cudaSuccess ||
+        q != cudaDriverEntryPointSuccess)
+        fail_msg("cannot resolve cuCtxGetCurrent");
+    int (*get)(void **);
+    memcpy(&get, &fn, sizeof get);
+    void *c = (void *)1;
+    if (get(&c) != 0)
+        fail_msg("cuCtxGetCurrent failed");
+    return c;
+}
+
+typedef struct fresh_thread_job {
+    owl_context *ctx;
+    owl_tensor x, sumsq;
+    int before_null, after_sync_null, after_call_null;
+    owl_status sync, call;
+} fresh_thread_job;
+
+static void *fresh_thread(void *arg)
+{
+    fresh_thread_job *j = arg;
+    j->before_null = current_context() == NULL;
+    j->sync = owl_context_synchronize(j->ctx);
+    j->after_sync_null = current_context() == NULL;
+    j->call = owl_act_norm_accumulate(j->ctx, &j->x, &j->sumsq);
+    j->after_call_null = current_context() == NULL;
+    if (j->call == OWL_OK)
+        j->call = owl_context_synchronize(j->ctx);
+    return NULL;
+}
+
+/* A thread that never selected a device has no current context, and has
+ * none after calls on a context: the guard gives it back what it had
+ * instead of making device 0 current (which would create device 0's
+ * primary context in a process that never used device 0). */
+static void test_thread_without_context_keeps_none(void **state)
+{
+    (void)state;
+    enum { T = 4, N = 8 };
+    set_device(0);
+    fresh_thread_job j;
+    memset(&j, 0, sizeof j);
+    j.ctx = gpu_context();
+    float *x = dev_alloc(T * N * sizeof *x);
+    float *sumsq = dev_alloc(N * sizeof *sumsq);
+    owl_tensor_init(&j.x, x, OWL_DTYPE_F32, T, N);
+    owl_tensor_init(&j.sumsq, sumsq, OWL_DTYPE_F32, 1, N);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, fresh_thread, &j), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_true(j.before_null);
+    assert_owl_ok(j.ctx, j.sync);
+    assert_true(j.after_sync_null);
+    assert_owl_ok(j.ctx, j.call);
+    assert_true(j.after_call_null);
+    cudaFree(x);
+    cudaFree(sumsq);
+    owl_context_free(j.ctx);
 }
 
 static void test_set_stream(void **state)
@@ -250,6 +320,7 @@ int main(void)
         cmocka_unit_test(test_context_on_device0),
         cmocka_unit_test(test_nonfinite_skips_start_at_zero),
         cmocka_unit_test(test_current_device_left_as_found),
+        cmocka_unit_test(test_thread_without_context_keeps_none),
         cmocka_unit_test(test_set_stream),
         cmocka_unit_test(test_host_pointers_are_rejected),
     };

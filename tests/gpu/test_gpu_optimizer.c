@@ -24,8 +24,8 @@
  *    steps equal to the CPU run that refused the step.
  *  - owl_optimizer_memory with OFFLOAD: device moments are exactly the
  *    active layers' and the always-trained parameter's, host moments the
- *    pinned copies of every parameter offloaded so far (sizes from the
- *    shapes).
+ *    pinned copies of every sampled parameter, reserved at registration
+ *    so that no step allocates them (sizes from the shapes).
  *  - save with offloaded moments, load into a fresh optimizer, continue:
  *    bit for bit the uninterrupted run.
  */
@@ -634,23 +634,22 @@ static void check_offload_memory(void)
     run_cfg c = {OWL_METHOD_LISA, OWL_FROZEN_OFFLOAD, 2, 1, 0.0};
     run gpu;
     run_init(&gpu, true, &c, NULL);
-    bool offloaded[NUM_LAYERS] = {false};
-    uint8_t prev[NUM_LAYERS] = {0};
+    /* Every layer parameter's pinned copies, from registration on. */
+    uint64_t host = 0;
+    for (size_t i = 0; i + 1 < NUM_PARAMS; i++)
+        host += moment_bytes(i);
+    owl_memory_usage u0;
+    assert_int_equal(owl_memory_usage_init(&u0, sizeof u0), OWL_OK);
+    assert_owl_ok(gpu.ctx, owl_optimizer_memory(gpu.opt, &u0));
+    assert_int_equal(u0.host_moments, host);
+    assert_int_equal(u0.device_moments, 0);
     for (int s = 0; s < 12; s++) {
         uint8_t mask[NUM_LAYERS];
         step(&gpu, lr_at(s), mask);
-        uint64_t device = moment_bytes(NUM_PARAMS - 1), host = 0;
-        for (size_t l = 0; l < NUM_LAYERS; l++) {
-            if (prev[l] && !mask[l])
-                offloaded[l] = true; /* pinned copies made, then kept */
-        }
-        for (size_t i = 0; i + 1 < NUM_PARAMS; i++) {
-            uint64_t l = spec_of(i).layer;
-            if (mask[l])
+        uint64_t device = moment_bytes(NUM_PARAMS - 1);
+        for (size_t i = 0; i + 1 < NUM_PARAMS; i++)
+            if (mask[spec_of(i).layer])
                 device += moment_bytes(i);
-            if (offloaded[l])
-                host += moment_bytes(i);
-        }
         owl_memory_usage u;
         assert_int_equal(owl_memory_usage_init(&u, sizeof u), OWL_OK);
         assert_owl_ok(gpu.ctx, owl_optimizer_memory(gpu.opt, &u));
@@ -662,7 +661,6 @@ static void check_offload_memory(void)
                      (unsigned long long)u.host_moments,
                      (unsigned long long)host);
         assert_true(u.host_projectors == 0 && u.device_projectors == 0);
-        memcpy(prev, mask, NUM_LAYERS);
     }
     run_free(&gpu);
 }

@@ -21,6 +21,7 @@
  */
 #include "dist.h"
 #include "dist_rendezvous.h"
+#include "stream_wait.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -672,32 +673,44 @@ int llama_dist_allreduce_grads(llama_dist *d, llama_gpu *m)
     return run_group(d, m, 0, 0);
 }
 
+/* What the wait watches between polls: the communicator of `d`, for the
+ * call `fn`. */
+typedef struct comm_watch {
+    llama_dist *d;
+    const char *fn;
+} comm_watch;
+
+/* 1 when the communicator failed (a peer is gone), with the message in
+ * d->err. */
+static int comm_failed(void *arg)
+{
+    const comm_watch *w = arg;
+    ncclResult_t async = ncclSuccess;
+    if (ncclCommGetAsyncError(w->d->comm, &async) == ncclSuccess &&
+        async != ncclSuccess && async != ncclInProgress) {
+        char what[96];
+        snprintf(what, sizeof what, "%s: communicator failed", w->fn);
+        nccl_msg(w->d->err, sizeof w->d->err, what, async);
+        return 1;
+    }
+    return 0;
+}
+
 /* Waits for the stream while watching the communicator, so a failed peer
- * is reported instead of waited on forever. */
+ * is reported instead of waited on forever. The polls' expected "not
+ * ready" is cleared from the thread's last error (stream_wait.h), so the
+ * next kernel launch does not take it for its own failure. */
 static int wait_stream(llama_dist *d, const char *fn)
 {
-    for (;;) {
-        cudaError_t ce = cudaStreamQuery((cudaStream_t)d->stream);
-        if (ce == cudaSuccess)
-            return 0;
-        if (ce != cudaErrorNotReady) {
-            set_msg(d->err, sizeof d->err, "%s: the stream failed: %s", fn,
-                    cudaGetErrorString(ce));
-            d->broken = 1;
-            return -1;
-        }
-        ncclResult_t async = ncclSuccess;
-        if (ncclCommGetAsyncError(d->comm, &async) == ncclSuccess &&
-            async != ncclSuccess && async != ncclInProgress) {
-            char what[96];
-            snprintf(what, sizeof what, "%s: communicator failed", fn);
-            nccl_msg(d->err, sizeof d->err, what, async);
-            d->broken = 1;
-            return -1;
-        }
-        struct timespec ts = {0, 200000L};
-        nanosleep(&ts, NULL);
-    }
+    comm_watch w = {d, fn};
+    int rc = llama_stream_wait(d->stream, comm_failed, &w, 200000L);
+    if (rc == 0)
+        return 0;
+    if (rc > 0)
+        set_msg(d->err, sizeof d->err, "%s: the stream failed: %s", fn,
+                cudaGetErrorString((cudaError_t)rc));
+    d->broken = 1;
+    return -1;
 }
 
 int llama_dist_broadcast_weights(llama_dist *d, llama_gpu *m, int root)

@@ -14,14 +14,30 @@
 
 #ifdef LK_EMULATE
 #include "emu/cuda_emu.h"
+#define LK_RAW_LAUNCH LK_EMU_LAUNCH
 #else
 #include <cuda_runtime.h>
-// LK_LAUNCH(kernel, grid, block, stream, args...) is the launch
-// kernel<<<grid, block, 0, stream>>>(args...), written as a macro so that
-// the emulator can run the same line on the host.
-#define LK_LAUNCH(kernel, grid, block, stream, ...)                            \
+#define LK_RAW_LAUNCH(kernel, grid, block, stream, ...)                        \
     kernel<<<(grid), (block), 0, (cudaStream_t)(stream)>>>(__VA_ARGS__)
 #endif
+
+// LK_LAUNCH(kernel, grid, block, stream, args...) is the launch
+// kernel<<<grid, block, 0, stream>>>(args...), written as a macro so that
+// the emulator can run the same line on the host; lk::launch_status()
+// right after it is that launch's status. The runtime keeps one last
+// error per host thread, overwritten by every failing call and cleared
+// only when read, so an error nobody read (the cudaErrorNotReady of a
+// stream query, a failed call whose status was handled without clearing
+// it) would read as this launch's failure: the macro reads and drops it
+// right before the launch, as the CUDA Programming Guide's "Error
+// Checking" prescribes. Nothing is lost: a sticky error (a broken
+// context) fails the launch itself, any other was already returned by the
+// call that made it.
+#define LK_LAUNCH(kernel, grid, block, stream, ...)                            \
+    do {                                                                       \
+        (void)cudaGetLastError();                                              \
+        LK_RAW_LAUNCH(kernel, grid, block, stream, __VA_ARGS__);               \
+    } while (0)
 
 namespace lk {
 
@@ -116,7 +132,8 @@ inline unsigned grid_for(int64_t n, unsigned threads, unsigned max_blocks)
     return b > (int64_t)max_blocks ? max_blocks : (unsigned)b;
 }
 
-// The launch's status as lk.h returns it.
+// The status of the LK_LAUNCH just made, as lk.h returns it (and
+// cleared, so the next launch starts clean).
 inline int launch_status() { return (int)cudaGetLastError(); }
 
 } // namespace lk

@@ -15,13 +15,49 @@
 #
 # Environment (all optional):
 #   LLAMA_BIN      the trainer (default: build/examples/llama/llama)
-#   LLAMA_NPROC    N when -n is not given (default: the GPUs nvidia-smi lists)
+#   LLAMA_NPROC    N when -n is not given (default: the GPUs this job may
+#                  use: those nvidia-smi lists, narrowed by
+#                  CUDA_VISIBLE_DEVICES as CUDA narrows them)
 #   LLAMA_LOG_DIR  where rank<r>.log go (default: the fresh folder, kept
 #                  when a rank fails)
 # Across nodes, start one rank per GPU on every node yourself with the same
 # variables (LLAMA_RANK global, LOCAL_RANK per node) and an id path on a
 # filesystem every node shares; see docs/distributed.md.
 set -uo pipefail
+
+# The GPUs a CUDA program started here sees. Without CUDA_VISIBLE_DEVICES,
+# every GPU nvidia-smi lists. With it, CUDA's rule: its comma-separated
+# entries (indices, or GPU-/MIG- UUIDs or unique prefixes of them), in
+# order, up to the first that names no GPU (out of range, unknown, or
+# already named); an empty value hides every GPU. Rank r then uses the r-th
+# visible GPU (LOCAL_RANK=r), which is what CUDA calls device r.
+count_gpus() {
+    local listing physical
+    listing=$(nvidia-smi -L 2>/dev/null) || listing=
+    physical=$(grep -c '^GPU ' <<<"$listing")
+    if [ -z "${CUDA_VISIBLE_DEVICES+set}" ]; then
+        echo "$physical"
+        return
+    fi
+    local entries entry n=0 seen=" "
+    IFS=',' read -ra entries <<<"$CUDA_VISIBLE_DEVICES"
+    for entry in "${entries[@]}"; do
+        entry=${entry//[[:space:]]/}
+        if [[ $entry =~ ^[0-9]+$ ]]; then
+            entry=$((10#$entry))
+            [ "$entry" -lt "$physical" ] || break
+        elif [[ $entry == GPU-* || $entry == MIG-* ]]; then
+            [ "$(grep -c "UUID: $entry" <<<"$listing")" -eq 1 ] || break
+            entry=$(grep -o "UUID: $entry[^)]*" <<<"$listing")
+        else
+            break
+        fi
+        case "$seen" in *" $entry "*) break ;; esac
+        seen+="$entry "
+        n=$((n + 1))
+    done
+    echo "$n"
+}
 
 root=$(cd "$(dirname "$0")/../../.." && pwd)
 bin=${LLAMA_BIN:-$root/build/examples/llama/llama}
@@ -34,11 +70,12 @@ if [ $# -gt 0 ] && [ "$1" = -n ]; then
 fi
 [ $# -gt 0 ] && [ "$1" = -- ] && shift
 if [ -z "$n" ]; then
-    n=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ' || true)
+    n=$(count_gpus)
 fi
 if ! [[ "$n" =~ ^[0-9]+$ ]] || [ "$n" -lt 1 ]; then
     echo "launch.sh: number of ranks '$n' is not a positive integer (no GPU" \
-         "found? pass -n N)" >&2
+         "found, or none visible through CUDA_VISIBLE_DEVICES" \
+         "'${CUDA_VISIBLE_DEVICES-}'? pass -n N)" >&2
     exit 2
 fi
 if [ ! -x "$bin" ]; then

@@ -64,9 +64,8 @@
 #define __forceinline__
 #define __shared__ static
 
-typedef void *cudaStream_t;
-typedef int cudaError_t;
-enum { cudaSuccess = 0, cudaErrorInvalidValue = 1, cudaErrorLaunchFailure = 719 };
+// cudaStream_t, cudaError_t, the error codes and the last-error calls.
+#include "cuda_runtime_emu.h"
 
 struct dim3 {
     unsigned x, y, z;
@@ -323,20 +322,6 @@ inline void Device::entry()
 
 } // namespace emu
 
-inline cudaError_t &emu_last_error()
-{
-    static thread_local cudaError_t e = cudaSuccess;
-    return e;
-}
-
-// As the runtime's: the last launch's error, which it then clears.
-inline cudaError_t cudaGetLastError()
-{
-    cudaError_t e = emu_last_error();
-    emu_last_error() = cudaSuccess;
-    return e;
-}
-
 inline void __syncthreads() { emu::device().barrier(); }
 
 // Only one CUDA thread runs at a time and none is interrupted between its
@@ -349,14 +334,18 @@ inline float atomicAdd(float *p, float v)
 }
 
 // kernel<<<grid, block, 0, stream>>>(args...) in the .cu sources is written
-// LK_LAUNCH(kernel, grid, block, stream, args...); here it runs at once.
-#define LK_LAUNCH(kernel, grid, block, stream, ...)                            \
+// LK_LAUNCH(kernel, grid, block, stream, args...) (kcommon.cuh), which
+// comes here: the kernel runs at once, and a failure (a fiber stack that
+// cannot be had, or one the test asked for) becomes the thread's last
+// error, as a failed launch does on the device.
+#define LK_EMU_LAUNCH(kernel, grid, block, stream, ...)                        \
     do {                                                                       \
         (void)(stream);                                                        \
-        int lk_emu_err_ = emu::device().launch(                                \
-            (grid), (block), [&] { kernel(__VA_ARGS__); });                    \
-        if (lk_emu_err_)                                                       \
-            emu_last_error() = lk_emu_err_;                                    \
+        int lk_emu_err_ = lk_emu_take_launch_failure();                        \
+        if (!lk_emu_err_)                                                      \
+            lk_emu_err_ = emu::device().launch(                                \
+                (grid), (block), [&] { kernel(__VA_ARGS__); });                \
+        lk_emu_record_error(lk_emu_err_);                                      \
     } while (0)
 
 #endif // LLAMA_CUDA_EMU_H
