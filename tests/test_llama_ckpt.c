@@ -524,7 +524,7 @@ static void test_roundtrip_f32(void **state)
         free(b);
 
         char err[256];
-        if (ckpt_load_hf(dir, &back, 2, err, sizeof err) != 0)
+        if (ckpt_load_hf(dir, &back, 2, 0, err, sizeof err) != 0)
             fail_msg("load: %s", err);
         assert_same_config(&back.cfg, &c);
         assert_int_equal(back.w.count, m.w.count);
@@ -628,7 +628,7 @@ static void test_roundtrip_16bit(void **state)
         free(b);
         free(wpath);
         char err[256];
-        if (ckpt_load_hf(dir, &back, 1, err, sizeof err) != 0)
+        if (ckpt_load_hf(dir, &back, 1, 0, err, sizeof err) != 0)
             fail_msg("load: %s", err);
         for (size_t i = 0; i < nk; i++) {
             float want = pass == 0 ? k_rounding[i].bf16 : k_rounding[i].f16;
@@ -821,7 +821,7 @@ static void test_config_json(void **state)
                "\"num_hidden_layers\": 2, \"num_attention_heads\": 2, "
                "\"num_key_value_heads\": 1, \"vocab_size\": 16, "
                "\"max_position_embeddings\": 8}");
-    if (ckpt_load_hf(dir, &back, 1, err, sizeof err) != 0)
+    if (ckpt_load_hf(dir, &back, 1, 0, err, sizeof err) != 0)
         fail_msg("defaults: %s", err);
     assert_true(back.cfg.rope_theta == 10000.0f);
     assert_true(back.cfg.norm_eps == 1e-6f);
@@ -851,7 +851,7 @@ static void test_config_json(void **state)
                            bad[i].extra);
         write_file(cp, text, (size_t)len);
         memset(&back, 0x5A, sizeof back);
-        assert_int_equal(ckpt_load_hf(dir, &back, 1, err, sizeof err), -1);
+        assert_int_equal(ckpt_load_hf(dir, &back, 1, 0, err, sizeof err), -1);
         if (!strstr(err, bad[i].what))
             fail_msg("%s: message '%s'", bad[i].extra, err);
         assert_null(back.w.base); /* no model left behind */
@@ -869,12 +869,12 @@ static void test_config_json(void **state)
     };
     for (size_t i = 0; i < sizeof bad_whole / sizeof bad_whole[0]; i++) {
         write_file(cp, bad_whole[i].text, strlen(bad_whole[i].text));
-        assert_int_equal(ckpt_load_hf(dir, &back, 1, err, sizeof err), -1);
+        assert_int_equal(ckpt_load_hf(dir, &back, 1, 0, err, sizeof err), -1);
         if (!strstr(err, bad_whole[i].what))
             fail_msg("%s: message '%s'", bad_whole[i].text, err);
     }
     unlink(cp);
-    assert_int_equal(ckpt_load_hf(dir, &back, 1, err, sizeof err), -1);
+    assert_int_equal(ckpt_load_hf(dir, &back, 1, 0, err, sizeof err), -1);
     assert_non_null(strstr(err, "config.json"));
     free(cp);
     llama_destroy(&m);
@@ -924,7 +924,7 @@ static void test_sharded(void **state)
     assert_int_equal(st_write(s2, t + split, n - split, ST_BF16, err,
                               sizeof err), 0);
     write_index(dir, t, n, split, NULL);
-    if (ckpt_load_hf(dir, &back, 1, err, sizeof err) != 0)
+    if (ckpt_load_hf(dir, &back, 1, 0, err, sizeof err) != 0)
         fail_msg("sharded: %s", err);
     /* The first shard is f32: bit-exact; the second bf16-rounded. */
     for (size_t i = 0; i < n; i++) {
@@ -948,17 +948,17 @@ static void test_sharded(void **state)
     /* Refusals: a shard path leaving the directory, a tensor the index
      * misplaces, one it lacks, and a shard that is missing. */
     write_index(dir, t, n, split, "../model-00001-of-00002.safetensors");
-    assert_int_equal(ckpt_load_hf(dir, &back, 1, err, sizeof err), -1);
+    assert_int_equal(ckpt_load_hf(dir, &back, 1, 0, err, sizeof err), -1);
     assert_non_null(strstr(err, "file name in the same directory"));
     write_index(dir, t, n, split, "model-00002-of-00002.safetensors");
-    assert_int_equal(ckpt_load_hf(dir, &back, 1, err, sizeof err), -1);
+    assert_int_equal(ckpt_load_hf(dir, &back, 1, 0, err, sizeof err), -1);
     assert_non_null(strstr(err, "model.embed_tokens.weight"));
     write_index(dir, t, n - 1, split, NULL);
-    assert_int_equal(ckpt_load_hf(dir, &back, 1, err, sizeof err), -1);
+    assert_int_equal(ckpt_load_hf(dir, &back, 1, 0, err, sizeof err), -1);
     assert_non_null(strstr(err, "'lm_head.weight' is missing from"));
     write_index(dir, t, n, split, NULL);
     unlink(s2);
-    assert_int_equal(ckpt_load_hf(dir, &back, 1, err, sizeof err), -1);
+    assert_int_equal(ckpt_load_hf(dir, &back, 1, 0, err, sizeof err), -1);
     assert_non_null(strstr(err, "model-00002-of-00002.safetensors"));
     assert_null(back.w.base);
     free(s1);
@@ -1050,7 +1050,7 @@ static void test_llama2c_tiny(void **state)
         size_t count;
         float *v = write_l2c(p, d, shared, &count, 0);
         llama_model m;
-        if (ckpt_load_llama2c(p, &m, 1, err, sizeof err) != 0)
+        if (ckpt_load_llama2c(p, &m, 1, 0, err, sizeof err) != 0)
             fail_msg("load: %s", err);
         assert_int_equal(m.cfg.dim, 8);
         assert_int_equal(m.cfg.hidden_dim, 12);
@@ -1138,29 +1138,29 @@ static void test_llama2c_tiny(void **state)
     size_t count;
     free(write_l2c(p, d, 1, &count, 1));
     llama_model m;
-    assert_int_equal(ckpt_load_llama2c(p, &m, 1, err, sizeof err), -1);
+    assert_int_equal(ckpt_load_llama2c(p, &m, 1, 0, err, sizeof err), -1);
     if (!strstr(err, "describes"))
         fail_msg("short file: '%s'", err);
     l2c_dims bad_kv = {8, 12, 2, 2, 3, 16, 4};
     free(write_l2c(p, bad_kv, 1, &count, 0));
-    assert_int_equal(ckpt_load_llama2c(p, &m, 1, err, sizeof err), -1);
+    assert_int_equal(ckpt_load_llama2c(p, &m, 1, 0, err, sizeof err), -1);
     assert_non_null(strstr(err, "n_kv_heads 3"));
     l2c_dims bad_dim = {9, 12, 2, 2, 1, 16, 4};
     free(write_l2c(p, bad_dim, 1, &count, 0));
-    assert_int_equal(ckpt_load_llama2c(p, &m, 1, err, sizeof err), -1);
+    assert_int_equal(ckpt_load_llama2c(p, &m, 1, 0, err, sizeof err), -1);
     assert_non_null(strstr(err, "dim 9"));
     int32_t h[7] = {8, 0, 2, 2, 1, 16, 4};
     write_file(p, h, sizeof h);
-    assert_int_equal(ckpt_load_llama2c(p, &m, 1, err, sizeof err), -1);
+    assert_int_equal(ckpt_load_llama2c(p, &m, 1, 0, err, sizeof err), -1);
     assert_non_null(strstr(err, "positive"));
     int32_t huge[7] = {INT32_MAX - 3, INT32_MAX, INT32_MAX, 2, 1,
                        INT32_MIN + 1, INT32_MAX};
     write_file(p, huge, sizeof huge);
-    assert_int_equal(ckpt_load_llama2c(p, &m, 1, err, sizeof err), -1);
+    assert_int_equal(ckpt_load_llama2c(p, &m, 1, 0, err, sizeof err), -1);
     if (!strstr(err, "describes"))
         fail_msg("huge header: '%s'", err);
     write_file(p, h, 20);
-    assert_int_equal(ckpt_load_llama2c(p, &m, 1, err, sizeof err), -1);
+    assert_int_equal(ckpt_load_llama2c(p, &m, 1, 0, err, sizeof err), -1);
     assert_non_null(strstr(err, "too short for the 28-byte header"));
     assert_null(m.w.base);
     free(p);
@@ -1279,7 +1279,7 @@ static void test_stories260k(void **state)
 
     llama_model m;
     char err[512];
-    if (ckpt_load_llama2c(path, &m, 1, err, sizeof err) != 0)
+    if (ckpt_load_llama2c(path, &m, 1, 0, err, sizeof err) != 0)
         fail_msg("load: %s", err);
     assert_int_equal(m.cfg.dim, 64);
     assert_int_equal(m.cfg.n_layers, 5);
@@ -1315,7 +1315,7 @@ static void test_stories260k(void **state)
     char *dir = make_temp_dir();
     save_model(&m, dir, OWL_DTYPE_F32);
     llama_model back;
-    if (ckpt_load_hf(dir, &back, 1, err, sizeof err) != 0)
+    if (ckpt_load_hf(dir, &back, 1, 0, err, sizeof err) != 0)
         fail_msg("reload: %s", err);
     assert_same_config(&back.cfg, &m.cfg);
     assert_memory_equal(back.w.base, m.w.base, m.w.count * 4);
@@ -1346,7 +1346,7 @@ static void test_stories260k_logits(void **state)
     int T = (int)tok->count;
     llama_model m;
     char err[512];
-    if (ckpt_load_llama2c(g_stories_path, &m, 1, err, sizeof err) != 0)
+    if (ckpt_load_llama2c(g_stories_path, &m, 1, 0, err, sizeof err) != 0)
         fail_msg("load: %s", err);
     assert_int_equal(lg->count, (uint64_t)T * m.cfg.vocab_size);
     int32_t *tokens = malloc((size_t)T * sizeof *tokens);

@@ -392,7 +392,8 @@ static void format_float(char *buf, size_t len, float x)
 }
 
 static int write_config(const char *path, const llama_config *c,
-                        owl_dtype dtype, char *err, size_t errlen)
+                        int context_len, owl_dtype dtype, char *err,
+                        size_t errlen)
 {
     char theta[32], eps[32], text[1024];
     format_float(theta, sizeof theta, c->rope_theta);
@@ -419,7 +420,7 @@ static int write_config(const char *path, const llama_config *c,
         "  \"torch_dtype\": \"%s\"\n"
         "}\n",
         c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads,
-        c->vocab_size, c->seq_len, theta, eps, c->tied ? "true" : "false",
+        c->vocab_size, context_len, theta, eps, c->tied ? "true" : "false",
         torch_dtype);
     if (n < 0 || (size_t)n >= sizeof text) {
         set_err(err, errlen, "%s: config text too long", path);
@@ -584,12 +585,20 @@ done:
     return rc;
 }
 
-int ckpt_load_hf(const char *dir, llama_model *m, int max_batch, char *err,
-                 size_t errlen)
+/* The sequence length a model is created for: the checkpoint's context,
+ * or the run's max_seq when that is shorter (0: the context). */
+static int run_seq_len(int context, int max_seq)
 {
-    if (!dir || !m) {
-        set_err(err, errlen, "ckpt_load_hf: %s is NULL",
-                !dir ? "dir" : "model");
+    return max_seq > 0 && max_seq < context ? max_seq : context;
+}
+
+int ckpt_load_hf(const char *dir, llama_model *m, int max_batch, int max_seq,
+                 char *err, size_t errlen)
+{
+    if (!dir || !m || max_seq < 0) {
+        set_err(err, errlen, "ckpt_load_hf: %s",
+                !dir ? "dir is NULL" : !m ? "model is NULL"
+                                          : "max_seq is negative");
         return -1;
     }
     memset(m, 0, sizeof *m);
@@ -625,11 +634,14 @@ int ckpt_load_hf(const char *dir, llama_model *m, int max_batch, char *err,
     if (sharded ? load_sharded(dir, index_path, t, n, 1, err, errlen)
                 : load_single(single_path, t, n, 1, err, errlen))
         goto done;
-    char merr[256];
+    char merr[512];
+    int context = cfg.seq_len;
+    cfg.seq_len = run_seq_len(context, max_seq);
     if (llama_create(m, &cfg, max_batch, merr, sizeof merr) != 0) {
         set_err(err, errlen, "%s: %s", dir, merr);
         goto done;
     }
+    m->context_len = context;
     build_table(&cfg, &m->w, t);
     rc = sharded ? load_sharded(dir, index_path, t, n, 0, err, errlen)
                  : load_single(single_path, t, n, 0, err, errlen);
@@ -683,7 +695,10 @@ int ckpt_save_safetensors(const char *path, const llama_model *m,
     }
     rc = st_write(path, o, n, sd, err, errlen);
     if (rc == 0 && config_path)
-        rc = write_config(config_path, &m->cfg, dtype, err, errlen);
+        rc = write_config(config_path, &m->cfg,
+                          m->context_len > 0 ? m->context_len
+                                             : m->cfg.seq_len,
+                          dtype, err, errlen);
 done:
     free(t);
     free(o);
@@ -758,11 +773,12 @@ static uint64_t add_u64(uint64_t a, uint64_t b, int *ovf)
 }
 
 int ckpt_load_llama2c(const char *path, llama_model *m, int max_batch,
-                      char *err, size_t errlen)
+                      int max_seq, char *err, size_t errlen)
 {
-    if (!path || !m) {
-        set_err(err, errlen, "ckpt_load_llama2c: %s is NULL",
-                !path ? "path" : "model");
+    if (!path || !m || max_seq < 0) {
+        set_err(err, errlen, "ckpt_load_llama2c: %s",
+                !path ? "path is NULL" : !m ? "model is NULL"
+                                            : "max_seq is negative");
         return -1;
     }
     memset(m, 0, sizeof *m);
@@ -806,7 +822,7 @@ int ckpt_load_llama2c(const char *path, llama_model *m, int max_batch,
                 c.n_heads, c.n_kv_heads, c.dim);
         goto done;
     }
-    char merr[256];
+    char merr[512];
     if (llama_config_check(&c, merr, sizeof merr) != 0) {
         set_err(err, errlen, "%s: %s", path, merr);
         goto done;
@@ -837,10 +853,14 @@ int ckpt_load_llama2c(const char *path, llama_model *m, int max_batch,
                 ovf ? 0ULL : (unsigned long long)want);
         goto done;
     }
+    /* The file's seq_len sizes the legacy freq_cis arrays (above); the
+     * model is created for the run's. */
+    c.seq_len = run_seq_len(h[6], max_seq);
     if (llama_create(m, &c, max_batch, merr, sizeof merr) != 0) {
         set_err(err, errlen, "%s: %s", path, merr);
         goto done;
     }
+    m->context_len = h[6];
     /* The arrays follow the header in this order, each for all layers. */
     const unsigned char *p = b + 28;
     llama_params *w = &m->w;

@@ -11,13 +11,17 @@
 
 /* Loads a Hugging Face checkpoint directory (config.json plus
  * model.safetensors or model.safetensors.index.json and its shards) into a
- * new model created with llama_create(m, &cfg, max_batch, ...). */
-int ckpt_load_hf(const char *dir, llama_model *m, int max_batch, char *err,
-                 size_t errlen);
+ * new model created with llama_create(m, &cfg, max_batch, ...), where
+ * cfg.seq_len = min(context, max_seq) (max_seq 0: the context), the
+ * context being max_position_embeddings (m->context_len keeps it): the
+ * activations are sized by the run, not by the checkpoint. */
+int ckpt_load_hf(const char *dir, llama_model *m, int max_batch, int max_seq,
+                 char *err, size_t errlen);
 /* Loads a llama2.c checkpoint (.bin: seven int32 then f32 arrays) into a
- * new model. seq_len comes from the file; rope_theta 10000, eps 1e-5. */
+ * new model. The context is the file's seq_len, the model created for
+ * min(context, max_seq) as above; rope_theta 10000, eps 1e-5. */
 int ckpt_load_llama2c(const char *path, llama_model *m, int max_batch,
-                      char *err, size_t errlen);
+                      int max_seq, char *err, size_t errlen);
 /* Loads weights from one safetensors file into an existing model whose
  * configuration matches the tensors (Hugging Face tensor names). */
 int ckpt_load_safetensors(const char *path, llama_model *m, char *err,

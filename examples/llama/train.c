@@ -377,22 +377,18 @@ static int is_dir(const char *path)
 }
 
 /* A checkpoint (HF directory or llama2.c file) in a model sized for B
- * sequences of T tokens: the file's own seq_len sizes no parameter, only
- * the activation buffers, so the weights move into a model created for T. */
+ * sequences of T tokens: its context length sizes no parameter, so the
+ * activations are allocated for the run's T only. */
 static void load_model(const char *path, int B, int T, llama_model *m)
 {
-    char err[512];
-    llama_model file;
-    int rc = is_dir(path) ? ckpt_load_hf(path, &file, 1, err, sizeof err)
-                          : ckpt_load_llama2c(path, &file, 1, err, sizeof err);
+    char err[1024];
+    int rc = is_dir(path) ? ckpt_load_hf(path, m, B, T, err, sizeof err)
+                          : ckpt_load_llama2c(path, m, B, T, err, sizeof err);
     if (rc != 0)
         die("loading %s: %s", path, err);
-    llama_config cfg = file.cfg;
-    cfg.seq_len = T;
-    if (llama_create(m, &cfg, B, err, sizeof err) != 0)
-        die("llama_create: %s", err);
-    memcpy(m->w.base, file.w.base, m->w.count * sizeof(float));
-    llama_destroy(&file);
+    if (m->cfg.seq_len < T)
+        die("--seq %d is longer than the context length of %s (%d tokens): "
+            "lower --seq", T, path, m->context_len);
     check_layers(m);
 }
 

@@ -1,0 +1,212 @@
+/* What the LLaMa example's loaders do with inputs that are not the
+ * checkpoints they expect: models created for the run's sequence length
+ * rather than the checkpoint's context, FIFOs where files should be,
+ * sizes that the files cannot back or that wrap 64 bits, non-finite
+ * weights, Hugging Face's defaults, a tied head stored twice, and a
+ * directory holding two checkpoints. References: configurations and
+ * files written here by hand, values placed at known indices, the model's
+ * own forward pass on a model loaded without the option under test. */
+#include "common/testutil.h"
+
+#include "checkpoint.h"
+#include "safetensors.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ---- helpers -------------------------------------------------------- */
+
+static char *make_temp_dir(void)
+{
+    char tmpl[] = "/tmp/llama_guard_XXXXXX";
+    char *d = mkdtemp(tmpl);
+    assert_non_null(d);
+    return strdup(d);
+}
+
+static void remove_dir(char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *e;
+        char p[512];
+        while ((e = readdir(d)) != NULL) {
+            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+                continue;
+            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+            unlink(p);
+        }
+        closedir(d);
+    }
+    rmdir(dir);
+    free(dir);
+}
+
+static char *path_in(const char *dir, const char *name)
+{
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(n);
+    assert_non_null(p);
+    snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+static void write_file(const char *path, const void *b, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(b, 1, len, f), len);
+    fclose(f);
+}
+
+static void write_text(const char *path, const char *text)
+{
+    write_file(path, text, strlen(text));
+}
+
+/* dim 8, 2 heads of 4 (1 kv head), hidden 12, 2 layers, vocab 16. */
+static llama_config tiny_config(int tied, int seq_len)
+{
+    llama_config c = {.dim = 8, .hidden_dim = 12, .n_layers = 2,
+                      .n_heads = 2, .n_kv_heads = 1, .vocab_size = 16,
+                      .seq_len = seq_len, .rope_theta = 10000.0f,
+                      .norm_eps = 1e-5f, .tied = tied};
+    return c;
+}
+
+static void create_model(llama_model *m, const llama_config *c)
+{
+    char err[512];
+    if (llama_create(m, c, 1, err, sizeof err) != 0)
+        fail_msg("llama_create: %s", err);
+    test_fill_normal(m->w.base, m->w.count, 17 + (uint64_t)c->tied);
+}
+
+/* DIR/model.safetensors and DIR/config.json of m. */
+static void save_hf(const llama_model *m, const char *dir)
+{
+    char err[512];
+    char *w = path_in(dir, "model.safetensors");
+    char *c = path_in(dir, "config.json");
+    if (ckpt_save_safetensors(w, m, OWL_DTYPE_F32, c, err, sizeof err) != 0)
+        fail_msg("save: %s", err);
+    free(w);
+    free(c);
+}
+
+/* config.json with the tiny model's keys and `extra` members. */
+static void write_config(const char *dir, int layers, int context,
+                         const char *extra)
+{
+    char text[2048];
+    char ctx[64] = "";
+    if (context > 0)
+        snprintf(ctx, sizeof ctx, "\"max_position_embeddings\": %d, ",
+                 context);
+    snprintf(text, sizeof text,
+             "{\"hidden_size\": 8, \"intermediate_size\": 12, "
+             "\"num_hidden_layers\": %d, \"num_attention_heads\": 2, "
+             "\"num_key_value_heads\": 1, \"vocab_size\": 16, %s"
+             "\"rms_norm_eps\": 1e-05%s%s}",
+             layers, ctx, extra ? ", " : "", extra ? extra : "");
+    char *p = path_in(dir, "config.json");
+    write_text(p, text);
+    free(p);
+}
+
+/* ---- the run's sequence length ---------------------------------------- */
+
+static void test_max_seq(void **state)
+{
+    (void)state;
+    llama_config c = tiny_config(0, 32);
+    llama_model m, full, run, big;
+    create_model(&m, &c);
+    char *dir = make_temp_dir();
+    save_hf(&m, dir);
+    char err[1024];
+    if (ckpt_load_hf(dir, &full, 2, 0, err, sizeof err) != 0)
+        fail_msg("max_seq 0: %s", err);
+    assert_int_equal(full.cfg.seq_len, 32);
+    assert_int_equal(full.context_len, 32);
+    if (ckpt_load_hf(dir, &run, 2, 8, err, sizeof err) != 0)
+        fail_msg("max_seq 8: %s", err);
+    assert_int_equal(run.cfg.seq_len, 8);
+    assert_int_equal(run.context_len, 32);
+    if (ckpt_load_hf(dir, &big, 2, 1000, err, sizeof err) != 0)
+        fail_msg("max_seq 1000: %s", err);
+    assert_int_equal(big.cfg.seq_len, 32); /* never past the context */
+    assert_int_equal(ckpt_load_hf(dir, &big, 2, -1, err, sizeof err), -1);
+
+    /* The shorter model computes the same logits for what it can hold. */
+    int32_t tok[2 * 8];
+    for (int i = 0; i < 16; i++)
+        tok[i] = (int32_t)((i * 7 + 3) % 16);
+    float a[16 * 16], b[16 * 16];
+    llama_forward(&full, tok, NULL, 2, 8, a, NULL);
+    llama_forward(&run, tok, NULL, 2, 8, b, NULL);
+    assert_memory_equal(a, b, sizeof a);
+    llama_destroy(&full);
+    llama_destroy(&run);
+    llama_destroy(&big);
+
+    /* A context of 2^20 tokens: its attention weights alone would need
+     * 2^40 floats per head and layer; the run's 16 tokens load. */
+    write_config(dir, 2, 1 << 20, NULL);
+    if (ckpt_load_hf(dir, &run, 1, 16, err, sizeof err) != 0)
+        fail_msg("long context, max_seq 16: %s", err);
+    assert_int_equal(run.cfg.seq_len, 16);
+    assert_int_equal(run.context_len, 1 << 20);
+    assert_memory_equal(run.w.base, m.w.base, m.w.count * sizeof(float));
+    llama_destroy(&run);
+    memset(&run, 0x5A, sizeof run);
+    assert_int_equal(ckpt_load_hf(dir, &run, 1, 0, err, sizeof err), -1);
+    print_message("the whole context: %s\n", err);
+    assert_non_null(strstr(err, "lower --seq or --batch"));
+    assert_null(run.w.base);
+
+    /* llama2.c: the same, with the file's seq_len as the context. */
+    char *bin = path_in(dir, "m.bin");
+    {
+        int32_t h[7] = {8, 12, 2, 2, 1, 16, 32};
+        size_t floats = 16 * 8 + 2 * (8 + 64 + 32 + 32 + 64 + 8 + 3 * 96) +
+                        8 + 32 * 4;
+        float *v = malloc(floats * sizeof *v);
+        test_fill_normal(v, floats, 5);
+        FILE *f = fopen(bin, "wb");
+        assert_non_null(f);
+        fwrite(h, 4, 7, f);
+        fwrite(v, 4, floats, f);
+        fclose(f);
+        free(v);
+    }
+    if (ckpt_load_llama2c(bin, &run, 1, 8, err, sizeof err) != 0)
+        fail_msg("llama2.c max_seq 8: %s", err);
+    assert_int_equal(run.cfg.seq_len, 8);
+    assert_int_equal(run.context_len, 32);
+    if (ckpt_load_llama2c(bin, &full, 1, 0, err, sizeof err) != 0)
+        fail_msg("llama2.c max_seq 0: %s", err);
+    assert_int_equal(full.cfg.seq_len, 32);
+    assert_memory_equal(run.w.base, full.w.base,
+                        full.w.count * sizeof(float));
+    llama_destroy(&run);
+    llama_destroy(&full);
+    free(bin);
+    llama_destroy(&m);
+    remove_dir(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_max_seq),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
