@@ -9,6 +9,7 @@
 #include "common/testutil.h"
 
 #include "checkpoint.h"
+#include "data.h"
 #include "safetensors.h"
 
 #include <dirent.h>
@@ -203,10 +204,103 @@ static void test_max_seq(void **state)
     remove_dir(dir);
 }
 
+/* ---- FIFOs where files belong ------------------------------------------ */
+
+/* A FIFO with no writer: opening it for reading blocks forever unless the
+ * reader takes care. SIGALRM's default action ends the test program, so a
+ * loader that hangs fails the test instead of stalling the suite. */
+static void put_fifo(const char *path)
+{
+    unlink(path);
+    if (mkfifo(path, 0644) != 0)
+        fail_msg("mkfifo %s: %s", path, strerror(errno));
+}
+
+#define EXPECT_FIFO_REFUSED(call, err)                                     \
+    do {                                                                   \
+        alarm(20);                                                         \
+        int rc_ = (call);                                                  \
+        alarm(0);                                                          \
+        assert_int_equal(rc_, -1);                                         \
+        if (!strstr((err), "not a regular file (a FIFO)"))                 \
+            fail_msg("%s: '%s'", #call, (err));                            \
+    } while (0)
+
+static void test_fifo_refused(void **state)
+{
+    (void)state;
+    llama_config c = tiny_config(0, 8);
+    llama_model m, back;
+    create_model(&m, &c);
+    char *dir = make_temp_dir();
+    char err[1024];
+    char *cfg = path_in(dir, "config.json");
+    char *single = path_in(dir, "model.safetensors");
+    char *index = path_in(dir, "model.safetensors.index.json");
+    char *shard = path_in(dir, "model-00001-of-00001.safetensors");
+
+    /* config.json */
+    save_hf(&m, dir);
+    put_fifo(cfg);
+    EXPECT_FIFO_REFUSED(ckpt_load_hf(dir, &back, 1, 0, err, sizeof err),
+                        err);
+    /* model.safetensors */
+    save_hf(&m, dir);
+    put_fifo(single);
+    EXPECT_FIFO_REFUSED(ckpt_load_hf(dir, &back, 1, 0, err, sizeof err),
+                        err);
+    EXPECT_FIFO_REFUSED(ckpt_load_safetensors(single, &m, err, sizeof err),
+                        err);
+    /* the shard index, then a shard it names */
+    unlink(single);
+    put_fifo(index);
+    EXPECT_FIFO_REFUSED(ckpt_load_hf(dir, &back, 1, 0, err, sizeof err),
+                        err);
+    unlink(index);
+    save_hf(&m, dir);
+    assert_int_equal(rename(single, shard), 0);
+    {
+        st_file f;
+        assert_int_equal(st_open(&f, shard, err, sizeof err), 0);
+        FILE *o = fopen(index, "w");
+        assert_non_null(o);
+        fprintf(o, "{\"weight_map\": {");
+        for (size_t i = 0; i < f.count; i++)
+            fprintf(o, "%s\"%s\": \"model-00001-of-00001.safetensors\"",
+                    i ? ", " : "", f.tensors[i].name);
+        fprintf(o, "}}");
+        fclose(o);
+        st_close(&f);
+    }
+    if (ckpt_load_hf(dir, &back, 1, 0, err, sizeof err) != 0)
+        fail_msg("the sharded directory before the FIFO: %s", err);
+    llama_destroy(&back);
+    put_fifo(shard);
+    EXPECT_FIFO_REFUSED(ckpt_load_hf(dir, &back, 1, 0, err, sizeof err),
+                        err);
+    /* a llama2.c file, a text file and an id file */
+    char *bin = path_in(dir, "m.bin");
+    put_fifo(bin);
+    EXPECT_FIFO_REFUSED(ckpt_load_llama2c(bin, &back, 1, 0, err,
+                                          sizeof err), err);
+    data_ids d;
+    EXPECT_FIFO_REFUSED(data_load_text(bin, &d, err, sizeof err), err);
+    EXPECT_FIFO_REFUSED(data_load_ids(bin, 16, &d, err, sizeof err), err);
+
+    free(bin);
+    free(cfg);
+    free(single);
+    free(index);
+    free(shard);
+    llama_destroy(&m);
+    remove_dir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_max_seq),
+        cmocka_unit_test(test_fifo_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

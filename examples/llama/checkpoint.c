@@ -4,6 +4,7 @@
  * any weight, so a refused file leaves the model as it was. */
 #include "checkpoint.h"
 
+#include "fileio.h"
 #include "json.h"
 #include "safetensors.h"
 
@@ -198,58 +199,11 @@ static int file_exists(const char *path)
     return stat(path, &st) == 0;
 }
 
-/* Reads a whole (small) file: config.json, the shard index. */
-static char *read_small_file(const char *path, size_t limit, size_t *len,
-                             char *err, size_t errlen)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        set_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
-    char *buf = NULL;
-    size_t n = 0, cap = 0;
-    for (;;) {
-        if (n == cap) {
-            if (cap >= limit) {
-                set_err(err, errlen, "%s: larger than the %zu-byte limit",
-                        path, limit);
-                goto fail;
-            }
-            cap = cap ? cap * 2 : 4096;
-            if (cap > limit)
-                cap = limit;
-            char *b = realloc(buf, cap);
-            if (!b) {
-                set_err(err, errlen, "%s: out of memory", path);
-                goto fail;
-            }
-            buf = b;
-        }
-        size_t got = fread(buf + n, 1, cap - n, f);
-        n += got;
-        if (got == 0) {
-            if (ferror(f)) {
-                set_err(err, errlen, "%s: read error", path);
-                goto fail;
-            }
-            break;
-        }
-    }
-    fclose(f);
-    *len = n;
-    return buf ? buf : calloc(1, 1);
-fail:
-    fclose(f);
-    free(buf);
-    return NULL;
-}
-
 static json_value *read_json(const char *path, char *err, size_t errlen)
 {
     size_t len;
-    char *text = read_small_file(path, (size_t)16 << 20, &len, err, errlen);
-    if (!text)
+    char *text;
+    if (file_read_all(path, (size_t)16 << 20, &text, &len, err, errlen))
         return NULL;
     char jerr[200];
     json_value *v = json_parse(text, len, jerr, sizeof jerr);

@@ -1,6 +1,8 @@
 /* Reading (mmap) and writing safetensors files; see safetensors.h. */
 #include "safetensors.h"
 
+#include "fileio.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -355,23 +357,10 @@ void st_close(st_file *f)
 int map_file(const char *path, uint64_t min_size, const char *min_what,
              void **map_out, uint64_t *size_out, char *err, size_t errlen)
 {
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) {
-        set_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    uint64_t size;
+    int fd = file_open_regular(path, &size, err, errlen);
+    if (fd < 0)
         return -1;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        set_err(err, errlen, "%s: cannot stat: %s", path, strerror(errno));
-        close(fd);
-        return -1;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        set_err(err, errlen, "%s: not a regular file", path);
-        close(fd);
-        return -1;
-    }
-    uint64_t size = (uint64_t)st.st_size;
     if (size < min_size) {
         set_err(err, errlen, "%s: %llu bytes, too short for %s", path,
                 (unsigned long long)size, min_what);

@@ -15,6 +15,7 @@
  */
 #include "checkpoint.h"
 #include "data.h"
+#include "fileio.h"
 #include "llama.h"
 #include "plot.h"
 /* The GPU path's interface (its code is built only with LLAMA_HAVE_CUDA),
@@ -31,6 +32,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 /* ------------------------------------------------------------------ */
 /* Errors                                                              */
@@ -712,18 +714,24 @@ static void save_checkpoint(owl_context *ctx, const char *dir,
 
 static void read_trainer_state(const char *dir, trainer_state *ts)
 {
-    char path[4096], name[32];
+    char path[4096], name[32], err[512], *text;
+    size_t len;
     join(path, sizeof path, dir, "trainer.txt");
-    FILE *f = fopen(path, "r");
-    if (!f)
-        die("cannot open %s: %s", path, strerror(errno));
+    if (file_read_all(path, (size_t)1 << 20, &text, &len, err, sizeof err))
+        die("%s", err);
     unsigned long long seed;
-    int ok = fscanf(f, " step %d method %31s seed %llu layers %d lod_weights",
-                    &ts->step, name, &seed, &ts->num_layers) == 4 &&
+    int used = 0;
+    int ok = sscanf(text, " step %d method %31s seed %llu layers %d "
+                    "lod_weights%n", &ts->step, name, &seed, &ts->num_layers,
+                    &used) == 4 && used > 0 &&
              ts->num_layers >= 1 && ts->num_layers <= MAX_LAYERS;
-    for (int l = 0; ok && l < ts->num_layers; l++)
-        ok = fscanf(f, "%lf", &ts->lod_w[l]) == 1;
-    fclose(f);
+    const char *at = text + used;
+    for (int l = 0; ok && l < ts->num_layers; l++) {
+        int n = 0;
+        ok = sscanf(at, "%lf%n", &ts->lod_w[l], &n) == 1;
+        at += n;
+    }
+    free(text);
     int k = 0;
     while (ok && k < NUM_METHODS && strcmp(methods[k].name, name))
         k++;
@@ -957,6 +965,14 @@ static void run_single(owl_context *ctx, options *o)
     if (o->resume) {
         char path[4096];
         join(path, sizeof path, o->resume, "optimizer.state");
+        /* The library's reader opens the file before checking its type;
+         * a FIFO there would block it, so look first. */
+        char err[512];
+        uint64_t size;
+        int fd = file_open_regular(path, &size, err, sizeof err);
+        if (fd < 0)
+            die("%s", err);
+        close(fd);
         OWL_CHECK(ctx, owl_optimizer_load_file(opt, path));
         if (owl_optimizer_step_index(opt) != (uint64_t)ts.step)
             die("%s is at step %llu, trainer.txt says %d", path,
