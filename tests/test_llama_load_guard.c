@@ -296,11 +296,155 @@ static void test_fifo_refused(void **state)
     remove_dir(dir);
 }
 
+/* ---- sizes bounded by the files, products that wrap --------------------- */
+
+/* A million layers beside a checkpoint of a few kilobytes: refused from
+ * the file sizes, before a table of 9 million tensors is allocated (and
+ * compared), for the single file and for shards. */
+static void test_layers_bounded_by_files(void **state)
+{
+    (void)state;
+    llama_config c = tiny_config(0, 8);
+    llama_model m, back;
+    create_model(&m, &c);
+    char *dir = make_temp_dir();
+    char err[1024];
+    save_hf(&m, dir);
+    write_config(dir, 1000000, 8, NULL);
+    memset(&back, 0x5A, sizeof back);
+    assert_int_equal(ckpt_load_hf(dir, &back, 1, 0, err, sizeof err), -1);
+    print_message("%s\n", err);
+    assert_non_null(strstr(err, "config.json describes"));
+    assert_non_null(strstr(err, "1000000 layers"));
+    assert_null(back.w.base);
+    /* sharded: the shards' sizes add up, and they are still too few */
+    char *single = path_in(dir, "model.safetensors");
+    char *shard = path_in(dir, "model-00001-of-00002.safetensors");
+    char *shard2 = path_in(dir, "model-00002-of-00002.safetensors");
+    char *index = path_in(dir, "model.safetensors.index.json");
+    assert_int_equal(rename(single, shard), 0);
+    write_file(shard2, "\x02\0\0\0\0\0\0\0{}", 10);
+    write_text(index, "{\"weight_map\": {\"a\": "
+               "\"model-00001-of-00002.safetensors\", \"b\": "
+               "\"model-00002-of-00002.safetensors\", \"c\": "
+               "\"model-00001-of-00002.safetensors\"}}");
+    assert_int_equal(ckpt_load_hf(dir, &back, 1, 0, err, sizeof err), -1);
+    assert_non_null(strstr(err, "config.json describes"));
+    /* the sum is the two shards' sizes */
+    struct stat s1, s2;
+    assert_int_equal(stat(shard, &s1), 0);
+    assert_int_equal(stat(shard2, &s2), 0);
+    char want[64];
+    snprintf(want, sizeof want, "hold %lld bytes",
+             (long long)(s1.st_size + s2.st_size));
+    if (!strstr(err, want))
+        fail_msg("'%s' does not say '%s'", err, want);
+    free(single);
+    free(shard);
+    free(shard2);
+    free(index);
+    llama_destroy(&m);
+    remove_dir(dir);
+}
+
+static void test_huge_sizes_refused(void **state)
+{
+    (void)state;
+    llama_config c = tiny_config(0, 8);
+    llama_model m, back;
+    create_model(&m, &c);
+    char *dir = make_temp_dir();
+    char err[1024];
+    save_hf(&m, dir);
+    /* The parameter count itself past 2^64. */
+    char *cp = path_in(dir, "config.json");
+    write_text(cp, "{\"hidden_size\": 1073741824, \"intermediate_size\": "
+               "2147483647, \"num_hidden_layers\": 2147483647, "
+               "\"num_attention_heads\": 2, \"vocab_size\": 16}");
+    assert_int_equal(ckpt_load_hf(dir, &back, 1, 0, err, sizeof err), -1);
+    assert_non_null(strstr(err, "more than 2^64 parameters"));
+    free(cp);
+    llama_destroy(&m);
+    remove_dir(dir);
+}
+
+/* head_dim 2^63 + 8 with 2 heads: times 2 it wraps to 16, the hidden size,
+ * which a check by multiplication accepts. */
+static void test_head_dim_wrap_refused(void **state)
+{
+    (void)state;
+    llama_config c = tiny_config(0, 8);
+    c.dim = 16; /* 2 heads of 8 */
+    llama_model m, back;
+    create_model(&m, &c);
+    char *dir = make_temp_dir();
+    char err[1024];
+    save_hf(&m, dir);
+    char *cp = path_in(dir, "config.json");
+    const char *base = "{\"hidden_size\": 16, \"intermediate_size\": 12, "
+                       "\"num_hidden_layers\": 2, \"num_attention_heads\": 2, "
+                       "\"num_key_value_heads\": 1, \"vocab_size\": 16, "
+                       "\"max_position_embeddings\": 8, \"head_dim\": %s}";
+    char text[512];
+    snprintf(text, sizeof text, base, "8"); /* the true value loads */
+    write_text(cp, text);
+    if (ckpt_load_hf(dir, &back, 1, 0, err, sizeof err) != 0)
+        fail_msg("head_dim 8: %s", err);
+    llama_destroy(&back);
+    snprintf(text, sizeof text, base, "9223372036854775816");
+    write_text(cp, text);
+    assert_int_equal(ckpt_load_hf(dir, &back, 1, 0, err, sizeof err), -1);
+    assert_non_null(strstr(err, "head_dim must be hidden_size / "
+                                "num_attention_heads = 16 / 2"));
+    snprintf(text, sizeof text, base, "4");
+    write_text(cp, text);
+    assert_int_equal(ckpt_load_hf(dir, &back, 1, 0, err, sizeof err), -1);
+    assert_non_null(strstr(err, "head_dim"));
+    free(cp);
+    llama_destroy(&m);
+    remove_dir(dir);
+}
+
+/* ---- Hugging Face's defaults ------------------------------------------- */
+
+/* LlamaConfig's max_position_embeddings defaults to 2048. */
+static void test_default_context(void **state)
+{
+    (void)state;
+    llama_config c = tiny_config(0, 8);
+    llama_model m, back;
+    create_model(&m, &c);
+    char *dir = make_temp_dir();
+    char err[1024];
+    save_hf(&m, dir);
+    write_config(dir, 2, 0, NULL);
+    if (ckpt_load_hf(dir, &back, 1, 64, err, sizeof err) != 0)
+        fail_msg("no max_position_embeddings: %s", err);
+    assert_int_equal(back.context_len, 2048);
+    assert_int_equal(back.cfg.seq_len, 64);
+    llama_destroy(&back);
+    if (ckpt_load_hf(dir, &back, 1, 0, err, sizeof err) != 0)
+        fail_msg("no max_position_embeddings, max_seq 0: %s", err);
+    assert_int_equal(back.cfg.seq_len, 2048);
+    llama_destroy(&back);
+    write_config(dir, 2, 0, "\"max_position_embeddings\": null");
+    if (ckpt_load_hf(dir, &back, 1, 64, err, sizeof err) != 0)
+        fail_msg("max_position_embeddings null: %s", err);
+    assert_int_equal(back.context_len, 2048);
+    llama_destroy(&back);
+    llama_destroy(&m);
+    remove_dir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_max_seq),
         cmocka_unit_test(test_fifo_refused),
+        cmocka_unit_test(test_layers_bounded_by_files),
+        cmocka_unit_test(test_huge_sizes_refused),
+        cmocka_unit_test(test_head_dim_wrap_refused),
+        cmocka_unit_test(test_default_context),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

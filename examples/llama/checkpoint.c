@@ -265,9 +265,13 @@ static int config_float(const json_value *cfg, const char *path,
     return 0;
 }
 
+/* LlamaConfig's max_position_embeddings when config.json has none. */
+#define HF_DEFAULT_CONTEXT 2048
+
 /* Hugging Face LlamaConfig fields and defaults: num_key_value_heads
- * defaults to num_attention_heads, rope_theta to 10000, rms_norm_eps to
- * 1e-6, tie_word_embeddings to false. Anything that would change the
+ * defaults to num_attention_heads, max_position_embeddings to 2048,
+ * rope_theta to 10000, rms_norm_eps to 1e-6, tie_word_embeddings to
+ * false. Anything that would change the
  * architecture this model implements is refused. */
 static int parse_config(const json_value *j, const char *path,
                         llama_config *c, char *err, size_t errlen)
@@ -284,8 +288,8 @@ static int parse_config(const json_value *j, const char *path,
                    &c->n_kv_heads, err, errlen) ||
         config_int(j, path, "vocab_size", 1, 0, &c->vocab_size, err,
                    errlen) ||
-        config_int(j, path, "max_position_embeddings", 1, 0, &c->seq_len,
-                   err, errlen) ||
+        config_int(j, path, "max_position_embeddings", 0,
+                   HF_DEFAULT_CONTEXT, &c->seq_len, err, errlen) ||
         config_float(j, path, "rope_theta", 10000.0f, &c->rope_theta, err,
                      errlen) ||
         config_float(j, path, "rms_norm_eps", 1e-6f, &c->norm_eps, err,
@@ -319,10 +323,12 @@ static int parse_config(const json_value *j, const char *path,
             return -1;
         }
     }
+    /* Compared with the quotient, not multiplied by n_heads: a product
+     * could wrap 64 bits (head_dim 2^63 + 8 with 2 heads would be 16). */
     v = json_get(j, "head_dim");
     if (v && v->type != JSON_NULL &&
-        (v->type != JSON_NUMBER || !v->is_uint ||
-         v->uint * (uint64_t)c->n_heads != (uint64_t)c->dim)) {
+        (v->type != JSON_NUMBER || !v->is_uint || c->dim % c->n_heads != 0 ||
+         v->uint != (uint64_t)(c->dim / c->n_heads))) {
         set_err(err, errlen, "%s: head_dim must be hidden_size / "
                 "num_attention_heads = %d / %d", path, c->dim, c->n_heads);
         return -1;
@@ -546,6 +552,76 @@ static int run_seq_len(int context, int max_seq)
     return max_seq > 0 && max_seq < context ? max_seq : context;
 }
 
+static int cmp_str_ptr(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* The bytes of the weight files: model.safetensors, or (index_path not
+ * NULL) every distinct shard the index names, each a regular file. */
+static int weight_file_bytes(const char *dir, const char *index_path,
+                             const char *single_path, uint64_t *bytes,
+                             char *err, size_t errlen)
+{
+    uint64_t size;
+    *bytes = 0;
+    if (!index_path) {
+        int fd = file_open_regular(single_path, &size, err, errlen);
+        if (fd < 0)
+            return -1;
+        close(fd);
+        *bytes = size;
+        return 0;
+    }
+    json_value *idx = read_json(index_path, err, errlen);
+    if (!idx)
+        return -1;
+    const json_value *map = json_get(idx, "weight_map");
+    int rc = -1;
+    const char **names = NULL;
+    if (!map || map->type != JSON_OBJECT) {
+        set_err(err, errlen, "%s: 'weight_map' must be an object",
+                index_path);
+        goto done;
+    }
+    names = malloc((map->count ? map->count : 1) * sizeof *names);
+    if (!names) {
+        set_err(err, errlen, "%s: out of memory", index_path);
+        goto done;
+    }
+    for (size_t i = 0; i < map->count; i++) {
+        const json_value *v = &map->items[i];
+        if (v->type != JSON_STRING || !plain_file_name(v->string)) {
+            set_err(err, errlen, "%s: weight_map['%s'] must be a file name "
+                    "in the same directory", index_path, map->keys[i]);
+            goto done;
+        }
+        names[i] = v->string;
+    }
+    /* Sorted, so that each shard counts once in O(n log n). */
+    qsort(names, map->count, sizeof *names, cmp_str_ptr);
+    for (size_t i = 0; i < map->count; i++) {
+        if (i > 0 && strcmp(names[i], names[i - 1]) == 0)
+            continue;
+        char *p = join_path(dir, names[i]);
+        if (!p) {
+            set_err(err, errlen, "%s: out of memory", index_path);
+            goto done;
+        }
+        int fd = file_open_regular(p, &size, err, errlen);
+        free(p);
+        if (fd < 0)
+            goto done;
+        close(fd);
+        *bytes = size > UINT64_MAX - *bytes ? UINT64_MAX : *bytes + size;
+    }
+    rc = 0;
+done:
+    free(names);
+    json_free(idx);
+    return rc;
+}
+
 int ckpt_load_hf(const char *dir, llama_model *m, int max_batch, int max_seq,
                  char *err, size_t errlen)
 {
@@ -574,6 +650,26 @@ int ckpt_load_hf(const char *dir, llama_model *m, int max_batch, int max_seq,
     if (!sharded && !file_exists(single_path)) {
         set_err(err, errlen, "%s: neither model.safetensors nor "
                 "model.safetensors.index.json is there", dir);
+        goto done;
+    }
+    /* Before anything is sized by the configuration (the tensor table
+     * has 9 entries a layer): its parameters, at 2 bytes each at least,
+     * must fit in the files, so a config.json that lies about its sizes
+     * is refused without allocating for them. */
+    uint64_t file_bytes;
+    if (weight_file_bytes(dir, sharded ? index_path : NULL, single_path,
+                          &file_bytes, err, errlen) != 0)
+        goto done;
+    size_t params = llama_param_count(&cfg);
+    if (params == 0 || params > file_bytes / 2) {
+        char count[32] = "more than 2^64";
+        if (params)
+            snprintf(count, sizeof count, "%zu", params);
+        set_err(err, errlen, "%s: config.json describes %s parameters "
+                "(%d layers of dim %d, MLP %d, vocab %d), at least twice "
+                "as many bytes, but the weight files hold %llu bytes", dir,
+                count, cfg.n_layers, cfg.dim, cfg.hidden_dim, cfg.vocab_size,
+                (unsigned long long)file_bytes);
         goto done;
     }
     size_t n = table_size(&cfg);
