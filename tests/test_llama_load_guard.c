@@ -436,6 +436,234 @@ static void test_default_context(void **state)
     remove_dir(dir);
 }
 
+/* ---- non-finite weights ---------------------------------------------- */
+
+/* Writes m as DIR/model.safetensors in dtype (the Hugging Face names
+ * from the table the loader uses are not needed: ckpt_save_safetensors
+ * writes them), with `value` placed at index `at` of the q projection of
+ * layer 1 first. */
+static void save_with_value(llama_model *m, const char *dir, owl_dtype dt,
+                            size_t at, float value)
+{
+    float keep = m->w.layers[1].wq[at];
+    m->w.layers[1].wq[at] = value;
+    char err[512];
+    char *w = path_in(dir, "model.safetensors");
+    char *c = path_in(dir, "config.json");
+    if (ckpt_save_safetensors(w, m, dt, c, err, sizeof err) != 0)
+        fail_msg("save: %s", err);
+    m->w.layers[1].wq[at] = keep;
+    free(w);
+    free(c);
+}
+
+static void test_nonfinite_refused(void **state)
+{
+    (void)state;
+    llama_config c = tiny_config(0, 8);
+    llama_model m, back;
+    create_model(&m, &c);
+    char *dir = make_temp_dir();
+    char *wpath = path_in(dir, "model.safetensors");
+    char err[1024], want[256];
+    const owl_dtype dts[3] = {OWL_DTYPE_F32, OWL_DTYPE_BF16, OWL_DTYPE_F16};
+    const float bad[3] = {NAN, INFINITY, -INFINITY};
+    const char *names[3] = {"NaN", "+Inf", "-Inf"};
+    for (int d = 0; d < 3; d++)
+        for (int k = 0; k < 3; k++) {
+            size_t at = (size_t)(13 + 7 * k + d); /* row 1, 2 or 3 of 8 */
+            save_with_value(&m, dir, dts[d], at, bad[k]);
+            memset(&back, 0x5A, sizeof back);
+            assert_int_equal(ckpt_load_hf(dir, &back, 1, 0, err, sizeof err),
+                             -1);
+            snprintf(want, sizeof want, "tensor 'model.layers.1.self_attn."
+                     "q_proj.weight' holds %s at index %zu (row %zu, column "
+                     "%zu)", names[k], at, at / 8, at % 8);
+            if (!strstr(err, want))
+                fail_msg("dtype %d: '%s' does not say \"%s\"", d, err, want);
+            assert_null(back.w.base);
+            /* into an existing model: refused, the model unchanged */
+            llama_model into;
+            create_model(&into, &c);
+            float *before = malloc(into.w.count * sizeof(float));
+            memcpy(before, into.w.base, into.w.count * sizeof(float));
+            assert_int_equal(ckpt_load_safetensors(wpath, &into, err,
+                                                   sizeof err), -1);
+            assert_non_null(strstr(err, want));
+            assert_memory_equal(before, into.w.base,
+                                into.w.count * sizeof(float));
+            free(before);
+            llama_destroy(&into);
+        }
+    /* The largest finite values load. */
+    save_with_value(&m, dir, OWL_DTYPE_F16, 0, 65504.0f);
+    if (ckpt_load_hf(dir, &back, 1, 0, err, sizeof err) != 0)
+        fail_msg("f16 max: %s", err);
+    assert_true(back.w.layers[1].wq[0] == 65504.0f);
+    llama_destroy(&back);
+
+    /* llama2.c: a NaN in layer 1's w2 and an Inf in the classifier. */
+    char *bin = path_in(dir, "m.bin");
+    int32_t h[7] = {8, 12, 2, 2, 1, -16, 4}; /* negative: own classifier */
+    size_t emb = 16 * 8, layer_w2 = 12 * 8;
+    size_t before_w2 = emb + 2 * (8 + 64 + 32 + 32 + 64 + 8 + 96);
+    size_t freq = 4 * 4, total = before_w2 + 2 * 96 * 2 + 8 + freq + emb;
+    float *v = malloc(total * sizeof *v);
+    test_fill_normal(v, total, 9);
+    for (int pass = 0; pass < 3; pass++) {
+        float *x = malloc(total * sizeof *x);
+        memcpy(x, v, total * sizeof *x);
+        if (pass == 0)
+            x[before_w2 + layer_w2 + 5] = NAN; /* w2 of layer 1, index 5 */
+        if (pass == 1)
+            x[total - emb + 100] = -INFINITY;  /* wcls, index 100 */
+        if (pass == 2) /* the freq_cis arrays are not weights */
+            x[before_w2 + 2 * 96 * 2 + 8 + 3] = NAN;
+        FILE *f = fopen(bin, "wb");
+        assert_non_null(f);
+        fwrite(h, 4, 7, f);
+        fwrite(x, 4, total, f);
+        fclose(f);
+        free(x);
+        int rc = ckpt_load_llama2c(bin, &back, 1, 0, err, sizeof err);
+        if (pass == 2) {
+            if (rc != 0)
+                fail_msg("NaN in freq_cis: %s", err);
+            llama_destroy(&back);
+            continue;
+        }
+        assert_int_equal(rc, -1);
+        const char *w = pass == 0 ? "tensor 'w2' of layer 1 holds NaN at "
+                                    "index 5"
+                                  : "tensor 'wcls' holds -Inf at index 100";
+        if (!strstr(err, w))
+            fail_msg("'%s' does not say \"%s\"", err, w);
+    }
+    free(v);
+    free(bin);
+    free(wpath);
+    llama_destroy(&m);
+    remove_dir(dir);
+}
+
+/* ---- a tied head stored twice ----------------------------------------- */
+
+static void test_tied_head_stored(void **state)
+{
+    (void)state;
+    llama_config c = tiny_config(1, 8);
+    llama_model m, back;
+    create_model(&m, &c);
+    char *dir = make_temp_dir();
+    char err[1024];
+    save_hf(&m, dir); /* config.json (tied) and the tensors without a head */
+    /* Shards: the embedding in one, lm_head.weight (equal) in another,
+     * in bf16 where the embedding is f32 (equal values, other dtype). */
+    for (size_t i = 0; i < (size_t)c.vocab_size * c.dim; i++)
+        m.w.embed[i] = st_bf16_to_f32(st_f32_to_bf16(m.w.embed[i]));
+    save_hf(&m, dir);
+    char *single = path_in(dir, "model.safetensors");
+    char *s1 = path_in(dir, "model-00001-of-00002.safetensors");
+    char *s2 = path_in(dir, "model-00002-of-00002.safetensors");
+    char *index = path_in(dir, "model.safetensors.index.json");
+    assert_int_equal(rename(single, s1), 0);
+    st_out_tensor head = {"lm_head.weight", 2, {16, 8}, m.w.embed};
+    assert_int_equal(st_write(s2, &head, 1, ST_BF16, err, sizeof err), 0);
+    {
+        st_file f;
+        assert_int_equal(st_open(&f, s1, err, sizeof err), 0);
+        FILE *o = fopen(index, "w");
+        assert_non_null(o);
+        fprintf(o, "{\"weight_map\": {\"lm_head.weight\": "
+                   "\"model-00002-of-00002.safetensors\"");
+        for (size_t i = 0; i < f.count; i++)
+            fprintf(o, ", \"%s\": \"model-00001-of-00002.safetensors\"",
+                    f.tensors[i].name);
+        fprintf(o, "}}");
+        fclose(o);
+        st_close(&f);
+    }
+    if (ckpt_load_hf(dir, &back, 1, 0, err, sizeof err) != 0)
+        fail_msg("tied, equal lm_head.weight in another shard: %s", err);
+    assert_true(back.cfg.tied);
+    assert_ptr_equal(back.w.head, back.w.embed);
+    assert_memory_equal(back.w.base, m.w.base, m.w.count * sizeof(float));
+    llama_destroy(&back);
+    /* One value apart: refused, saying where and what to do. */
+    float *other = malloc(16 * 8 * sizeof *other);
+    memcpy(other, m.w.embed, 16 * 8 * sizeof *other);
+    other[77] = -other[77] + 1.0f;
+    head.data = other;
+    assert_int_equal(st_write(s2, &head, 1, ST_F32, err, sizeof err), 0);
+    memset(&back, 0x5A, sizeof back);
+    assert_int_equal(ckpt_load_hf(dir, &back, 1, 0, err, sizeof err), -1);
+    print_message("%s\n", err);
+    assert_non_null(strstr(err, "lm_head.weight differs from "
+                                "model.embed_tokens.weight at index 77"));
+    assert_non_null(strstr(err, "set tie_word_embeddings to false"));
+    assert_null(back.w.base);
+    free(other);
+    free(single);
+    free(s1);
+    free(s2);
+    free(index);
+    llama_destroy(&m);
+    remove_dir(dir);
+}
+
+/* ---- two checkpoints in one directory ---------------------------------- */
+
+static void test_single_and_index_refused(void **state)
+{
+    (void)state;
+    llama_config c = tiny_config(0, 8);
+    llama_model m, back;
+    create_model(&m, &c);
+    char *dir = make_temp_dir();
+    char err[1024];
+    save_hf(&m, dir);
+    char *index = path_in(dir, "model.safetensors.index.json");
+    char *shard = path_in(dir, "model-00001-of-00001.safetensors");
+    char *single = path_in(dir, "model.safetensors");
+    {
+        /* a complete sharded copy of the same weights */
+        FILE *in = fopen(single, "rb"), *out = fopen(shard, "wb");
+        assert_non_null(in);
+        assert_non_null(out);
+        int ch;
+        while ((ch = fgetc(in)) != EOF)
+            fputc(ch, out);
+        fclose(in);
+        fclose(out);
+        st_file f;
+        assert_int_equal(st_open(&f, shard, err, sizeof err), 0);
+        FILE *o = fopen(index, "w");
+        assert_non_null(o);
+        fprintf(o, "{\"weight_map\": {");
+        for (size_t i = 0; i < f.count; i++)
+            fprintf(o, "%s\"%s\": \"model-00001-of-00001.safetensors\"",
+                    i ? ", " : "", f.tensors[i].name);
+        fprintf(o, "}}");
+        fclose(o);
+        st_close(&f);
+    }
+    memset(&back, 0x5A, sizeof back);
+    assert_int_equal(ckpt_load_hf(dir, &back, 1, 0, err, sizeof err), -1);
+    assert_non_null(strstr(err, "holds both model.safetensors and "
+                                "model.safetensors.index.json"));
+    assert_null(back.w.base);
+    /* either alone loads */
+    unlink(single);
+    if (ckpt_load_hf(dir, &back, 1, 0, err, sizeof err) != 0)
+        fail_msg("the index alone: %s", err);
+    llama_destroy(&back);
+    free(index);
+    free(shard);
+    free(single);
+    llama_destroy(&m);
+    remove_dir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -445,6 +673,9 @@ int main(void)
         cmocka_unit_test(test_huge_sizes_refused),
         cmocka_unit_test(test_head_dim_wrap_refused),
         cmocka_unit_test(test_default_context),
+        cmocka_unit_test(test_nonfinite_refused),
+        cmocka_unit_test(test_tied_head_stored),
+        cmocka_unit_test(test_single_and_index_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -447,6 +447,50 @@ void st_read_f32(const st_file *f, const st_tensor *t, float *out)
     }
 }
 
+float st_get_f32(const st_file *f, const st_tensor *t, uint64_t i)
+{
+    const unsigned char *p = f->data + t->begin + i * st_dtype_size(t->dtype);
+    switch (t->dtype) {
+    case ST_F32:
+        return bits_f32((uint32_t)p[0] | (uint32_t)p[1] << 8 |
+                        (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
+    case ST_BF16:
+        return st_bf16_to_f32((uint16_t)(p[0] | p[1] << 8));
+    case ST_F16:
+        return st_f16_to_f32((uint16_t)(p[0] | p[1] << 8));
+    }
+    return 0.0f;
+}
+
+int st_find_nonfinite(const st_file *f, const st_tensor *t, uint64_t *index,
+                      float *value)
+{
+    /* A value is NaN or infinite when its exponent bits are all ones; the
+     * widening conversions keep both, so the f32 value names the kind. */
+    const unsigned char *p = f->data + t->begin;
+    uint64_t n = t->numel;
+    for (uint64_t i = 0; i < n; i++) {
+        int bad;
+        switch (t->dtype) {
+        case ST_F32:
+            bad = (p[4 * i + 3] & 0x7F) == 0x7F && (p[4 * i + 2] & 0x80);
+            break;
+        case ST_BF16:
+            bad = (p[2 * i + 1] & 0x7F) == 0x7F && (p[2 * i] & 0x80);
+            break;
+        default: /* ST_F16: 5 exponent bits */
+            bad = (p[2 * i + 1] & 0x7C) == 0x7C;
+            break;
+        }
+        if (bad) {
+            *index = i;
+            *value = st_get_f32(f, t, i);
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* ---- writing ---------------------------------------------------------- */
 
 typedef struct atomic_out {
