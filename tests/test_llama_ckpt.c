@@ -272,6 +272,25 @@ static void test_json_valid(void **state)
     assert_string_equal(y->string, "\xc3\xa9");
     json_free(v);
 
+    /* Where each value's text is in the input. */
+    const char *doc = " {\"k\": [1, {\"x\": \"y\"}] , \"b\":true}\n";
+    v = parse_ok(doc);
+    assert_int_equal(v->begin, 1);
+    assert_int_equal(v->end, strlen(doc) - 1);
+    const json_value *k = json_get(v, "k");
+    assert_int_equal(k->end - k->begin, strlen("[1, {\"x\": \"y\"}]"));
+    assert_memory_equal(doc + k->begin, "[1, {\"x\": \"y\"}]",
+                        k->end - k->begin);
+    const json_value *x = json_get(&k->items[1], "x");
+    assert_memory_equal(doc + x->begin, "\"y\"", 3);
+    assert_int_equal(x->end - x->begin, 3);
+    assert_memory_equal(doc + k->items[0].begin, "1", 1);
+    assert_int_equal(k->items[0].end, k->items[0].begin + 1);
+    const json_value *b = json_get(v, "b");
+    assert_memory_equal(doc + b->begin, "true", 4);
+    assert_int_equal(b->end - b->begin, 4);
+    json_free(v);
+
     /* Scalars at the top level, and exactly the maximum depth. */
     v = parse_ok("42");
     assert_true(v->is_uint && v->uint == 42);
