@@ -5,6 +5,7 @@
 #include "checkpoint.h"
 
 #include "fileio.h"
+#include "hf_config.h"
 #include "json.h"
 #include "safetensors.h"
 
@@ -271,174 +272,6 @@ static json_value *read_json(const char *path, char *err, size_t errlen)
         return NULL;
     }
     return v;
-}
-
-/* ---- config.json ---------------------------------------------------------- */
-
-static int config_int(const json_value *cfg, const char *path,
-                      const char *key, int required, int fallback, int *out,
-                      char *err, size_t errlen)
-{
-    const json_value *v = json_get(cfg, key);
-    if (!v || (!required && v->type == JSON_NULL)) {
-        if (required) {
-            set_err(err, errlen, "%s: '%s' is missing", path, key);
-            return -1;
-        }
-        *out = fallback;
-        return 0;
-    }
-    if (v->type != JSON_NUMBER || !v->is_uint || v->uint < 1 ||
-        v->uint > INT_MAX) {
-        set_err(err, errlen, "%s: '%s' must be an integer in [1, %d]", path,
-                key, INT_MAX);
-        return -1;
-    }
-    *out = (int)v->uint;
-    return 0;
-}
-
-static int config_float(const json_value *cfg, const char *path,
-                        const char *key, float fallback, float *out,
-                        char *err, size_t errlen)
-{
-    const json_value *v = json_get(cfg, key);
-    if (!v || v->type == JSON_NULL) {
-        *out = fallback;
-        return 0;
-    }
-    float f = v->type == JSON_NUMBER ? (float)v->number : 0.0f;
-    if (v->type != JSON_NUMBER || !(f > 0.0f) || !isfinite(f)) {
-        set_err(err, errlen, "%s: '%s' must be a positive number that "
-                "fits in a float", path, key);
-        return -1;
-    }
-    *out = f;
-    return 0;
-}
-
-/* LlamaConfig's max_position_embeddings when config.json has none. */
-#define HF_DEFAULT_CONTEXT 2048
-
-/* Hugging Face LlamaConfig fields and defaults: num_key_value_heads
- * defaults to num_attention_heads, max_position_embeddings to 2048,
- * rope_theta to 10000, rms_norm_eps to 1e-6, tie_word_embeddings to
- * false. Anything that would change the
- * architecture this model implements is refused. */
-static int parse_config(const json_value *j, const char *path,
-                        llama_config *c, char *err, size_t errlen)
-{
-    memset(c, 0, sizeof *c);
-    if (config_int(j, path, "hidden_size", 1, 0, &c->dim, err, errlen) ||
-        config_int(j, path, "intermediate_size", 1, 0, &c->hidden_dim, err,
-                   errlen) ||
-        config_int(j, path, "num_hidden_layers", 1, 0, &c->n_layers, err,
-                   errlen) ||
-        config_int(j, path, "num_attention_heads", 1, 0, &c->n_heads, err,
-                   errlen) ||
-        config_int(j, path, "num_key_value_heads", 0, c->n_heads,
-                   &c->n_kv_heads, err, errlen) ||
-        config_int(j, path, "vocab_size", 1, 0, &c->vocab_size, err,
-                   errlen) ||
-        config_int(j, path, "max_position_embeddings", 0,
-                   HF_DEFAULT_CONTEXT, &c->seq_len, err, errlen) ||
-        config_float(j, path, "rope_theta", 10000.0f, &c->rope_theta, err,
-                     errlen) ||
-        config_float(j, path, "rms_norm_eps", 1e-6f, &c->norm_eps, err,
-                     errlen))
-        return -1;
-    const json_value *v = json_get(j, "tie_word_embeddings");
-    if (v && v->type != JSON_BOOL && v->type != JSON_NULL) {
-        set_err(err, errlen, "%s: 'tie_word_embeddings' must be true or "
-                "false", path);
-        return -1;
-    }
-    c->tied = v && v->type == JSON_BOOL && v->boolean;
-    v = json_get(j, "rope_scaling");
-    if (v && v->type != JSON_NULL) {
-        set_err(err, errlen, "%s: rope_scaling is not supported (only null "
-                "or absent)", path);
-        return -1;
-    }
-    v = json_get(j, "hidden_act");
-    if (v && (v->type != JSON_STRING || strcmp(v->string, "silu") != 0)) {
-        set_err(err, errlen, "%s: hidden_act must be \"silu\"", path);
-        return -1;
-    }
-    static const char *const no_bias[] = {"attention_bias", "mlp_bias"};
-    for (int i = 0; i < 2; i++) {
-        v = json_get(j, no_bias[i]);
-        if (v && !(v->type == JSON_NULL ||
-                   (v->type == JSON_BOOL && !v->boolean))) {
-            set_err(err, errlen, "%s: '%s' must be false (the model has no "
-                    "biases)", path, no_bias[i]);
-            return -1;
-        }
-    }
-    /* Compared with the quotient, not multiplied by n_heads: a product
-     * could wrap 64 bits (head_dim 2^63 + 8 with 2 heads would be 16). */
-    v = json_get(j, "head_dim");
-    if (v && v->type != JSON_NULL &&
-        (v->type != JSON_NUMBER || !v->is_uint || c->dim % c->n_heads != 0 ||
-         v->uint != (uint64_t)(c->dim / c->n_heads))) {
-        set_err(err, errlen, "%s: head_dim must be hidden_size / "
-                "num_attention_heads = %d / %d", path, c->dim, c->n_heads);
-        return -1;
-    }
-    char merr[256];
-    if (llama_config_check(c, merr, sizeof merr) != 0) {
-        set_err(err, errlen, "%s: %s", path, merr);
-        return -1;
-    }
-    return 0;
-}
-
-/* The shortest decimal form that reads back as the same float. */
-static void format_float(char *buf, size_t len, float x)
-{
-    for (int prec = 6; prec <= 9; prec++) {
-        snprintf(buf, len, "%.*g", prec, (double)x);
-        if (strtof(buf, NULL) == x)
-            return;
-    }
-}
-
-static int write_config(const char *path, const llama_config *c,
-                        int context_len, owl_dtype dtype, char *err,
-                        size_t errlen)
-{
-    char theta[32], eps[32], text[1024];
-    format_float(theta, sizeof theta, c->rope_theta);
-    format_float(eps, sizeof eps, c->norm_eps);
-    const char *torch_dtype = dtype == OWL_DTYPE_BF16  ? "bfloat16"
-                              : dtype == OWL_DTYPE_F16 ? "float16"
-                                                       : "float32";
-    int n = snprintf(text, sizeof text,
-        "{\n"
-        "  \"architectures\": [\"LlamaForCausalLM\"],\n"
-        "  \"model_type\": \"llama\",\n"
-        "  \"hidden_act\": \"silu\",\n"
-        "  \"hidden_size\": %d,\n"
-        "  \"intermediate_size\": %d,\n"
-        "  \"num_hidden_layers\": %d,\n"
-        "  \"num_attention_heads\": %d,\n"
-        "  \"num_key_value_heads\": %d,\n"
-        "  \"vocab_size\": %d,\n"
-        "  \"max_position_embeddings\": %d,\n"
-        "  \"rope_theta\": %s,\n"
-        "  \"rope_scaling\": null,\n"
-        "  \"rms_norm_eps\": %s,\n"
-        "  \"tie_word_embeddings\": %s,\n"
-        "  \"torch_dtype\": \"%s\"\n"
-        "}\n",
-        c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads,
-        c->vocab_size, context_len, theta, eps, c->tied ? "true" : "false",
-        torch_dtype);
-    if (n < 0 || (size_t)n >= sizeof text) {
-        set_err(err, errlen, "%s: config text too long", path);
-        return -1;
-    }
-    return st_write_file_atomic(path, text, (size_t)n, err, errlen);
 }
 
 /* ---- loading safetensors ---------------------------------------------- */
@@ -736,7 +569,7 @@ int ckpt_load_hf(const char *dir, llama_model *m, int max_batch, int max_seq,
         goto done;
     }
     j = read_json(config_path, err, errlen);
-    if (!j || parse_config(j, config_path, &cfg, err, errlen))
+    if (!j || hf_config_parse(j, config_path, &cfg, err, errlen))
         goto done;
     int sharded = file_exists(index_path);
     if (!sharded && !file_exists(single_path)) {
@@ -852,11 +685,15 @@ int ckpt_save_safetensors(const char *path, const llama_model *m,
         k++;
     }
     rc = st_write(path, o, k, sd, err, errlen);
-    if (rc == 0 && config_path)
-        rc = write_config(config_path, &m->cfg,
-                          m->context_len > 0 ? m->context_len
-                                             : m->cfg.seq_len,
-                          dtype, err, errlen);
+    if (rc == 0 && config_path) {
+        char *text;
+        size_t len;
+        rc = ckpt_config_text(m, dtype, NULL, &text, &len, err, errlen);
+        if (rc == 0) {
+            rc = st_write_file_atomic(config_path, text, len, err, errlen);
+            free(text);
+        }
+    }
 done:
     free(t);
     free(o);

@@ -29,7 +29,9 @@ int file_open_regular(const char *path, uint64_t *size, char *err,
      * and the open cannot slip through. */
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) {
-        set_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        int e = errno; /* kept for callers that tell ENOENT apart */
+        set_err(err, errlen, "%s: cannot open: %s", path, strerror(e));
+        errno = e;
         return -1;
     }
     struct stat st;

@@ -11,12 +11,13 @@
 #include <stdint.h>
 
 /* Opens path read-only; refuses anything but a regular file. Returns the
- * descriptor (close it), with its size in *size; -1 on failure. */
+ * descriptor (close it), with its size in *size; -1 on failure (errno is
+ * open's when the open itself failed, e.g. ENOENT). */
 int file_open_regular(const char *path, uint64_t *size, char *err,
                       size_t errlen);
 
 /* Reads a whole regular file of at most `limit` bytes into a new buffer
- * (free it), NUL-terminated one byte past *len. */
+ * (free it), NUL-terminated one byte past *len; errno as above. */
 int file_read_all(const char *path, size_t limit, char **out, size_t *len,
                   char *err, size_t errlen);
 
