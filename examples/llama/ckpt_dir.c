@@ -352,8 +352,14 @@ void ckpt_stage_abort(ckpt_stage *s)
     memset(s, 0, sizeof *s);
 }
 
+int ckpt_dir_exchange_disabled = 0;
+
 static int exchange(const char *a, const char *b)
 {
+    if (ckpt_dir_exchange_disabled) {
+        errno = EINVAL; /* what a file system without it answers */
+        return -1;
+    }
 #ifdef SYS_renameat2
     return (int)syscall(SYS_renameat2, AT_FDCWD, a, AT_FDCWD, b,
                         RENAME_EXCHANGE);

@@ -68,4 +68,8 @@ int ckpt_stage_commit(ckpt_stage *s, char *err, size_t errlen);
 /* Removes the staging directory and releases the stage. */
 void ckpt_stage_abort(ckpt_stage *s);
 
+/* For tests: when nonzero, ckpt_stage_commit takes the two-rename path
+ * of file systems that cannot exchange, so that it is exercised too. */
+extern int ckpt_dir_exchange_disabled;
+
 #endif /* LLAMA_CKPT_DIR_H */
