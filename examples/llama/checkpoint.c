@@ -613,6 +613,15 @@ int ckpt_load_hf(const char *dir, llama_model *m, int max_batch, int max_seq,
         set_err(err, errlen, "%s: out of memory", dir);
         goto done;
     }
+    /* The memory the run needs is known from the configuration alone:
+     * a model that cannot fit is refused before its files are read. */
+    char merr[512];
+    int context = cfg.seq_len;
+    cfg.seq_len = run_seq_len(context, max_seq);
+    if (llama_memory_check(&cfg, max_batch, merr, sizeof merr) != 0) {
+        set_err(err, errlen, "%s: %s", dir, merr);
+        goto done;
+    }
     /* Check the files against the configuration's shapes first, so a bad
      * checkpoint is refused before a possibly large model is allocated. */
     build_table(&cfg, NULL, t);
@@ -621,9 +630,6 @@ int ckpt_load_hf(const char *dir, llama_model *m, int max_batch, int max_seq,
                 : load_single(single_path, t, n, LOAD_CHECK_VALUES, err,
                               errlen))
         goto done;
-    char merr[512];
-    int context = cfg.seq_len;
-    cfg.seq_len = run_seq_len(context, max_seq);
     if (llama_create(m, &cfg, max_batch, merr, sizeof merr) != 0) {
         set_err(err, errlen, "%s: %s", dir, merr);
         goto done;
@@ -906,11 +912,16 @@ int ckpt_load_llama2c(const char *path, llama_model *m, int max_batch,
                 ovf ? 0ULL : (unsigned long long)want);
         goto done;
     }
+    /* The file's seq_len sizes the legacy freq_cis arrays (above); the
+     * model is created for the run's, whose memory is checked before the
+     * file's values are read. */
+    c.seq_len = run_seq_len(h[6], max_seq);
+    if (llama_memory_check(&c, max_batch, merr, sizeof merr) != 0) {
+        set_err(err, errlen, "%s: %s", path, merr);
+        goto done;
+    }
     if (llama2c_check_finite(path, b + 28, &c, h[6], err, errlen) != 0)
         goto done;
-    /* The file's seq_len sizes the legacy freq_cis arrays (above); the
-     * model is created for the run's. */
-    c.seq_len = run_seq_len(h[6], max_seq);
     if (llama_create(m, &c, max_batch, merr, sizeof merr) != 0) {
         set_err(err, errlen, "%s: %s", path, merr);
         goto done;

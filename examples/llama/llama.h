@@ -93,11 +93,14 @@ typedef struct llama_memory {
  * unusable or a size does not fit in a size_t (no product wraps). */
 int llama_memory_plan(const llama_config *c, int max_batch,
                       llama_memory *out, char *err, size_t errlen);
+/* 0 when the plan of llama_create(cfg, max_batch) fits in MemAvailable
+ * of /proc/meminfo (or that cannot be read); else -1 with both figures,
+ * the plan's parts and the trainer flags that size it. */
+int llama_memory_check(const llama_config *c, int max_batch, char *err,
+                       size_t errlen);
 /* Allocates weights and gradients (zeroed) for cfg, and activations for
  * up to max_batch sequences of cfg.seq_len tokens. 0 on success. Before
- * allocating, the plan's total is compared with MemAvailable of
- * /proc/meminfo (where it can be read): a model that does not fit is
- * refused with both figures. */
+ * allocating, llama_memory_check: a model that does not fit is refused. */
 int llama_create(llama_model *m, const llama_config *cfg, int max_batch,
                  char *err, size_t errlen);
 void llama_destroy(llama_model *m);

@@ -397,20 +397,12 @@ static void format_bytes(char *buf, size_t len, uint64_t b)
         snprintf(buf, len, "%.1f kB", (double)b / 1e3);
 }
 
-int llama_create(llama_model *m, const llama_config *cfg, int max_batch,
-                 char *err, size_t errlen)
+int llama_memory_check(const llama_config *cfg, int max_batch, char *err,
+                       size_t errlen)
 {
-    if (!m) {
-        snprintf(err, errlen, "model is NULL");
-        return -1;
-    }
-    memset(m, 0, sizeof *m);
     llama_memory plan;
     if (llama_memory_plan(cfg, max_batch, &plan, err, errlen) != 0)
         return -1;
-    /* Refuse before allocating: the buffers are only touched by the first
-     * steps, so a model that does not fit would otherwise be found out by
-     * the kernel's OOM killer or by swapping, well into the run. */
     uint64_t avail = mem_available();
     if (avail && plan.total > avail) {
         char need[32], have[32], w[32], g[32], a[32], s[32];
@@ -426,6 +418,22 @@ int llama_create(llama_model *m, const llama_config *cfg, int max_batch,
                  g, a, s, have);
         return -1;
     }
+    return 0;
+}
+
+int llama_create(llama_model *m, const llama_config *cfg, int max_batch,
+                 char *err, size_t errlen)
+{
+    if (!m) {
+        snprintf(err, errlen, "model is NULL");
+        return -1;
+    }
+    memset(m, 0, sizeof *m);
+    /* Refuse before allocating: the buffers are only touched by the first
+     * steps, so a model that does not fit would otherwise be found out by
+     * the kernel's OOM killer or by swapping, well into the run. */
+    if (llama_memory_check(cfg, max_batch, err, errlen) != 0)
+        return -1;
     m->cfg = *cfg;
     m->head_dim = cfg->dim / cfg->n_heads;
     m->context_len = cfg->seq_len;
