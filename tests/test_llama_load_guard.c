@@ -287,6 +287,18 @@ static void test_fifo_refused(void **state)
     data_ids d;
     EXPECT_FIFO_REFUSED(data_load_text(bin, &d, err, sizeof err), err);
     EXPECT_FIFO_REFUSED(data_load_ids(bin, 16, &d, err, sizeof err), err);
+    /* a companion file read for a later save */
+    char *tok = path_in(dir, "tokenizer.json");
+    put_fifo(tok);
+    ckpt_source src;
+    EXPECT_FIFO_REFUSED(ckpt_source_read(dir, &src, err, sizeof err), err);
+    unlink(tok);
+    if (ckpt_source_read(dir, &src, err, sizeof err) != 0)
+        fail_msg("no companion files: %s", err);
+    assert_int_equal(src.nfiles, 0);
+    assert_non_null(src.config);
+    ckpt_source_free(&src);
+    free(tok);
 
     free(bin);
     free(cfg);

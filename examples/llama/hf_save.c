@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* Largest config.json and companion file read into a source: far above
  * any real one (Llama-3's tokenizer.json is 9 MB), far below memory. */
@@ -129,19 +130,20 @@ int ckpt_source_read(const char *dir, ckpt_source *src, char *err,
             rc = -1;
             break;
         }
+        /* Absent is fine; there but unreadable (a FIFO, too large) is
+         * not: a save without it would not be the complete model. */
+        struct stat st;
+        if (lstat(p, &st) != 0 && errno == ENOENT) {
+            free(p);
+            continue;
+        }
         char *bytes;
         size_t len;
-        char ferr[512];
-        if (file_read_all(p, COMPANION_LIMIT, &bytes, &len, ferr,
-                          sizeof ferr) == 0) {
+        rc = file_read_all(p, COMPANION_LIMIT, &bytes, &len, err, errlen);
+        if (rc == 0) {
             rc = ckpt_source_add_file(src, ckpt_companion_files[i], bytes,
                                       len, err, errlen);
             free(bytes);
-        } else if (errno != ENOENT) {
-            /* There but unreadable (a FIFO, too large): a save without it
-             * would not be the complete model, so say so now. */
-            set_err(err, errlen, "%s", ferr);
-            rc = -1;
         }
         free(p);
     }
