@@ -1,7 +1,8 @@
 /* LLaMa checkpoints: Hugging Face safetensors (+ config.json, optionally
  * sharded) and llama2.c .bin files; see checkpoint.h. Loads check the
- * whole input (every tensor's presence, dtype and shape) before writing
- * any weight, so a refused file leaves the model as it was. */
+ * whole input (sizes against the files, every tensor's presence, dtype,
+ * shape and finite values, the run's memory) before allocating the model
+ * or writing any weight, so a refused file leaves the model as it was. */
 #include "checkpoint.h"
 
 #include "fileio.h"
