@@ -272,6 +272,25 @@ static void test_json_valid(void **state)
     assert_string_equal(y->string, "\xc3\xa9");
     json_free(v);
 
+    /* Where each value's text is in the input. */
+    const char *doc = " {\"k\": [1, {\"x\": \"y\"}] , \"b\":true}\n";
+    v = parse_ok(doc);
+    assert_int_equal(v->begin, 1);
+    assert_int_equal(v->end, strlen(doc) - 1);
+    const json_value *k = json_get(v, "k");
+    assert_int_equal(k->end - k->begin, strlen("[1, {\"x\": \"y\"}]"));
+    assert_memory_equal(doc + k->begin, "[1, {\"x\": \"y\"}]",
+                        k->end - k->begin);
+    const json_value *x = json_get(&k->items[1], "x");
+    assert_memory_equal(doc + x->begin, "\"y\"", 3);
+    assert_int_equal(x->end - x->begin, 3);
+    assert_memory_equal(doc + k->items[0].begin, "1", 1);
+    assert_int_equal(k->items[0].end, k->items[0].begin + 1);
+    const json_value *b = json_get(v, "b");
+    assert_memory_equal(doc + b->begin, "true", 4);
+    assert_int_equal(b->end - b->begin, 4);
+    json_free(v);
+
     /* Scalars at the top level, and exactly the maximum depth. */
     v = parse_ok("42");
     assert_true(v->is_uint && v->uint == 42);
@@ -524,7 +543,7 @@ static void test_roundtrip_f32(void **state)
         free(b);
 
         char err[256];
-        if (ckpt_load_hf(dir, &back, 2, err, sizeof err) != 0)
+        if (ckpt_load_hf(dir, &back, 2, 0, err, sizeof err) != 0)
             fail_msg("load: %s", err);
         assert_same_config(&back.cfg, &c);
         assert_int_equal(back.w.count, m.w.count);
@@ -608,9 +627,13 @@ static void test_roundtrip_16bit(void **state)
         create_model(&m, &c);
         for (size_t i = 0; i < m.w.count; i++)
             m.w.base[i] = 0.5f; /* exact in both */
-        for (size_t i = 0; i < nk; i++)
-            m.w.embed[i] = k_rounding[i].x;
-        m.w.head[0] = NAN;
+        /* The values whose image is finite round trip through a load;
+         * the loader refuses the others (below). */
+        for (size_t i = 0; i < nk; i++) {
+            float want = pass == 0 ? k_rounding[i].bf16 : k_rounding[i].f16;
+            if (isfinite(want))
+                m.w.embed[i] = k_rounding[i].x;
+        }
         char *dir = make_temp_dir();
         save_model(&m, dir, dt);
         char *wpath = path_in(dir, "model.safetensors");
@@ -628,10 +651,12 @@ static void test_roundtrip_16bit(void **state)
         free(b);
         free(wpath);
         char err[256];
-        if (ckpt_load_hf(dir, &back, 1, err, sizeof err) != 0)
+        if (ckpt_load_hf(dir, &back, 1, 0, err, sizeof err) != 0)
             fail_msg("load: %s", err);
         for (size_t i = 0; i < nk; i++) {
             float want = pass == 0 ? k_rounding[i].bf16 : k_rounding[i].f16;
+            if (!isfinite(want))
+                want = 0.5f;
             if (memcmp(&back.w.embed[i], &want, 4) != 0)
                 fail_msg("%s: %a became %a, want %a", tag,
                          (double)k_rounding[i].x, (double)back.w.embed[i],
@@ -639,11 +664,32 @@ static void test_roundtrip_16bit(void **state)
         }
         for (size_t i = nk; i < (size_t)c.vocab_size * c.dim; i++)
             assert_true(back.w.embed[i] == 0.5f);
-        assert_true(isnan(back.w.head[0]));
-        for (size_t i = 1; i < (size_t)c.vocab_size * c.dim; i++)
+        for (size_t i = 0; i < (size_t)c.vocab_size * c.dim; i++)
             assert_true(back.w.head[i] == 0.5f);
         assert_true(back.w.layers[1].w_down[5] == 0.5f);
         llama_destroy(&back);
+
+        /* Values that overflow to infinity are stored as infinities (the
+         * loader, reading the stored bits, names them), and NaN stays NaN. */
+        for (size_t i = 0; i < nk; i++) {
+            float want = pass == 0 ? k_rounding[i].bf16 : k_rounding[i].f16;
+            if (isfinite(want))
+                continue;
+            m.w.embed[i] = k_rounding[i].x;
+            save_model(&m, dir, dt);
+            m.w.embed[i] = 0.5f;
+            assert_int_equal(ckpt_load_hf(dir, &back, 1, 0, err, sizeof err),
+                             -1);
+            char what[128];
+            snprintf(what, sizeof what, "'model.embed_tokens.weight' holds "
+                     "+Inf at index %zu", i);
+            if (!strstr(err, what))
+                fail_msg("%s: %a: '%s'", tag, (double)k_rounding[i].x, err);
+        }
+        m.w.head[0] = NAN;
+        save_model(&m, dir, dt);
+        assert_int_equal(ckpt_load_hf(dir, &back, 1, 0, err, sizeof err), -1);
+        assert_non_null(strstr(err, "'lm_head.weight' holds NaN at index 0"));
         llama_destroy(&m);
         remove_dir(dir);
     }
@@ -781,12 +827,31 @@ static void test_malformed_files(void **state)
     u[n - 2].shape[1] = 1;
     assert_int_equal(st_write(p, u, n, ST_F32, err, sizeof err), 0);
     expect_refused(&m, p, "has shape [8, 1]");
-    /* a tied model refuses a file that has lm_head.weight */
+    /* a tied model refuses a file whose lm_head.weight is another matrix
+     * than the embedding, and accepts one where it is the same */
     llama_config ct = tiny_config(1);
     llama_model mt;
     create_model(&mt, &ct);
     assert_int_equal(st_write(p, t, n, ST_F32, err, sizeof err), 0);
-    expect_refused(&mt, p, "unexpected tensor 'lm_head.weight'");
+    expect_refused(&mt, p, "lm_head.weight differs from "
+                           "model.embed_tokens.weight at index 0");
+    memcpy(u, t, n * sizeof *t);
+    u[n - 1].data = t[0].data; /* lm_head.weight = the embedding */
+    assert_int_equal(st_write(p, u, n, ST_F32, err, sizeof err), 0);
+    if (ckpt_load_safetensors(p, &mt, err, sizeof err) != 0)
+        fail_msg("tied, lm_head.weight equal: %s", err);
+    assert_memory_equal(mt.w.embed, m.w.embed,
+                        (size_t)c.vocab_size * c.dim * sizeof(float));
+    /* one element differs */
+    size_t ne = (size_t)c.vocab_size * c.dim;
+    float *almost = malloc(ne * sizeof *almost);
+    memcpy(almost, t[0].data, ne * sizeof *almost);
+    almost[3] = nextafterf(almost[3], INFINITY);
+    u[n - 1].data = almost;
+    assert_int_equal(st_write(p, u, n, ST_F32, err, sizeof err), 0);
+    expect_refused(&mt, p, "differs from model.embed_tokens.weight at "
+                           "index 3");
+    free(almost);
     /* and the full, correct file loads into the untied model */
     assert_int_equal(ckpt_load_safetensors(p, &m, err, sizeof err), 0);
     /* inv_freq buffers of older checkpoints are skipped */
@@ -821,7 +886,7 @@ static void test_config_json(void **state)
                "\"num_hidden_layers\": 2, \"num_attention_heads\": 2, "
                "\"num_key_value_heads\": 1, \"vocab_size\": 16, "
                "\"max_position_embeddings\": 8}");
-    if (ckpt_load_hf(dir, &back, 1, err, sizeof err) != 0)
+    if (ckpt_load_hf(dir, &back, 1, 0, err, sizeof err) != 0)
         fail_msg("defaults: %s", err);
     assert_true(back.cfg.rope_theta == 10000.0f);
     assert_true(back.cfg.norm_eps == 1e-6f);
@@ -838,7 +903,7 @@ static void test_config_json(void **state)
         {"\"rope_theta\": \"big\"", "rope_theta"},
         {"\"attention_bias\": true", "attention_bias"},
         {"\"head_dim\": 8", "head_dim"},
-        {"\"tie_word_embeddings\": true", "unexpected tensor 'lm_head"},
+        {"\"tie_word_embeddings\": true", "lm_head.weight differs"},
     };
     char text[1024];
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -851,7 +916,7 @@ static void test_config_json(void **state)
                            bad[i].extra);
         write_file(cp, text, (size_t)len);
         memset(&back, 0x5A, sizeof back);
-        assert_int_equal(ckpt_load_hf(dir, &back, 1, err, sizeof err), -1);
+        assert_int_equal(ckpt_load_hf(dir, &back, 1, 0, err, sizeof err), -1);
         if (!strstr(err, bad[i].what))
             fail_msg("%s: message '%s'", bad[i].extra, err);
         assert_null(back.w.base); /* no model left behind */
@@ -869,12 +934,12 @@ static void test_config_json(void **state)
     };
     for (size_t i = 0; i < sizeof bad_whole / sizeof bad_whole[0]; i++) {
         write_file(cp, bad_whole[i].text, strlen(bad_whole[i].text));
-        assert_int_equal(ckpt_load_hf(dir, &back, 1, err, sizeof err), -1);
+        assert_int_equal(ckpt_load_hf(dir, &back, 1, 0, err, sizeof err), -1);
         if (!strstr(err, bad_whole[i].what))
             fail_msg("%s: message '%s'", bad_whole[i].text, err);
     }
     unlink(cp);
-    assert_int_equal(ckpt_load_hf(dir, &back, 1, err, sizeof err), -1);
+    assert_int_equal(ckpt_load_hf(dir, &back, 1, 0, err, sizeof err), -1);
     assert_non_null(strstr(err, "config.json"));
     free(cp);
     llama_destroy(&m);
@@ -924,7 +989,7 @@ static void test_sharded(void **state)
     assert_int_equal(st_write(s2, t + split, n - split, ST_BF16, err,
                               sizeof err), 0);
     write_index(dir, t, n, split, NULL);
-    if (ckpt_load_hf(dir, &back, 1, err, sizeof err) != 0)
+    if (ckpt_load_hf(dir, &back, 1, 0, err, sizeof err) != 0)
         fail_msg("sharded: %s", err);
     /* The first shard is f32: bit-exact; the second bf16-rounded. */
     for (size_t i = 0; i < n; i++) {
@@ -948,17 +1013,17 @@ static void test_sharded(void **state)
     /* Refusals: a shard path leaving the directory, a tensor the index
      * misplaces, one it lacks, and a shard that is missing. */
     write_index(dir, t, n, split, "../model-00001-of-00002.safetensors");
-    assert_int_equal(ckpt_load_hf(dir, &back, 1, err, sizeof err), -1);
+    assert_int_equal(ckpt_load_hf(dir, &back, 1, 0, err, sizeof err), -1);
     assert_non_null(strstr(err, "file name in the same directory"));
     write_index(dir, t, n, split, "model-00002-of-00002.safetensors");
-    assert_int_equal(ckpt_load_hf(dir, &back, 1, err, sizeof err), -1);
+    assert_int_equal(ckpt_load_hf(dir, &back, 1, 0, err, sizeof err), -1);
     assert_non_null(strstr(err, "model.embed_tokens.weight"));
     write_index(dir, t, n - 1, split, NULL);
-    assert_int_equal(ckpt_load_hf(dir, &back, 1, err, sizeof err), -1);
+    assert_int_equal(ckpt_load_hf(dir, &back, 1, 0, err, sizeof err), -1);
     assert_non_null(strstr(err, "'lm_head.weight' is missing from"));
     write_index(dir, t, n, split, NULL);
     unlink(s2);
-    assert_int_equal(ckpt_load_hf(dir, &back, 1, err, sizeof err), -1);
+    assert_int_equal(ckpt_load_hf(dir, &back, 1, 0, err, sizeof err), -1);
     assert_non_null(strstr(err, "model-00002-of-00002.safetensors"));
     assert_null(back.w.base);
     free(s1);
@@ -1050,7 +1115,7 @@ static void test_llama2c_tiny(void **state)
         size_t count;
         float *v = write_l2c(p, d, shared, &count, 0);
         llama_model m;
-        if (ckpt_load_llama2c(p, &m, 1, err, sizeof err) != 0)
+        if (ckpt_load_llama2c(p, &m, 1, 0, err, sizeof err) != 0)
             fail_msg("load: %s", err);
         assert_int_equal(m.cfg.dim, 8);
         assert_int_equal(m.cfg.hidden_dim, 12);
@@ -1138,29 +1203,29 @@ static void test_llama2c_tiny(void **state)
     size_t count;
     free(write_l2c(p, d, 1, &count, 1));
     llama_model m;
-    assert_int_equal(ckpt_load_llama2c(p, &m, 1, err, sizeof err), -1);
+    assert_int_equal(ckpt_load_llama2c(p, &m, 1, 0, err, sizeof err), -1);
     if (!strstr(err, "describes"))
         fail_msg("short file: '%s'", err);
     l2c_dims bad_kv = {8, 12, 2, 2, 3, 16, 4};
     free(write_l2c(p, bad_kv, 1, &count, 0));
-    assert_int_equal(ckpt_load_llama2c(p, &m, 1, err, sizeof err), -1);
+    assert_int_equal(ckpt_load_llama2c(p, &m, 1, 0, err, sizeof err), -1);
     assert_non_null(strstr(err, "n_kv_heads 3"));
     l2c_dims bad_dim = {9, 12, 2, 2, 1, 16, 4};
     free(write_l2c(p, bad_dim, 1, &count, 0));
-    assert_int_equal(ckpt_load_llama2c(p, &m, 1, err, sizeof err), -1);
+    assert_int_equal(ckpt_load_llama2c(p, &m, 1, 0, err, sizeof err), -1);
     assert_non_null(strstr(err, "dim 9"));
     int32_t h[7] = {8, 0, 2, 2, 1, 16, 4};
     write_file(p, h, sizeof h);
-    assert_int_equal(ckpt_load_llama2c(p, &m, 1, err, sizeof err), -1);
+    assert_int_equal(ckpt_load_llama2c(p, &m, 1, 0, err, sizeof err), -1);
     assert_non_null(strstr(err, "positive"));
     int32_t huge[7] = {INT32_MAX - 3, INT32_MAX, INT32_MAX, 2, 1,
                        INT32_MIN + 1, INT32_MAX};
     write_file(p, huge, sizeof huge);
-    assert_int_equal(ckpt_load_llama2c(p, &m, 1, err, sizeof err), -1);
+    assert_int_equal(ckpt_load_llama2c(p, &m, 1, 0, err, sizeof err), -1);
     if (!strstr(err, "describes"))
         fail_msg("huge header: '%s'", err);
     write_file(p, h, 20);
-    assert_int_equal(ckpt_load_llama2c(p, &m, 1, err, sizeof err), -1);
+    assert_int_equal(ckpt_load_llama2c(p, &m, 1, 0, err, sizeof err), -1);
     assert_non_null(strstr(err, "too short for the 28-byte header"));
     assert_null(m.w.base);
     free(p);
@@ -1279,7 +1344,7 @@ static void test_stories260k(void **state)
 
     llama_model m;
     char err[512];
-    if (ckpt_load_llama2c(path, &m, 1, err, sizeof err) != 0)
+    if (ckpt_load_llama2c(path, &m, 1, 0, err, sizeof err) != 0)
         fail_msg("load: %s", err);
     assert_int_equal(m.cfg.dim, 64);
     assert_int_equal(m.cfg.n_layers, 5);
@@ -1315,7 +1380,7 @@ static void test_stories260k(void **state)
     char *dir = make_temp_dir();
     save_model(&m, dir, OWL_DTYPE_F32);
     llama_model back;
-    if (ckpt_load_hf(dir, &back, 1, err, sizeof err) != 0)
+    if (ckpt_load_hf(dir, &back, 1, 0, err, sizeof err) != 0)
         fail_msg("reload: %s", err);
     assert_same_config(&back.cfg, &m.cfg);
     assert_memory_equal(back.w.base, m.w.base, m.w.count * 4);
@@ -1346,7 +1411,7 @@ static void test_stories260k_logits(void **state)
     int T = (int)tok->count;
     llama_model m;
     char err[512];
-    if (ckpt_load_llama2c(g_stories_path, &m, 1, err, sizeof err) != 0)
+    if (ckpt_load_llama2c(g_stories_path, &m, 1, 0, err, sizeof err) != 0)
         fail_msg("load: %s", err);
     assert_int_equal(lg->count, (uint64_t)T * m.cfg.vocab_size);
     int32_t *tokens = malloc((size_t)T * sizeof *tokens);

@@ -120,7 +120,7 @@ static void load_model(llama_model *m, int tied)
 {
     char path[4096], err[256];
     snprintf(path, sizeof path, "%s/%s", g_hf_dir, tied ? "tied" : "untied");
-    if (ckpt_load_hf(path, m, ref_int("config/batch"), err, sizeof err) != 0)
+    if (ckpt_load_hf(path, m, ref_int("config/batch"), 0, err, sizeof err) != 0)
         fail_msg("ckpt_load_hf(%s): %s", path, err);
     llama_config c = ref_config(tied);
     assert_int_equal(m->cfg.dim, c.dim);

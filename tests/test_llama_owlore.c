@@ -126,7 +126,7 @@ static void test_owlore_steps(void **state)
     int B = (int)setting("batch"), T = (int)setting("seq");
     char err[256];
     llama_model m;
-    if (ckpt_load_hf(g_hf_dir, &m, B, err, sizeof err) != 0)
+    if (ckpt_load_hf(g_hf_dir, &m, B, 0, err, sizeof err) != 0)
         fail_msg("ckpt_load_hf(%s): %s", g_hf_dir, err);
     assert_true(T <= m.cfg.seq_len);
     uint64_t L = (uint64_t)m.cfg.n_layers;

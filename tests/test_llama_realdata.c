@@ -232,7 +232,7 @@ static void test_stories260k(void **state)
      * positions; the sequences here are short, so the weights move into
      * a model created for GEN_T positions (seq_len sizes no parameter). */
     llama_model file, m;
-    if (ckpt_load_llama2c(path, &file, 1, err, sizeof err) != 0)
+    if (ckpt_load_llama2c(path, &file, 1, 0, err, sizeof err) != 0)
         fail_msg("ckpt_load_llama2c(%s): %s", path, err);
     llama_config cfg = file.cfg;
     cfg.seq_len = GEN_T;

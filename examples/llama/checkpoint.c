@@ -1,9 +1,12 @@
 /* LLaMa checkpoints: Hugging Face safetensors (+ config.json, optionally
  * sharded) and llama2.c .bin files; see checkpoint.h. Loads check the
- * whole input (every tensor's presence, dtype and shape) before writing
- * any weight, so a refused file leaves the model as it was. */
+ * whole input (sizes against the files, every tensor's presence, dtype,
+ * shape and finite values, the run's memory) before allocating the model
+ * or writing any weight, so a refused file leaves the model as it was. */
 #include "checkpoint.h"
 
+#include "fileio.h"
+#include "hf_config.h"
 #include "json.h"
 #include "safetensors.h"
 
@@ -36,6 +39,10 @@ typedef struct weight_ref {
     int ndim;
     uint64_t shape[2];
     float *data; /* NULL while only the shapes are known */
+    /* A tied model's lm_head.weight: the embedding under another name.
+     * Many Hugging Face checkpoints store it anyway; it may be absent,
+     * and when present it must equal the embedding. Never written. */
+    int tied_alias;
 } weight_ref;
 
 /* Rotary-embedding frequency buffers that older Hugging Face LLaMa
@@ -48,9 +55,11 @@ static int is_derived_buffer(const char *name)
     return n > s && strcmp(name + n - s, suffix) == 0;
 }
 
+/* Entries of the table: the embedding, 9 a layer, the final norm and
+ * lm_head.weight (the head, or a tied model's alias of the embedding). */
 static size_t table_size(const llama_config *c)
 {
-    return 2 + 9 * (size_t)c->n_layers + (c->tied ? 0 : 1);
+    return 3 + 9 * (size_t)c->n_layers;
 }
 
 static void add_ref(weight_ref *t, size_t *n, const char *name, uint64_t rows,
@@ -102,8 +111,8 @@ static void build_table(const llama_config *c, const llama_params *w,
         }
     }
     add_ref(t, &n, "model.norm.weight", dim, 0, w ? w->rms_final : NULL);
-    if (!c->tied)
-        add_ref(t, &n, "lm_head.weight", vocab, dim, w ? w->head : NULL);
+    add_ref(t, &n, "lm_head.weight", vocab, dim, w ? w->head : NULL);
+    t[n - 1].tied_alias = c->tied;
 }
 
 static weight_ref *find_ref(weight_ref *t, size_t n, const char *name)
@@ -126,16 +135,19 @@ static void format_shape(char *buf, size_t len, int ndim,
         snprintf(buf + at, len - at, "]");
 }
 
-/* Checks that st holds tensor r, with its
- * shape; returns the tensor or NULL with a message. */
-static const st_tensor *check_tensor(const st_file *st, const char *path,
-                                     const weight_ref *r, char *err,
-                                     size_t errlen)
+/* Checks that st holds tensor r, with its shape: 0 with the tensor in
+ * *out (NULL for an absent tied alias), or -1 with a message. */
+static int check_tensor(const st_file *st, const char *path,
+                        const weight_ref *r, const st_tensor **out, char *err,
+                        size_t errlen)
 {
     const st_tensor *t = st_find(st, r->name);
+    *out = t;
+    if (!t && r->tied_alias)
+        return 0;
     if (!t) {
         set_err(err, errlen, "%s: tensor '%s' is missing", path, r->name);
-        return NULL;
+        return -1;
     }
     int same = t->ndim == r->ndim;
     for (int d = 0; same && d < r->ndim; d++)
@@ -146,9 +158,52 @@ static const st_tensor *check_tensor(const st_file *st, const char *path,
         format_shape(want, sizeof want, r->ndim, r->shape);
         set_err(err, errlen, "%s: tensor '%s' has shape %s, the model's "
                 "configuration needs %s", path, r->name, got, want);
-        return NULL;
+        return -1;
     }
-    return t;
+    return 0;
+}
+
+/* A weight must be finite: a NaN or an infinity in a checkpoint would
+ * only show at the first loss or LOD ratio, far from its cause. */
+static int check_finite(const st_file *st, const char *path,
+                        const st_tensor *t, char *err, size_t errlen)
+{
+    uint64_t at;
+    float v;
+    if (!st_find_nonfinite(st, t, &at, &v))
+        return 0;
+    char where[64] = "";
+    if (t->ndim == 2 && t->shape[1] > 0)
+        snprintf(where, sizeof where, " (row %llu, column %llu)",
+                 (unsigned long long)(at / t->shape[1]),
+                 (unsigned long long)(at % t->shape[1]));
+    set_err(err, errlen, "%s: tensor '%s' holds %s at index %llu%s: a "
+            "checkpoint's weights must be finite", path, t->name,
+            isnan(v) ? "NaN" : v > 0 ? "+Inf" : "-Inf",
+            (unsigned long long)at, where);
+    return -1;
+}
+
+/* A tied model's stored lm_head.weight must be the embedding (tensors
+ * already checked for shape; they may be in different files and dtypes,
+ * so values are compared, as f32). */
+static int check_tied_alias(const st_file *ef, const st_tensor *e,
+                            const st_file *hf, const st_tensor *h,
+                            const char *path, char *err, size_t errlen)
+{
+    for (uint64_t i = 0; i < e->numel; i++) {
+        float a = st_get_f32(ef, e, i), b = st_get_f32(hf, h, i);
+        if (a != b) {
+            set_err(err, errlen, "%s: the configuration ties the head to "
+                    "the embedding (tie_word_embeddings), but "
+                    "lm_head.weight differs from model.embed_tokens.weight "
+                    "at index %llu (%.9g vs %.9g): set tie_word_embeddings "
+                    "to false to load the stored head", path,
+                    (unsigned long long)i, (double)b, (double)a);
+            return -1;
+        }
+    }
+    return 0;
 }
 
 /* Every tensor in st must be one of the model's (and, when owner is given,
@@ -198,58 +253,11 @@ static int file_exists(const char *path)
     return stat(path, &st) == 0;
 }
 
-/* Reads a whole (small) file: config.json, the shard index. */
-static char *read_small_file(const char *path, size_t limit, size_t *len,
-                             char *err, size_t errlen)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        set_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
-    char *buf = NULL;
-    size_t n = 0, cap = 0;
-    for (;;) {
-        if (n == cap) {
-            if (cap >= limit) {
-                set_err(err, errlen, "%s: larger than the %zu-byte limit",
-                        path, limit);
-                goto fail;
-            }
-            cap = cap ? cap * 2 : 4096;
-            if (cap > limit)
-                cap = limit;
-            char *b = realloc(buf, cap);
-            if (!b) {
-                set_err(err, errlen, "%s: out of memory", path);
-                goto fail;
-            }
-            buf = b;
-        }
-        size_t got = fread(buf + n, 1, cap - n, f);
-        n += got;
-        if (got == 0) {
-            if (ferror(f)) {
-                set_err(err, errlen, "%s: read error", path);
-                goto fail;
-            }
-            break;
-        }
-    }
-    fclose(f);
-    *len = n;
-    return buf ? buf : calloc(1, 1);
-fail:
-    fclose(f);
-    free(buf);
-    return NULL;
-}
-
 static json_value *read_json(const char *path, char *err, size_t errlen)
 {
     size_t len;
-    char *text = read_small_file(path, (size_t)16 << 20, &len, err, errlen);
-    if (!text)
+    char *text;
+    if (file_read_all(path, (size_t)16 << 20, &text, &len, err, errlen))
         return NULL;
     char jerr[200];
     json_value *v = json_parse(text, len, jerr, sizeof jerr);
@@ -267,192 +275,58 @@ static json_value *read_json(const char *path, char *err, size_t errlen)
     return v;
 }
 
-/* ---- config.json ---------------------------------------------------------- */
-
-static int config_int(const json_value *cfg, const char *path,
-                      const char *key, int required, int fallback, int *out,
-                      char *err, size_t errlen)
-{
-    const json_value *v = json_get(cfg, key);
-    if (!v || (!required && v->type == JSON_NULL)) {
-        if (required) {
-            set_err(err, errlen, "%s: '%s' is missing", path, key);
-            return -1;
-        }
-        *out = fallback;
-        return 0;
-    }
-    if (v->type != JSON_NUMBER || !v->is_uint || v->uint < 1 ||
-        v->uint > INT_MAX) {
-        set_err(err, errlen, "%s: '%s' must be an integer in [1, %d]", path,
-                key, INT_MAX);
-        return -1;
-    }
-    *out = (int)v->uint;
-    return 0;
-}
-
-static int config_float(const json_value *cfg, const char *path,
-                        const char *key, float fallback, float *out,
-                        char *err, size_t errlen)
-{
-    const json_value *v = json_get(cfg, key);
-    if (!v || v->type == JSON_NULL) {
-        *out = fallback;
-        return 0;
-    }
-    float f = v->type == JSON_NUMBER ? (float)v->number : 0.0f;
-    if (v->type != JSON_NUMBER || !(f > 0.0f) || !isfinite(f)) {
-        set_err(err, errlen, "%s: '%s' must be a positive number that "
-                "fits in a float", path, key);
-        return -1;
-    }
-    *out = f;
-    return 0;
-}
-
-/* Hugging Face LlamaConfig fields and defaults: num_key_value_heads
- * defaults to num_attention_heads, rope_theta to 10000, rms_norm_eps to
- * 1e-6, tie_word_embeddings to false. Anything that would change the
- * architecture this model implements is refused. */
-static int parse_config(const json_value *j, const char *path,
-                        llama_config *c, char *err, size_t errlen)
-{
-    memset(c, 0, sizeof *c);
-    if (config_int(j, path, "hidden_size", 1, 0, &c->dim, err, errlen) ||
-        config_int(j, path, "intermediate_size", 1, 0, &c->hidden_dim, err,
-                   errlen) ||
-        config_int(j, path, "num_hidden_layers", 1, 0, &c->n_layers, err,
-                   errlen) ||
-        config_int(j, path, "num_attention_heads", 1, 0, &c->n_heads, err,
-                   errlen) ||
-        config_int(j, path, "num_key_value_heads", 0, c->n_heads,
-                   &c->n_kv_heads, err, errlen) ||
-        config_int(j, path, "vocab_size", 1, 0, &c->vocab_size, err,
-                   errlen) ||
-        config_int(j, path, "max_position_embeddings", 1, 0, &c->seq_len,
-                   err, errlen) ||
-        config_float(j, path, "rope_theta", 10000.0f, &c->rope_theta, err,
-                     errlen) ||
-        config_float(j, path, "rms_norm_eps", 1e-6f, &c->norm_eps, err,
-                     errlen))
-        return -1;
-    const json_value *v = json_get(j, "tie_word_embeddings");
-    if (v && v->type != JSON_BOOL && v->type != JSON_NULL) {
-        set_err(err, errlen, "%s: 'tie_word_embeddings' must be true or "
-                "false", path);
-        return -1;
-    }
-    c->tied = v && v->type == JSON_BOOL && v->boolean;
-    v = json_get(j, "rope_scaling");
-    if (v && v->type != JSON_NULL) {
-        set_err(err, errlen, "%s: rope_scaling is not supported (only null "
-                "or absent)", path);
-        return -1;
-    }
-    v = json_get(j, "hidden_act");
-    if (v && (v->type != JSON_STRING || strcmp(v->string, "silu") != 0)) {
-        set_err(err, errlen, "%s: hidden_act must be \"silu\"", path);
-        return -1;
-    }
-    static const char *const no_bias[] = {"attention_bias", "mlp_bias"};
-    for (int i = 0; i < 2; i++) {
-        v = json_get(j, no_bias[i]);
-        if (v && !(v->type == JSON_NULL ||
-                   (v->type == JSON_BOOL && !v->boolean))) {
-            set_err(err, errlen, "%s: '%s' must be false (the model has no "
-                    "biases)", path, no_bias[i]);
-            return -1;
-        }
-    }
-    v = json_get(j, "head_dim");
-    if (v && v->type != JSON_NULL &&
-        (v->type != JSON_NUMBER || !v->is_uint ||
-         v->uint * (uint64_t)c->n_heads != (uint64_t)c->dim)) {
-        set_err(err, errlen, "%s: head_dim must be hidden_size / "
-                "num_attention_heads = %d / %d", path, c->dim, c->n_heads);
-        return -1;
-    }
-    char merr[256];
-    if (llama_config_check(c, merr, sizeof merr) != 0) {
-        set_err(err, errlen, "%s: %s", path, merr);
-        return -1;
-    }
-    return 0;
-}
-
-/* The shortest decimal form that reads back as the same float. */
-static void format_float(char *buf, size_t len, float x)
-{
-    for (int prec = 6; prec <= 9; prec++) {
-        snprintf(buf, len, "%.*g", prec, (double)x);
-        if (strtof(buf, NULL) == x)
-            return;
-    }
-}
-
-static int write_config(const char *path, const llama_config *c,
-                        owl_dtype dtype, char *err, size_t errlen)
-{
-    char theta[32], eps[32], text[1024];
-    format_float(theta, sizeof theta, c->rope_theta);
-    format_float(eps, sizeof eps, c->norm_eps);
-    const char *torch_dtype = dtype == OWL_DTYPE_BF16  ? "bfloat16"
-                              : dtype == OWL_DTYPE_F16 ? "float16"
-                                                       : "float32";
-    int n = snprintf(text, sizeof text,
-        "{\n"
-        "  \"architectures\": [\"LlamaForCausalLM\"],\n"
-        "  \"model_type\": \"llama\",\n"
-        "  \"hidden_act\": \"silu\",\n"
-        "  \"hidden_size\": %d,\n"
-        "  \"intermediate_size\": %d,\n"
-        "  \"num_hidden_layers\": %d,\n"
-        "  \"num_attention_heads\": %d,\n"
-        "  \"num_key_value_heads\": %d,\n"
-        "  \"vocab_size\": %d,\n"
-        "  \"max_position_embeddings\": %d,\n"
-        "  \"rope_theta\": %s,\n"
-        "  \"rope_scaling\": null,\n"
-        "  \"rms_norm_eps\": %s,\n"
-        "  \"tie_word_embeddings\": %s,\n"
-        "  \"torch_dtype\": \"%s\"\n"
-        "}\n",
-        c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads,
-        c->vocab_size, c->seq_len, theta, eps, c->tied ? "true" : "false",
-        torch_dtype);
-    if (n < 0 || (size_t)n >= sizeof text) {
-        set_err(err, errlen, "%s: config text too long", path);
-        return -1;
-    }
-    return st_write_file_atomic(path, text, (size_t)n, err, errlen);
-}
-
 /* ---- loading safetensors ---------------------------------------------- */
 
-/* Copies every table entry from its file (already checked). */
-static void copy_tensors(const st_file *files, const int *owner,
-                         const weight_ref *t, size_t n)
+/* What a pass over the files does once every tensor's presence and
+ * shape are checked: the values (finite; a tied alias equal to the
+ * embedding), then the copy into the table's arrays. ckpt_load_hf checks
+ * in a first pass, before the model exists, and copies in a second. */
+enum { LOAD_CHECK_VALUES = 1, LOAD_COPY = 2 };
+
+/* files[owner[i]] holds t[i] (owner NULL: files[0] holds all; -1: an
+ * absent tied alias), paths[] names the files for messages. */
+static int check_and_copy(const st_file *files, const char *const *paths,
+                          const int *owner, const weight_ref *t, size_t n,
+                          int mode, char *err, size_t errlen)
 {
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; (mode & LOAD_CHECK_VALUES) && i < n; i++) {
+        int o = owner ? owner[i] : 0;
+        const st_tensor *x = o < 0 ? NULL : st_find(&files[o], t[i].name);
+        if (!x)
+            continue;
+        if (t[i].tied_alias) {
+            /* the embedding is entry 0 of the table */
+            int eo = owner ? owner[0] : 0;
+            const st_tensor *e = st_find(&files[eo], t[0].name);
+            if (check_tied_alias(&files[eo], e, &files[o], x, paths[o], err,
+                                 errlen))
+                return -1;
+        } else if (check_finite(&files[o], paths[o], x, err, errlen)) {
+            return -1;
+        }
+    }
+    for (size_t i = 0; (mode & LOAD_COPY) && i < n; i++) {
+        if (t[i].tied_alias)
+            continue;
         const st_file *f = &files[owner ? owner[i] : 0];
         st_read_f32(f, st_find(f, t[i].name), t[i].data);
     }
+    return 0;
 }
 
-/* Checks one file against the table, then (unless check_only) copies. */
-static int load_single(const char *path, weight_ref *t, size_t n,
-                       int check_only, char *err, size_t errlen)
+/* Checks one file against the table, then does what mode asks. */
+static int load_single(const char *path, weight_ref *t, size_t n, int mode,
+                       char *err, size_t errlen)
 {
     st_file f;
     if (st_open(&f, path, err, errlen) != 0)
         return -1;
     int rc = check_no_extra(&f, path, t, n, NULL, 0, err, errlen);
+    const st_tensor *x;
     for (size_t i = 0; rc == 0 && i < n; i++)
-        if (!check_tensor(&f, path, &t[i], err, errlen))
-            rc = -1;
-    if (rc == 0 && !check_only)
-        copy_tensors(&f, NULL, t, n);
+        rc = check_tensor(&f, path, &t[i], &x, err, errlen);
+    if (rc == 0)
+        rc = check_and_copy(&f, &path, NULL, t, n, mode, err, errlen);
     st_close(&f);
     return rc;
 }
@@ -472,7 +346,9 @@ int ckpt_load_safetensors(const char *path, llama_model *m, char *err,
         return -1;
     }
     build_table(&m->cfg, &m->w, t);
-    int rc = load_single(path, t, n, 0, err, errlen);
+    /* Values checked before the copy: a refused file changes nothing. */
+    int rc = load_single(path, t, n, LOAD_CHECK_VALUES | LOAD_COPY, err,
+                         errlen);
     free(t);
     return rc;
 }
@@ -488,14 +364,15 @@ static int plain_file_name(const char *s)
 /* Loads the sharded form: the index's weight_map names each tensor's
  * shard. All shards are opened and checked before any weight is written. */
 static int load_sharded(const char *dir, const char *index_path,
-                        weight_ref *t, size_t n, int check_only,
-                        char *err, size_t errlen)
+                        weight_ref *t, size_t n, int mode, char *err,
+                        size_t errlen)
 {
     json_value *idx = read_json(index_path, err, errlen);
     if (!idx)
         return -1;
     int rc = -1;
     const char **shard_names = NULL;
+    char **paths = NULL;
     st_file *files = NULL;
     size_t nfiles = 0;
     int *owner = calloc(n, sizeof *owner);
@@ -510,8 +387,9 @@ static int load_sharded(const char *dir, const char *index_path,
         goto done;
     }
     shard_names = calloc(map->count ? map->count : 1, sizeof *shard_names);
+    paths = calloc(map->count ? map->count : 1, sizeof *paths);
     files = calloc(map->count ? map->count : 1, sizeof *files);
-    if (!shard_names || !files) {
+    if (!shard_names || !paths || !files) {
         set_err(err, errlen, "%s: out of memory", index_path);
         goto done;
     }
@@ -541,7 +419,7 @@ static int load_sharded(const char *dir, const char *index_path,
         owner[r - t] = (int)s;
     }
     for (size_t i = 0; i < n; i++) {
-        if (owner[i] < 0) {
+        if (owner[i] < 0 && !t[i].tied_alias) {
             set_err(err, errlen, "%s: tensor '%s' is missing from "
                     "weight_map", index_path, t[i].name);
             goto done;
@@ -549,7 +427,7 @@ static int load_sharded(const char *dir, const char *index_path,
     }
     size_t opened = 0;
     for (; opened < nfiles; opened++) {
-        char *p = join_path(dir, shard_names[opened]);
+        char *p = paths[opened] = join_path(dir, shard_names[opened]);
         if (!p) {
             set_err(err, errlen, "%s: out of memory", index_path);
             break;
@@ -558,25 +436,34 @@ static int load_sharded(const char *dir, const char *index_path,
         if (!bad)
             bad = check_no_extra(&files[opened], p, t, n, owner,
                                  (int)opened, err, errlen) != 0;
-        for (size_t i = 0; !bad && i < n; i++)
-            if (owner[i] == (int)opened &&
-                !check_tensor(&files[opened], p, &t[i], err, errlen))
+        for (size_t i = 0; !bad && i < n; i++) {
+            if (owner[i] != (int)opened)
+                continue;
+            const st_tensor *x;
+            bad = check_tensor(&files[opened], p, &t[i], &x, err,
+                               errlen) != 0;
+            if (!bad && !x) { /* an alias the index places here */
+                set_err(err, errlen, "%s: tensor '%s' is missing (the "
+                        "index puts it in this shard)", p, t[i].name);
                 bad = 1;
-        free(p);
+            }
+        }
         if (bad) {
             if (files[opened].map)
                 st_close(&files[opened]);
             break;
         }
     }
-    if (opened == nfiles) {
-        if (!check_only)
-            copy_tensors(files, owner, t, n);
-        rc = 0;
-    }
+    if (opened == nfiles)
+        rc = check_and_copy(files, (const char *const *)paths, owner, t, n,
+                            mode, err, errlen);
     for (size_t s = 0; s < opened; s++)
         st_close(&files[s]);
 done:
+    if (paths)
+        for (size_t s = 0; s < nfiles; s++)
+            free(paths[s]);
+    free(paths);
     free(owner);
     free(shard_names);
     free(files);
@@ -584,12 +471,90 @@ done:
     return rc;
 }
 
-int ckpt_load_hf(const char *dir, llama_model *m, int max_batch, char *err,
-                 size_t errlen)
+/* The sequence length a model is created for: the checkpoint's context,
+ * or the run's max_seq when that is shorter (0: the context). */
+static int run_seq_len(int context, int max_seq)
 {
-    if (!dir || !m) {
-        set_err(err, errlen, "ckpt_load_hf: %s is NULL",
-                !dir ? "dir" : "model");
+    return max_seq > 0 && max_seq < context ? max_seq : context;
+}
+
+static int cmp_str_ptr(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* The bytes of the weight files: model.safetensors, or (index_path not
+ * NULL) every distinct shard the index names, each a regular file. */
+static int weight_file_bytes(const char *dir, const char *index_path,
+                             const char *single_path, uint64_t *bytes,
+                             char *err, size_t errlen)
+{
+    uint64_t size;
+    *bytes = 0;
+    if (!index_path) {
+        int fd = file_open_regular(single_path, &size, err, errlen);
+        if (fd < 0)
+            return -1;
+        close(fd);
+        *bytes = size;
+        return 0;
+    }
+    json_value *idx = read_json(index_path, err, errlen);
+    if (!idx)
+        return -1;
+    const json_value *map = json_get(idx, "weight_map");
+    int rc = -1;
+    const char **names = NULL;
+    if (!map || map->type != JSON_OBJECT) {
+        set_err(err, errlen, "%s: 'weight_map' must be an object",
+                index_path);
+        goto done;
+    }
+    names = malloc((map->count ? map->count : 1) * sizeof *names);
+    if (!names) {
+        set_err(err, errlen, "%s: out of memory", index_path);
+        goto done;
+    }
+    for (size_t i = 0; i < map->count; i++) {
+        const json_value *v = &map->items[i];
+        if (v->type != JSON_STRING || !plain_file_name(v->string)) {
+            set_err(err, errlen, "%s: weight_map['%s'] must be a file name "
+                    "in the same directory", index_path, map->keys[i]);
+            goto done;
+        }
+        names[i] = v->string;
+    }
+    /* Sorted, so that each shard counts once in O(n log n). */
+    qsort(names, map->count, sizeof *names, cmp_str_ptr);
+    for (size_t i = 0; i < map->count; i++) {
+        if (i > 0 && strcmp(names[i], names[i - 1]) == 0)
+            continue;
+        char *p = join_path(dir, names[i]);
+        if (!p) {
+            set_err(err, errlen, "%s: out of memory", index_path);
+            goto done;
+        }
+        int fd = file_open_regular(p, &size, err, errlen);
+        free(p);
+        if (fd < 0)
+            goto done;
+        close(fd);
+        *bytes = size > UINT64_MAX - *bytes ? UINT64_MAX : *bytes + size;
+    }
+    rc = 0;
+done:
+    free(names);
+    json_free(idx);
+    return rc;
+}
+
+int ckpt_load_hf(const char *dir, llama_model *m, int max_batch, int max_seq,
+                 char *err, size_t errlen)
+{
+    if (!dir || !m || max_seq < 0) {
+        set_err(err, errlen, "ckpt_load_hf: %s",
+                !dir ? "dir is NULL" : !m ? "model is NULL"
+                                          : "max_seq is negative");
         return -1;
     }
     memset(m, 0, sizeof *m);
@@ -605,12 +570,42 @@ int ckpt_load_hf(const char *dir, llama_model *m, int max_batch, char *err,
         goto done;
     }
     j = read_json(config_path, err, errlen);
-    if (!j || parse_config(j, config_path, &cfg, err, errlen))
+    if (!j || hf_config_parse(j, config_path, &cfg, err, errlen))
         goto done;
     int sharded = file_exists(index_path);
     if (!sharded && !file_exists(single_path)) {
         set_err(err, errlen, "%s: neither model.safetensors nor "
                 "model.safetensors.index.json is there", dir);
+        goto done;
+    }
+    /* Which of two checkpoints is the current one cannot be told from the
+     * files (an older trainer saved model.safetensors beside the shards it
+     * had loaded, and the index then hid the fine-tune): refuse both. */
+    if (sharded && file_exists(single_path)) {
+        set_err(err, errlen, "%s: holds both model.safetensors and "
+                "model.safetensors.index.json, two checkpoints: keep the "
+                "current one (remove the other, and the index's shards with "
+                "it)", dir);
+        goto done;
+    }
+    /* Before anything is sized by the configuration (the tensor table
+     * has 9 entries a layer): its parameters, at 2 bytes each at least,
+     * must fit in the files, so a config.json that lies about its sizes
+     * is refused without allocating for them. */
+    uint64_t file_bytes;
+    if (weight_file_bytes(dir, sharded ? index_path : NULL, single_path,
+                          &file_bytes, err, errlen) != 0)
+        goto done;
+    size_t params = llama_param_count(&cfg);
+    if (params == 0 || params > file_bytes / 2) {
+        char count[32] = "more than 2^64";
+        if (params)
+            snprintf(count, sizeof count, "%zu", params);
+        set_err(err, errlen, "%s: config.json describes %s parameters "
+                "(%d layers of dim %d, MLP %d, vocab %d), at least twice "
+                "as many bytes, but the weight files hold %llu bytes", dir,
+                count, cfg.n_layers, cfg.dim, cfg.hidden_dim, cfg.vocab_size,
+                (unsigned long long)file_bytes);
         goto done;
     }
     size_t n = table_size(&cfg);
@@ -619,20 +614,31 @@ int ckpt_load_hf(const char *dir, llama_model *m, int max_batch, char *err,
         set_err(err, errlen, "%s: out of memory", dir);
         goto done;
     }
+    /* The memory the run needs is known from the configuration alone:
+     * a model that cannot fit is refused before its files are read. */
+    char merr[512];
+    int context = cfg.seq_len;
+    cfg.seq_len = run_seq_len(context, max_seq);
+    if (llama_memory_check(&cfg, max_batch, merr, sizeof merr) != 0) {
+        set_err(err, errlen, "%s: %s", dir, merr);
+        goto done;
+    }
     /* Check the files against the configuration's shapes first, so a bad
      * checkpoint is refused before a possibly large model is allocated. */
     build_table(&cfg, NULL, t);
-    if (sharded ? load_sharded(dir, index_path, t, n, 1, err, errlen)
-                : load_single(single_path, t, n, 1, err, errlen))
+    if (sharded ? load_sharded(dir, index_path, t, n, LOAD_CHECK_VALUES, err,
+                               errlen)
+                : load_single(single_path, t, n, LOAD_CHECK_VALUES, err,
+                              errlen))
         goto done;
-    char merr[256];
     if (llama_create(m, &cfg, max_batch, merr, sizeof merr) != 0) {
         set_err(err, errlen, "%s: %s", dir, merr);
         goto done;
     }
+    m->context_len = context;
     build_table(&cfg, &m->w, t);
-    rc = sharded ? load_sharded(dir, index_path, t, n, 0, err, errlen)
-                 : load_single(single_path, t, n, 0, err, errlen);
+    rc = sharded ? load_sharded(dir, index_path, t, n, LOAD_COPY, err, errlen)
+                 : load_single(single_path, t, n, LOAD_COPY, err, errlen);
     if (rc != 0)
         llama_destroy(m);
 done:
@@ -674,16 +680,27 @@ int ckpt_save_safetensors(const char *path, const llama_model *m,
         goto done;
     }
     build_table(&m->cfg, &m->w, t);
+    size_t k = 0;
     for (size_t i = 0; i < n; i++) {
-        o[i].name = t[i].name;
-        o[i].ndim = t[i].ndim;
-        o[i].shape[0] = t[i].shape[0];
-        o[i].shape[1] = t[i].shape[1];
-        o[i].data = t[i].data;
+        if (t[i].tied_alias) /* a tied head is stored once */
+            continue;
+        o[k].name = t[i].name;
+        o[k].ndim = t[i].ndim;
+        o[k].shape[0] = t[i].shape[0];
+        o[k].shape[1] = t[i].shape[1];
+        o[k].data = t[i].data;
+        k++;
     }
-    rc = st_write(path, o, n, sd, err, errlen);
-    if (rc == 0 && config_path)
-        rc = write_config(config_path, &m->cfg, dtype, err, errlen);
+    rc = st_write(path, o, k, sd, err, errlen);
+    if (rc == 0 && config_path) {
+        char *text;
+        size_t len;
+        rc = ckpt_config_text(m, dtype, NULL, &text, &len, err, errlen);
+        if (rc == 0) {
+            rc = st_write_file_atomic(config_path, text, len, err, errlen);
+            free(text);
+        }
+    }
 done:
     free(t);
     free(o);
@@ -757,12 +774,71 @@ static uint64_t add_u64(uint64_t a, uint64_t b, int *ovf)
     return a + b;
 }
 
-int ckpt_load_llama2c(const char *path, llama_model *m, int max_batch,
-                      char *err, size_t errlen)
+/* The first f32 at p[0, n) whose exponent bits are all ones (NaN or an
+ * infinity), or n. */
+static uint64_t first_nonfinite_f32(const unsigned char *p, uint64_t n)
 {
-    if (!path || !m) {
-        set_err(err, errlen, "ckpt_load_llama2c: %s is NULL",
-                !path ? "path" : "model");
+    for (uint64_t i = 0; i < n; i++)
+        if ((p[4 * i + 3] & 0x7F) == 0x7F && (p[4 * i + 2] & 0x80))
+            return i;
+    return n;
+}
+
+/* Every weight array of a llama2.c file (size already checked) must be
+ * finite; the message names the array as llama2.c does, its layer, and
+ * the index in the file's order. The freq_cis arrays are not weights. */
+static int llama2c_check_finite(const char *path, const unsigned char *p,
+                                const llama_config *c, int file_seq,
+                                char *err, size_t errlen)
+{
+    uint64_t dim = (uint64_t)c->dim, hid = (uint64_t)c->hidden_dim;
+    uint64_t hd = dim / (uint64_t)c->n_heads;
+    uint64_t kd = hd * (uint64_t)c->n_kv_heads * dim;
+    uint64_t emb = (uint64_t)c->vocab_size * dim;
+    const struct {
+        const char *name;
+        int per_layer;
+        uint64_t count; /* floats, per layer when per_layer */
+    } arrays[] = {
+        {"token_embedding_table", 0, emb}, {"rms_att_weight", 1, dim},
+        {"wq", 1, dim * dim}, {"wk", 1, kd}, {"wv", 1, kd},
+        {"wo", 1, dim * dim}, {"rms_ffn_weight", 1, dim},
+        {"w1", 1, hid * dim}, {"w2", 1, hid * dim}, {"w3", 1, hid * dim},
+        {"rms_final_weight", 0, dim},
+        {NULL, 0, (uint64_t)file_seq * hd}, /* freq_cis_real and _imag */
+        {"wcls", 0, c->tied ? 0 : emb},
+    };
+    for (size_t a = 0; a < sizeof arrays / sizeof arrays[0]; a++) {
+        uint64_t layers = arrays[a].per_layer ? (uint64_t)c->n_layers : 1;
+        for (uint64_t l = 0; l < layers; l++, p += 4 * arrays[a].count) {
+            if (!arrays[a].name)
+                continue;
+            uint64_t at = first_nonfinite_f32(p, arrays[a].count);
+            if (at == arrays[a].count)
+                continue;
+            float v = load_f32le(p + 4 * at);
+            char layer[32] = "";
+            if (arrays[a].per_layer)
+                snprintf(layer, sizeof layer, " of layer %llu",
+                         (unsigned long long)l);
+            set_err(err, errlen, "%s: tensor '%s'%s holds %s at index %llu "
+                    "(in the file's order): a checkpoint's weights must be "
+                    "finite", path, arrays[a].name, layer,
+                    isnan(v) ? "NaN" : v > 0 ? "+Inf" : "-Inf",
+                    (unsigned long long)at);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int ckpt_load_llama2c(const char *path, llama_model *m, int max_batch,
+                      int max_seq, char *err, size_t errlen)
+{
+    if (!path || !m || max_seq < 0) {
+        set_err(err, errlen, "ckpt_load_llama2c: %s",
+                !path ? "path is NULL" : !m ? "model is NULL"
+                                            : "max_seq is negative");
         return -1;
     }
     memset(m, 0, sizeof *m);
@@ -806,7 +882,7 @@ int ckpt_load_llama2c(const char *path, llama_model *m, int max_batch,
                 c.n_heads, c.n_kv_heads, c.dim);
         goto done;
     }
-    char merr[256];
+    char merr[512];
     if (llama_config_check(&c, merr, sizeof merr) != 0) {
         set_err(err, errlen, "%s: %s", path, merr);
         goto done;
@@ -837,10 +913,21 @@ int ckpt_load_llama2c(const char *path, llama_model *m, int max_batch,
                 ovf ? 0ULL : (unsigned long long)want);
         goto done;
     }
+    /* The file's seq_len sizes the legacy freq_cis arrays (above); the
+     * model is created for the run's, whose memory is checked before the
+     * file's values are read. */
+    c.seq_len = run_seq_len(h[6], max_seq);
+    if (llama_memory_check(&c, max_batch, merr, sizeof merr) != 0) {
+        set_err(err, errlen, "%s: %s", path, merr);
+        goto done;
+    }
+    if (llama2c_check_finite(path, b + 28, &c, h[6], err, errlen) != 0)
+        goto done;
     if (llama_create(m, &c, max_batch, merr, sizeof merr) != 0) {
         set_err(err, errlen, "%s: %s", path, merr);
         goto done;
     }
+    m->context_len = h[6];
     /* The arrays follow the header in this order, each for all layers. */
     const unsigned char *p = b + 28;
     llama_params *w = &m->w;

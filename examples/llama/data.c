@@ -1,8 +1,11 @@
 #include "data.h"
 
+#include "fileio.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,27 +54,10 @@ int data_decode_bytes(const int32_t *ids, size_t n, unsigned char *out,
 static unsigned char *read_all(const char *path, size_t *len, char *err,
                                size_t errlen)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        fail(err, errlen, "cannot open %s: %s", path, strerror(errno));
+    char *buf;
+    if (file_read_all(path, SIZE_MAX - 1, &buf, len, err, errlen) != 0)
         return NULL;
-    }
-    unsigned char *buf = NULL;
-    long n = -1;
-    if (fseek(f, 0, SEEK_END) == 0)
-        n = ftell(f);
-    if (n < 0 || fseek(f, 0, SEEK_SET) != 0) {
-        fail(err, errlen, "cannot size %s", path);
-    } else if (!(buf = malloc(n > 0 ? (size_t)n : 1))) {
-        fail(err, errlen, "out of memory reading %s (%ld bytes)", path, n);
-    } else if (fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        fail(err, errlen, "short read from %s", path);
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    *len = buf ? (size_t)n : 0;
-    return buf;
+    return (unsigned char *)buf;
 }
 
 int data_load_text(const char *path, data_ids *out, char *err, size_t errlen)

@@ -529,7 +529,19 @@ static void parse_object(parser *p, json_value *out)
     }
 }
 
+static void parse_value_at(parser *p, json_value *out);
+
+/* Every value records where its text is, so that a document can be
+ * rewritten in place (config.json keeps the keys a save does not touch
+ * exactly as they were written). */
 static void parse_value(parser *p, json_value *out)
+{
+    out->begin = p->pos;
+    parse_value_at(p, out);
+    out->end = p->pos;
+}
+
+static void parse_value_at(parser *p, json_value *out)
 {
     int c = peek(p);
     switch (c) {

@@ -36,6 +36,7 @@ struct json_value {
     size_t count;         /* JSON_ARRAY / JSON_OBJECT: number of members */
     json_value *items;    /* [count] values */
     char **keys;          /* JSON_OBJECT: [count] decoded keys */
+    size_t begin, end;    /* the value's text: input bytes [begin, end) */
 };
 
 /* Parses text[0, len). Returns the tree (free with json_free), or NULL

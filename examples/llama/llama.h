@@ -63,6 +63,11 @@ typedef struct llama_act_stats {
 typedef struct llama_model {
     llama_config cfg;
     int head_dim;
+    int context_len;     /* the checkpoint's context length (Hugging Face
+                          * max_position_embeddings), which a save writes
+                          * back; cfg.seq_len, the longest sequence this
+                          * run allocates for, may be shorter. llama_create
+                          * sets it to cfg.seq_len, a loader to the file's. */
     llama_params w;      /* weights */
     llama_params g;      /* gradients, same layout */
     struct llama_acts *acts; /* activations of the last forward (private) */
@@ -71,15 +76,39 @@ typedef struct llama_model {
 
 /* Checks the configuration; 0 when usable, else -1 with a message. */
 int llama_config_check(const llama_config *c, char *err, size_t errlen);
+
+/* The bytes llama_create allocates, by what they hold. */
+typedef struct llama_memory {
+    uint64_t weights;     /* the f32 parameters and the layer tables */
+    uint64_t gradients;   /* the same layout again */
+    uint64_t activations; /* what the forward pass keeps for the backward
+                           * pass (and the logits), for max_batch x seq_len
+                           * tokens */
+    uint64_t workspace;   /* the backward pass's scratch, RoPE tables */
+    uint64_t total;
+} llama_memory;
+
+/* The memory of llama_create(cfg, max_batch), computed from the
+ * configuration alone; 0, or -1 with a message when the configuration is
+ * unusable or a size does not fit in a size_t (no product wraps). */
+int llama_memory_plan(const llama_config *c, int max_batch,
+                      llama_memory *out, char *err, size_t errlen);
+/* 0 when the plan of llama_create(cfg, max_batch) fits in MemAvailable
+ * of /proc/meminfo (or that cannot be read); else -1 with both figures,
+ * the plan's parts and the trainer flags that size it. */
+int llama_memory_check(const llama_config *c, int max_batch, char *err,
+                       size_t errlen);
 /* Allocates weights and gradients (zeroed) for cfg, and activations for
- * up to max_batch sequences of cfg.seq_len tokens. 0 on success. */
+ * up to max_batch sequences of cfg.seq_len tokens. 0 on success. Before
+ * allocating, llama_memory_check: a model that does not fit is refused. */
 int llama_create(llama_model *m, const llama_config *cfg, int max_batch,
                  char *err, size_t errlen);
 void llama_destroy(llama_model *m);
 /* Weights drawn N(0, std^2) from a seed (norm gains set to 1), as a fresh
  * model for pre-training. */
 void llama_init_random(llama_model *m, uint64_t seed, float std);
-/* Number of floats in the parameters (the head counted once when tied). */
+/* Number of floats in the parameters (the head counted once when tied);
+ * 0 when it does not fit in a size_t. */
 size_t llama_param_count(const llama_config *c);
 
 /*

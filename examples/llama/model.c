@@ -23,10 +23,12 @@
 #include "model_internal.h"
 
 #include <cblas.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
 
 /* ------------------------------------------------------------------ */
 /* Configuration and parameter layout                                  */
@@ -82,22 +84,61 @@ int llama_config_check(const llama_config *c, char *err, size_t errlen)
     return 0;
 }
 
+/* Sizes are products of configuration values up to INT_MAX, which can
+ * exceed 64 bits: every one is computed through these, which set *ovf
+ * (and return 0) instead of wrapping. */
+static size_t mul_sz(size_t a, size_t b, int *ovf)
+{
+    if (a != 0 && b > SIZE_MAX / a) {
+        *ovf = 1;
+        return 0;
+    }
+    return a * b;
+}
+
+static size_t add_sz(size_t a, size_t b, int *ovf)
+{
+    if (b > SIZE_MAX - a) {
+        *ovf = 1;
+        return 0;
+    }
+    return a + b;
+}
+
+static size_t mul3_sz(size_t a, size_t b, size_t c, int *ovf)
+{
+    return mul_sz(mul_sz(a, b, ovf), c, ovf);
+}
+
 /* Floats in one decoder layer. */
-static size_t layer_floats(const llama_config *c)
+static size_t layer_floats(const llama_config *c, int *ovf)
 {
     size_t dim = (size_t)c->dim, hid = (size_t)c->hidden_dim;
     size_t hd = dim / (size_t)c->n_heads;
     size_t qdim = hd * (size_t)c->n_heads, kvdim = hd * (size_t)c->n_kv_heads;
-    return 2 * dim                    /* rms_att, rms_ffn */
-           + qdim * dim + 2 * kvdim * dim + dim * qdim /* wq wk wv wo */
-           + 3 * hid * dim;           /* gate, up, down */
+    size_t n = 2 * dim;                                  /* rms_att, rms_ffn */
+    n = add_sz(n, mul_sz(qdim, dim, ovf), ovf);          /* wq */
+    n = add_sz(n, mul3_sz(2, kvdim, dim, ovf), ovf);     /* wk, wv */
+    n = add_sz(n, mul_sz(dim, qdim, ovf), ovf);          /* wo */
+    n = add_sz(n, mul3_sz(3, hid, dim, ovf), ovf);       /* gate, up, down */
+    return n;
+}
+
+/* The parameter count, or 0 with *ovf set when it does not fit. */
+static size_t param_count(const llama_config *c, int *ovf)
+{
+    size_t emb = mul_sz((size_t)c->vocab_size, (size_t)c->dim, ovf);
+    size_t n = add_sz(emb, mul_sz((size_t)c->n_layers, layer_floats(c, ovf),
+                                  ovf), ovf);
+    n = add_sz(n, (size_t)c->dim, ovf);
+    n = add_sz(n, c->tied ? 0 : emb, ovf);
+    return *ovf ? 0 : n;
 }
 
 size_t llama_param_count(const llama_config *c)
 {
-    size_t emb = (size_t)c->vocab_size * (size_t)c->dim;
-    return emb + (size_t)c->n_layers * layer_floats(c) + (size_t)c->dim +
-           (c->tied ? 0 : emb);
+    int ovf = 0;
+    return param_count(c, &ovf);
 }
 
 /* Points p's views into p->base (already holding count floats), in the
@@ -135,7 +176,7 @@ static void params_layout(llama_params *p, const llama_config *c)
 
 static int params_alloc(llama_params *p, const llama_config *c)
 {
-    p->count = llama_param_count(c);
+    p->count = llama_param_count(c); /* llama_memory_plan checked it fits */
     p->base = calloc(p->count, sizeof(float));
     p->layers = calloc((size_t)c->n_layers, sizeof(llama_layer));
     if (!p->base || !p->layers)
@@ -155,46 +196,54 @@ static void params_free(llama_params *p)
 /* Creation                                                            */
 /* ------------------------------------------------------------------ */
 
-/* Every buffer of llama_acts, with its size in floats, so that allocation
- * and release are one loop each. */
+/* What a buffer of llama_acts holds, for the memory plan. */
+enum { KEPT, SCRATCH };
+
+/* Every buffer of llama_acts, with its size in floats and its kind (kept
+ * for the backward pass, or scratch), so that allocation, release and the
+ * memory plan are one loop each. Sizes that do not fit in size_t set
+ * *ovf. */
 static void acts_buffers(struct llama_acts *a, const llama_config *c,
                          size_t bt, size_t max_b, float ***ptr, size_t *len,
-                         int *count)
+                         int *kind, int *count, int *ovf)
 {
     size_t L = (size_t)c->n_layers, dim = (size_t)c->dim;
     size_t hid = (size_t)c->hidden_dim, hd = dim / (size_t)c->n_heads;
     size_t qdim = hd * (size_t)c->n_heads, kvdim = hd * (size_t)c->n_kv_heads;
     size_t T = (size_t)c->seq_len, V = (size_t)c->vocab_size;
+    size_t heads = (size_t)c->n_heads;
     int n = 0;
-#define BUF(field, size) (ptr[n] = &a->field, len[n] = (size), n++)
-    BUF(x, (L + 1) * bt * dim);
-    BUF(h, L * bt * dim);
-    BUF(rstd_att, L * bt);
-    BUF(xn_att, L * bt * dim);
-    BUF(q, L * bt * qdim);
-    BUF(k, L * bt * kvdim);
-    BUF(v, L * bt * kvdim);
-    BUF(probs_att, L * max_b * (size_t)c->n_heads * T * T);
-    BUF(att_out, L * bt * qdim);
-    BUF(rstd_ffn, L * bt);
-    BUF(xn_ffn, L * bt * dim);
-    BUF(gate, L * bt * hid);
-    BUF(up, L * bt * hid);
-    BUF(mid, L * bt * hid);
-    BUF(rstd_final, bt);
-    BUF(xn_final, bt * dim);
-    BUF(probs, bt * V);
-    BUF(rope_cos, T * (hd / 2));
-    BUF(rope_sin, T * (hd / 2));
-    BUF(d_res, bt * dim);
-    BUF(d_norm, bt * dim);
-    BUF(d_q, bt * qdim);
-    BUF(d_k, bt * kvdim);
-    BUF(d_v, bt * kvdim);
-    BUF(d_att_out, bt * qdim);
-    BUF(d_gate, bt * hid);
-    BUF(d_up, bt * hid);
-    BUF(d_scores, T * T);
+#define BUF(field, size, k) \
+    (ptr[n] = &a->field, len[n] = (size), kind[n] = (k), n++)
+    BUF(x, mul3_sz(L + 1, bt, dim, ovf), KEPT);
+    BUF(h, mul3_sz(L, bt, dim, ovf), KEPT);
+    BUF(rstd_att, mul_sz(L, bt, ovf), KEPT);
+    BUF(xn_att, mul3_sz(L, bt, dim, ovf), KEPT);
+    BUF(q, mul3_sz(L, bt, qdim, ovf), KEPT);
+    BUF(k, mul3_sz(L, bt, kvdim, ovf), KEPT);
+    BUF(v, mul3_sz(L, bt, kvdim, ovf), KEPT);
+    BUF(probs_att, mul3_sz(mul_sz(L, max_b, ovf), heads, mul_sz(T, T, ovf),
+                           ovf), KEPT);
+    BUF(att_out, mul3_sz(L, bt, qdim, ovf), KEPT);
+    BUF(rstd_ffn, mul_sz(L, bt, ovf), KEPT);
+    BUF(xn_ffn, mul3_sz(L, bt, dim, ovf), KEPT);
+    BUF(gate, mul3_sz(L, bt, hid, ovf), KEPT);
+    BUF(up, mul3_sz(L, bt, hid, ovf), KEPT);
+    BUF(mid, mul3_sz(L, bt, hid, ovf), KEPT);
+    BUF(rstd_final, bt, KEPT);
+    BUF(xn_final, mul_sz(bt, dim, ovf), KEPT);
+    BUF(probs, mul_sz(bt, V, ovf), KEPT);
+    BUF(rope_cos, mul_sz(T, hd / 2, ovf), SCRATCH);
+    BUF(rope_sin, mul_sz(T, hd / 2, ovf), SCRATCH);
+    BUF(d_res, mul_sz(bt, dim, ovf), SCRATCH);
+    BUF(d_norm, mul_sz(bt, dim, ovf), SCRATCH);
+    BUF(d_q, mul_sz(bt, qdim, ovf), SCRATCH);
+    BUF(d_k, mul_sz(bt, kvdim, ovf), SCRATCH);
+    BUF(d_v, mul_sz(bt, kvdim, ovf), SCRATCH);
+    BUF(d_att_out, mul_sz(bt, qdim, ovf), SCRATCH);
+    BUF(d_gate, mul_sz(bt, hid, ovf), SCRATCH);
+    BUF(d_up, mul_sz(bt, hid, ovf), SCRATCH);
+    BUF(d_scores, mul_sz(T, T, ovf), SCRATCH);
 #undef BUF
     *count = n;
 }
@@ -207,8 +256,8 @@ static void acts_free(struct llama_acts *a, const llama_config *c)
         return;
     float **ptr[ACTS_MAX_BUFFERS];
     size_t len[ACTS_MAX_BUFFERS];
-    int n;
-    acts_buffers(a, c, 0, 0, ptr, len, &n);
+    int kind[ACTS_MAX_BUFFERS], n, ovf = 0;
+    acts_buffers(a, c, 0, 0, ptr, len, kind, &n, &ovf);
     for (int i = 0; i < n; i++)
         free(*ptr[i]);
     free(a->tokens);
@@ -240,8 +289,9 @@ static struct llama_acts *acts_alloc(const llama_config *c, int max_batch)
     a->max_batch = max_batch;
     float **ptr[ACTS_MAX_BUFFERS];
     size_t len[ACTS_MAX_BUFFERS];
-    int n;
-    acts_buffers(a, c, bt, (size_t)max_batch, ptr, len, &n);
+    int kind[ACTS_MAX_BUFFERS], n, ovf = 0;
+    /* The sizes were checked by llama_memory_plan. */
+    acts_buffers(a, c, bt, (size_t)max_batch, ptr, len, kind, &n, &ovf);
     int ok = 1;
     for (int i = 0; i < n; i++) {
         *ptr[i] = malloc(len[i] * sizeof(float));
@@ -257,6 +307,120 @@ static struct llama_acts *acts_alloc(const llama_config *c, int max_batch)
     return a;
 }
 
+int llama_memory_plan(const llama_config *c, int max_batch,
+                      llama_memory *out, char *err, size_t errlen)
+{
+    if (!out) {
+        snprintf(err, errlen, "llama_memory_plan: out is NULL");
+        return -1;
+    }
+    memset(out, 0, sizeof *out);
+    if (llama_config_check(c, err, errlen) != 0)
+        return -1;
+    if (max_batch <= 0) {
+        snprintf(err, errlen, "max_batch must be > 0, got %d", max_batch);
+        return -1;
+    }
+    /* The forward pass indexes the B*T rows of a batch with an int. */
+    if ((uint64_t)max_batch * (uint64_t)c->seq_len > INT_MAX) {
+        snprintf(err, errlen, "%d x %d tokens is more than the %d rows a "
+                 "batch can have", max_batch, c->seq_len, INT_MAX);
+        return -1;
+    }
+    int ovf = 0;
+    size_t params = param_count(c, &ovf);
+    size_t weights = add_sz(mul_sz(params, sizeof(float), &ovf),
+                            mul_sz((size_t)c->n_layers, sizeof(llama_layer),
+                                   &ovf), &ovf);
+    struct llama_acts shape;
+    float **ptr[ACTS_MAX_BUFFERS];
+    size_t len[ACTS_MAX_BUFFERS];
+    int kind[ACTS_MAX_BUFFERS], n;
+    size_t bt = (size_t)max_batch * (size_t)c->seq_len;
+    acts_buffers(&shape, c, bt, (size_t)max_batch, ptr, len, kind, &n, &ovf);
+    /* tokens and targets, int32 each */
+    size_t kept = mul3_sz(2, bt, sizeof(int32_t), &ovf), scratch = 0;
+    for (int i = 0; i < n; i++) {
+        size_t bytes = mul_sz(len[i], sizeof(float), &ovf);
+        if (kind[i] == KEPT)
+            kept = add_sz(kept, bytes, &ovf);
+        else
+            scratch = add_sz(scratch, bytes, &ovf);
+    }
+    size_t total = add_sz(add_sz(weights, weights, &ovf),
+                          add_sz(kept, scratch, &ovf), &ovf);
+    if (ovf) {
+        snprintf(err, errlen, "a model of this configuration (dim %d, "
+                 "hidden_dim %d, %d layers, %d heads, vocab %d) for %d x %d "
+                 "tokens needs more bytes than a size_t can count",
+                 c->dim, c->hidden_dim, c->n_layers, c->n_heads,
+                 c->vocab_size, max_batch, c->seq_len);
+        return -1;
+    }
+    out->weights = weights;
+    out->gradients = weights; /* the same layout */
+    out->activations = kept;
+    out->workspace = scratch;
+    out->total = total;
+    return 0;
+}
+
+/* MemAvailable of /proc/meminfo (the kernel's estimate of the memory that
+ * can be allocated without swapping), in bytes; 0 when it cannot be read
+ * (another system, or an old kernel): then nothing is checked. */
+static uint64_t mem_available(void)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f)
+        return 0;
+    char line[256];
+    uint64_t bytes = 0;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long long kb;
+        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) {
+            bytes = kb <= UINT64_MAX / 1024 ? (uint64_t)kb * 1024 : 0;
+            break;
+        }
+    }
+    fclose(f);
+    return bytes;
+}
+
+/* "9.3 GB", "412.5 MB", "12.0 kB" (decimal units, as free(1) -H prints). */
+static void format_bytes(char *buf, size_t len, uint64_t b)
+{
+    if (b >= 1000000000u)
+        snprintf(buf, len, "%.1f GB", (double)b / 1e9);
+    else if (b >= 1000000u)
+        snprintf(buf, len, "%.1f MB", (double)b / 1e6);
+    else
+        snprintf(buf, len, "%.1f kB", (double)b / 1e3);
+}
+
+int llama_memory_check(const llama_config *cfg, int max_batch, char *err,
+                       size_t errlen)
+{
+    llama_memory plan;
+    if (llama_memory_plan(cfg, max_batch, &plan, err, errlen) != 0)
+        return -1;
+    uint64_t avail = mem_available();
+    if (avail && plan.total > avail) {
+        char need[32], have[32], w[32], g[32], a[32], s[32];
+        format_bytes(need, sizeof need, plan.total);
+        format_bytes(have, sizeof have, avail);
+        format_bytes(w, sizeof w, plan.weights);
+        format_bytes(g, sizeof g, plan.gradients);
+        format_bytes(a, sizeof a, plan.activations);
+        format_bytes(s, sizeof s, plan.workspace);
+        snprintf(err, errlen, "needs %s for %d x %d tokens (weights %s, "
+                 "gradients %s, activations %s, workspace %s), %s available: "
+                 "lower --seq or --batch", need, max_batch, cfg->seq_len, w,
+                 g, a, s, have);
+        return -1;
+    }
+    return 0;
+}
+
 int llama_create(llama_model *m, const llama_config *cfg, int max_batch,
                  char *err, size_t errlen)
 {
@@ -265,14 +429,14 @@ int llama_create(llama_model *m, const llama_config *cfg, int max_batch,
         return -1;
     }
     memset(m, 0, sizeof *m);
-    if (llama_config_check(cfg, err, errlen) != 0)
+    /* Refuse before allocating: the buffers are only touched by the first
+     * steps, so a model that does not fit would otherwise be found out by
+     * the kernel's OOM killer or by swapping, well into the run. */
+    if (llama_memory_check(cfg, max_batch, err, errlen) != 0)
         return -1;
-    if (max_batch <= 0) {
-        snprintf(err, errlen, "max_batch must be > 0, got %d", max_batch);
-        return -1;
-    }
     m->cfg = *cfg;
     m->head_dim = cfg->dim / cfg->n_heads;
+    m->context_len = cfg->seq_len;
     if (params_alloc(&m->w, cfg) != 0 || params_alloc(&m->g, cfg) != 0 ||
         !(m->acts = acts_alloc(cfg, max_batch))) {
         llama_destroy(m);

@@ -1,6 +1,8 @@
 /* Reading (mmap) and writing safetensors files; see safetensors.h. */
 #include "safetensors.h"
 
+#include "fileio.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -355,23 +357,10 @@ void st_close(st_file *f)
 int map_file(const char *path, uint64_t min_size, const char *min_what,
              void **map_out, uint64_t *size_out, char *err, size_t errlen)
 {
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) {
-        set_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    uint64_t size;
+    int fd = file_open_regular(path, &size, err, errlen);
+    if (fd < 0)
         return -1;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        set_err(err, errlen, "%s: cannot stat: %s", path, strerror(errno));
-        close(fd);
-        return -1;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        set_err(err, errlen, "%s: not a regular file", path);
-        close(fd);
-        return -1;
-    }
-    uint64_t size = (uint64_t)st.st_size;
     if (size < min_size) {
         set_err(err, errlen, "%s: %llu bytes, too short for %s", path,
                 (unsigned long long)size, min_what);
@@ -456,6 +445,50 @@ void st_read_f32(const st_file *f, const st_tensor *t, float *out)
             out[i] = st_f16_to_f32((uint16_t)(p[0] | p[1] << 8));
         break;
     }
+}
+
+float st_get_f32(const st_file *f, const st_tensor *t, uint64_t i)
+{
+    const unsigned char *p = f->data + t->begin + i * st_dtype_size(t->dtype);
+    switch (t->dtype) {
+    case ST_F32:
+        return bits_f32((uint32_t)p[0] | (uint32_t)p[1] << 8 |
+                        (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
+    case ST_BF16:
+        return st_bf16_to_f32((uint16_t)(p[0] | p[1] << 8));
+    case ST_F16:
+        return st_f16_to_f32((uint16_t)(p[0] | p[1] << 8));
+    }
+    return 0.0f;
+}
+
+int st_find_nonfinite(const st_file *f, const st_tensor *t, uint64_t *index,
+                      float *value)
+{
+    /* A value is NaN or infinite when its exponent bits are all ones; the
+     * widening conversions keep both, so the f32 value names the kind. */
+    const unsigned char *p = f->data + t->begin;
+    uint64_t n = t->numel;
+    for (uint64_t i = 0; i < n; i++) {
+        int bad;
+        switch (t->dtype) {
+        case ST_F32:
+            bad = (p[4 * i + 3] & 0x7F) == 0x7F && (p[4 * i + 2] & 0x80);
+            break;
+        case ST_BF16:
+            bad = (p[2 * i + 1] & 0x7F) == 0x7F && (p[2 * i] & 0x80);
+            break;
+        default: /* ST_F16: 5 exponent bits */
+            bad = (p[2 * i + 1] & 0x7C) == 0x7C;
+            break;
+        }
+        if (bad) {
+            *index = i;
+            *value = st_get_f32(f, t, i);
+            return 1;
+        }
+    }
+    return 0;
 }
 
 /* ---- writing ---------------------------------------------------------- */

@@ -53,6 +53,12 @@ const char *st_dtype_name(st_dtype t);
 
 /* Converts tensor t (already checked by st_open) to f32 into out[numel]. */
 void st_read_f32(const st_file *f, const st_tensor *t, float *out);
+/* Element i (< numel) of tensor t, as f32. */
+float st_get_f32(const st_file *f, const st_tensor *t, uint64_t i);
+/* The first element of t that is NaN or infinite, from its stored bits:
+ * 1 with its index and (f32) value, or 0 when every element is finite. */
+int st_find_nonfinite(const st_file *f, const st_tensor *t, uint64_t *index,
+                      float *value);
 
 /* Exact conversions between f32 and the 16-bit formats: widening is
  * exact; narrowing rounds to nearest, ties to even, overflowing to

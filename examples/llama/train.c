@@ -14,7 +14,9 @@
  * training loop, checkpoints, --compare, the main demonstration, main().
  */
 #include "checkpoint.h"
+#include "ckpt_dir.h"
 #include "data.h"
+#include "fileio.h"
 #include "llama.h"
 #include "plot.h"
 /* The GPU path's interface (its code is built only with LLAMA_HAVE_CUDA),
@@ -31,6 +33,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 /* ------------------------------------------------------------------ */
 /* Errors                                                              */
@@ -89,6 +92,7 @@ typedef struct options {
     owl_dtype moments;
     owl_frozen_policy policy;
     const char *save, *resume, *out;
+    owl_dtype save_dtype;   /* --save-dtype: the stored weights */
     int save_every, stop_at;
     int compare;
     int log_every;
@@ -140,6 +144,7 @@ static options default_options(void)
     o.calib_batches = 8;
     o.heldout = 0.1;
     o.moments = OWL_DTYPE_F32;
+    o.save_dtype = OWL_DTYPE_F32;
     o.policy = OWL_FROZEN_KEEP;
     o.out = "llama-out";
     o.log_every = 1;
@@ -184,6 +189,9 @@ static void usage(FILE *f)
 "  --log-every N        print every N-th step (%d)\n"
 "checkpoints and output\n"
 "  --save DIR           save weights, optimizer and trainer state at the end\n"
+"                       (DIR is replaced as a whole, atomically)\n"
+"  --save-dtype T       f32 | bf16 | f16: the saved weights (f32; resuming\n"
+"                       is exact only from f32)\n"
 "  --save-every N       ... and every N steps\n"
 "  --stop-at N          stop after step N (as if interrupted; with --save)\n"
 "  --resume DIR         continue a saved run (same flags)\n"
@@ -313,6 +321,12 @@ static void parse_args(int argc, char **argv, options *o)
         else if (!strcmp(a, "--log-every"))
             o->log_every = (int)parse_int(a, v, 1, 1 << 30);
         else if (!strcmp(a, "--save")) o->save = v;
+        else if (!strcmp(a, "--save-dtype")) {
+            if (!strcmp(v, "f32")) o->save_dtype = OWL_DTYPE_F32;
+            else if (!strcmp(v, "bf16")) o->save_dtype = OWL_DTYPE_BF16;
+            else if (!strcmp(v, "f16")) o->save_dtype = OWL_DTYPE_F16;
+            else die("--save-dtype %s: expected f32, bf16 or f16", v);
+        }
         else if (!strcmp(a, "--save-every"))
             o->save_every = (int)parse_int(a, v, 1, 1 << 30);
         else if (!strcmp(a, "--stop-at"))
@@ -377,22 +391,18 @@ static int is_dir(const char *path)
 }
 
 /* A checkpoint (HF directory or llama2.c file) in a model sized for B
- * sequences of T tokens: the file's own seq_len sizes no parameter, only
- * the activation buffers, so the weights move into a model created for T. */
+ * sequences of T tokens: its context length sizes no parameter, so the
+ * activations are allocated for the run's T only. */
 static void load_model(const char *path, int B, int T, llama_model *m)
 {
-    char err[512];
-    llama_model file;
-    int rc = is_dir(path) ? ckpt_load_hf(path, &file, 1, err, sizeof err)
-                          : ckpt_load_llama2c(path, &file, 1, err, sizeof err);
+    char err[1024];
+    int rc = is_dir(path) ? ckpt_load_hf(path, m, B, T, err, sizeof err)
+                          : ckpt_load_llama2c(path, m, B, T, err, sizeof err);
     if (rc != 0)
         die("loading %s: %s", path, err);
-    llama_config cfg = file.cfg;
-    cfg.seq_len = T;
-    if (llama_create(m, &cfg, B, err, sizeof err) != 0)
-        die("llama_create: %s", err);
-    memcpy(m->w.base, file.w.base, m->w.count * sizeof(float));
-    llama_destroy(&file);
+    if (m->cfg.seq_len < T)
+        die("--seq %d is longer than the context length of %s (%d tokens): "
+            "lower --seq", T, path, m->context_len);
     check_layers(m);
 }
 
@@ -683,51 +693,75 @@ static void join(char *out, size_t len, const char *dir, const char *file)
         die("path %s/%s is too long", dir, file);
 }
 
-/* Writes DIR/model.safetensors (+ config.json), DIR/optimizer.state and
- * DIR/trainer.txt, each atomically (a temporary file renamed), the
- * trainer state last: a checkpoint is complete when it names its step. */
-static void save_checkpoint(owl_context *ctx, const char *dir,
-                            const llama_model *m, const owl_optimizer *opt,
+/* Writes the whole checkpoint directory o->save: a complete Hugging Face
+ * model (model.safetensors in --save-dtype, config.json kept from the
+ * source, its tokenizer files), optimizer.state and trainer.txt. All of it
+ * goes into a staging directory first, which then replaces the old
+ * checkpoint in one atomic exchange (ckpt_dir.h): a crash at any point
+ * leaves the previous checkpoint or this one, never a mixture of the
+ * two, so --resume always reads weights, optimizer and step of one save. */
+static void save_checkpoint(owl_context *ctx, const options *o,
+                            const llama_model *m, const ckpt_source *src,
+                            const owl_optimizer *opt,
                             const trainer_state *ts)
 {
-    char path[4096], cfg[4096], tmp[4096], err[512];
-    if (mkdir(dir, 0777) != 0 && errno != EEXIST)
-        die("cannot create %s: %s", dir, strerror(errno));
-    join(path, sizeof path, dir, "model.safetensors");
-    join(cfg, sizeof cfg, dir, "config.json");
-    if (ckpt_save_safetensors(path, m, OWL_DTYPE_F32, cfg, err, sizeof err))
-        die("saving %s: %s", path, err);
-    join(path, sizeof path, dir, "optimizer.state");
-    OWL_CHECK(ctx, owl_optimizer_save_file(opt, path));
-    join(path, sizeof path, dir, "trainer.txt");
-    join(tmp, sizeof tmp, dir, "trainer.txt.tmp");
-    FILE *f = fopen(tmp, "w");
-    if (!f)
-        die("cannot write %s: %s", tmp, strerror(errno));
-    fprintf(f, "step %d\nmethod %s\nseed %llu\nlayers %d\nlod_weights",
-            ts->step, method_name(ts->method), (unsigned long long)ts->seed,
-            ts->num_layers);
-    for (int l = 0; l < ts->num_layers; l++)
-        fprintf(f, " %.17g", ts->lod_w[l]);
-    fprintf(f, "\n");
-    if (fclose(f) != 0 || rename(tmp, path) != 0)
-        die("cannot write %s: %s", path, strerror(errno));
+    char path[4096], err[1024];
+    ckpt_stage stage;
+    if (ckpt_stage_begin(&stage, o->save, err, sizeof err) != 0)
+        die("saving: %s", err);
+    if (ckpt_save_hf(stage.tmp, m, o->save_dtype, src, err, sizeof err)) {
+        ckpt_stage_abort(&stage);
+        die("saving %s: %s", o->save, err);
+    }
+    join(path, sizeof path, stage.tmp, "optimizer.state");
+    owl_status st = owl_optimizer_save_file(opt, path);
+    if (st != OWL_OK) {
+        ckpt_stage_abort(&stage);
+        die("saving %s: owl_optimizer_save_file: %s: %s", o->save,
+            owl_status_name(st), owl_context_last_error(ctx));
+    }
+    join(path, sizeof path, stage.tmp, "trainer.txt");
+    FILE *f = fopen(path, "w");
+    int ok = f != NULL;
+    if (ok) {
+        fprintf(f, "step %d\nmethod %s\nseed %llu\nlayers %d\nlod_weights",
+                ts->step, method_name(ts->method),
+                (unsigned long long)ts->seed, ts->num_layers);
+        for (int l = 0; l < ts->num_layers; l++)
+            fprintf(f, " %.17g", ts->lod_w[l]);
+        fprintf(f, "\n");
+        ok = !ferror(f);
+        ok = fclose(f) == 0 && ok;
+    }
+    if (!ok) {
+        int e = errno;
+        ckpt_stage_abort(&stage);
+        die("cannot write %s: %s", path, strerror(e));
+    }
+    if (ckpt_stage_commit(&stage, err, sizeof err) != 0)
+        die("saving: %s", err);
 }
 
 static void read_trainer_state(const char *dir, trainer_state *ts)
 {
-    char path[4096], name[32];
+    char path[4096], name[32], err[512], *text;
+    size_t len;
     join(path, sizeof path, dir, "trainer.txt");
-    FILE *f = fopen(path, "r");
-    if (!f)
-        die("cannot open %s: %s", path, strerror(errno));
+    if (file_read_all(path, (size_t)1 << 20, &text, &len, err, sizeof err))
+        die("%s", err);
     unsigned long long seed;
-    int ok = fscanf(f, " step %d method %31s seed %llu layers %d lod_weights",
-                    &ts->step, name, &seed, &ts->num_layers) == 4 &&
+    int used = 0;
+    int ok = sscanf(text, " step %d method %31s seed %llu layers %d "
+                    "lod_weights%n", &ts->step, name, &seed, &ts->num_layers,
+                    &used) == 4 && used > 0 &&
              ts->num_layers >= 1 && ts->num_layers <= MAX_LAYERS;
-    for (int l = 0; ok && l < ts->num_layers; l++)
-        ok = fscanf(f, "%lf", &ts->lod_w[l]) == 1;
-    fclose(f);
+    const char *at = text + used;
+    for (int l = 0; ok && l < ts->num_layers; l++) {
+        int n = 0;
+        ok = sscanf(at, "%lf%n", &ts->lod_w[l], &n) == 1;
+        at += n;
+    }
+    free(text);
     int k = 0;
     while (ok && k < NUM_METHODS && strcmp(methods[k].name, name))
         k++;
@@ -784,7 +818,8 @@ void train_print_step(int step, double loss, double lr, double tok_s,
 /* Trains m with opt from step `start` to o->steps (or o->stop_at). */
 static void train(owl_context *ctx, owl_optimizer *opt, llama_model *m,
                   const options *o, const data_ids *trn, const data_ids *held,
-                  int start, trainer_state *ts, run_log *log)
+                  int start, trainer_state *ts, const ckpt_source *src,
+                  run_log *log)
 {
     int B = o->batch, T = o->seq, L = m->cfg.n_layers;
     int32_t *in = malloc((size_t)B * T * sizeof *in);
@@ -830,7 +865,7 @@ static void train(owl_context *ctx, owl_optimizer *opt, llama_model *m,
         if (o->save && ts && (last || (o->save_every &&
                                        (step + 1) % o->save_every == 0))) {
             ts->step = step + 1;
-            save_checkpoint(ctx, o->save, m, opt, ts);
+            save_checkpoint(ctx, o, m, src, opt, ts);
             printf("saved step %d to %s\n", step + 1, o->save);
         }
     }
@@ -918,6 +953,10 @@ static void run_single(owl_context *ctx, options *o)
 {
     llama_model m;
     trainer_state ts = {0};
+    char err[1024];
+    /* A --save that is bound to fail is refused now, not after the run. */
+    if (o->save && ckpt_dir_check(o->save, err, sizeof err) != 0)
+        die("--save: %s", err);
     if (o->resume) {
         read_trainer_state(o->resume, &ts);
         if (ts.method != o->method || ts.seed != o->seed)
@@ -930,6 +969,21 @@ static void run_single(owl_context *ctx, options *o)
         make_model(o, &m);
     }
     print_model(&m);
+    /* What a save carries from the model's directory: its config.json and
+     * tokenizer files, read now (the save may replace that directory). */
+    ckpt_source src = {0};
+    const char *from = o->resume ? o->resume : o->model;
+    if (from && is_dir(from) &&
+        ckpt_source_read(from, &src, err, sizeof err) != 0)
+        die("%s", err);
+    if (o->save) {
+        char *text;
+        size_t len;
+        if (ckpt_config_text(&m, o->save_dtype, &src, &text, &len, err,
+                             sizeof err) != 0)
+            die("--save: %s", err);
+        free(text);
+    }
     int L = m.cfg.n_layers;
     data_ids all, trn, held;
     load_data(o, &m, &all, &trn, &held);
@@ -951,6 +1005,7 @@ static void run_single(owl_context *ctx, options *o)
 #ifdef LLAMA_HAVE_CUDA
     if (o->cuda) {
         run_gpu(o, &m, &trn, &held, lod_w);
+        ckpt_source_free(&src);
         data_free(&all);
         llama_destroy(&m);
         return;
@@ -961,6 +1016,13 @@ static void run_single(owl_context *ctx, options *o)
     if (o->resume) {
         char path[4096];
         join(path, sizeof path, o->resume, "optimizer.state");
+        /* The library's reader opens the file before checking its type;
+         * a FIFO there would block it, so look first. */
+        uint64_t size;
+        int fd = file_open_regular(path, &size, err, sizeof err);
+        if (fd < 0)
+            die("%s", err);
+        close(fd);
         OWL_CHECK(ctx, owl_optimizer_load_file(opt, path));
         if (owl_optimizer_step_index(opt) != (uint64_t)ts.step)
             die("%s is at step %llu, trainer.txt says %d", path,
@@ -977,7 +1039,7 @@ static void run_single(owl_context *ctx, options *o)
            method_name(o->method), o->steps, B, T, before, ts.step);
     run_log log;
     log_alloc(&log, o->steps);
-    train(ctx, opt, &m, o, &trn, &held, ts.step, &ts, &log);
+    train(ctx, opt, &m, o, &trn, &held, ts.step, &ts, &src, &log);
     printf("\nsummary: %s, held-out loss %.4f -> %.4f, %.1f s, peak optimizer "
            "state %.1f KiB\n", method_name(o->method), before, log.final_eval,
            log.wall_s, log.peak_bytes / 1024.0);
@@ -985,6 +1047,7 @@ static void run_single(owl_context *ctx, options *o)
     free(in);
     free(tg);
     owl_optimizer_free(opt);
+    ckpt_source_free(&src);
     data_free(&all);
     llama_destroy(&m);
 }
@@ -1053,7 +1116,7 @@ static void run_compare(owl_context *ctx, options *o)
                                             &so);
         printf("\n== %s ==\n", methods[k].name);
         log_alloc(&logs[k], S);
-        train(ctx, opt, &m, &mo, &trn, &held, 0, NULL, &logs[k]);
+        train(ctx, opt, &m, &mo, &trn, &held, 0, NULL, NULL, &logs[k]);
         owl_optimizer_free(opt);
         for (int s = 0; s < S; s++) {
             fprintf(csv, "%d,%s,%.6f,", s + 1, methods[k].name,
@@ -1197,7 +1260,7 @@ static void run_demo(owl_context *ctx)
     owl_optimizer *opt = make_optimizer(ctx, &pre, &m, NULL, &so);
     run_log log;
     log_alloc(&log, pre.steps);
-    train(ctx, opt, &m, &pre, &btrain, &bheld, 0, NULL, &log);
+    train(ctx, opt, &m, &pre, &btrain, &bheld, 0, NULL, NULL, &log);
     owl_optimizer_free(opt);
     double pre_base = log.final_eval;
     uint64_t pre_bytes = log.peak_bytes;
@@ -1211,7 +1274,7 @@ static void run_demo(owl_context *ctx)
     lod_for(ctx, &ft, &m, &strain, lod_w);
     opt = make_optimizer(ctx, &ft, &m, lod_w, &so);
     log_alloc(&log, ft.steps);
-    train(ctx, opt, &m, &ft, &strain, &sheld, 0, NULL, &log);
+    train(ctx, opt, &m, &ft, &strain, &sheld, 0, NULL, NULL, &log);
     owl_optimizer_free(opt);
     double ft_after = log.final_eval;
     double base_after = eval_loss(&m, &bheld, B, T, ft.eval_batches, ft.seed,
