@@ -10,6 +10,7 @@
 #include "svd.h"
 
 #include <cblas.h>
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -280,6 +281,13 @@ static owl_status lu_normalise(owl_context *ctx, const owl_svd_work *w,
 {
     const int64_t k = w->k;
     lapack_int *ipiv = a->iwork; /* 8 k of them */
+    /* A subnormal pivot has no f32 reciprocal (1 / 2e-43 is Inf), and
+     * OpenBLAS's getrf scales by the reciprocal: flush subnormals to 0,
+     * a pivot getrf steps over. Relative to the vectors' largest entries
+     * they are below f32's precision anyway; normal inputs are unchanged. */
+    for (int64_t i = 0; i < k * len; i++)
+        if (fabsf(x[i]) < FLT_MIN)
+            x[i] = 0.0f;
     lapack_int info = LAPACKE_sgetrf_work(LAPACK_COL_MAJOR, (lapack_int)len,
                                           (lapack_int)k, x, (lapack_int)len,
                                           ipiv);
@@ -320,9 +328,6 @@ static owl_status orthonormalise(owl_context *ctx, const owl_svd_work *w,
     return OWL_OK;
 }
 
-/* With A = G (left) or G^T (right), d x e:
- * to_range:  range (k x d) = x (k x e) * A^T, i.e. the vectors A x_i;
- * to_sketch: sketch (k x e) = range (k x d) * A, i.e. the vectors A^T q_i. */
 int owl__svd_safe_shift(const float *g, int64_t ldg, int64_t m, int64_t n)
 {
     float max = 0;
@@ -346,6 +351,9 @@ void owl__svd_scale(float *a, int64_t count, int shift)
         a[i] = ldexpf(a[i], shift);
 }
 
+/* With A = G (left) or G^T (right), d x e:
+ * to_range:  range (k x d) = x (k x e) * A^T, i.e. the vectors A x_i;
+ * to_sketch: sketch (k x e) = range (k x d) * A, i.e. the vectors A^T q_i. */
 static void to_range(const owl_svd_work *w, const float *g, int64_t ldg,
                      const float *x, float *out)
 {

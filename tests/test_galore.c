@@ -2203,6 +2203,88 @@ static void test_refresh_at_the_ends_of_f32(void **state)
     owl_context_free(ctx);
 }
 
+/* Entries whose magnitudes spread over all of f32 (3e-41 to 3e38 in one
+ * matrix, one the API fuzzer found): once scaled, the power iterations'
+ * sketches hold subnormals, and a subnormal LU pivot has no f32
+ * reciprocal. Every power-iteration count must still give an orthonormal
+ * basis whose leading vector is EXACT's. */
+static void test_refresh_over_the_whole_f32_range(void **state)
+{
+    (void)state;
+    owl_context *ctx = test_cpu_context(1);
+    enum { m = 8, n = 8, r = 8 };
+    static const float g[m * n] = {
+        0x1.bd8ee4p-99f, 0x1.d11054p+0f, -0x1.1204b0p+90f, 0x1.82145ap+0f,
+        -0x1.392ea0p+61f, 0x1.8eb06ap+0f, -0x1.927f3cp+14f, -0x1.d17a74p+0f,
+        -0x1.3b98f0p-101f, -0x1.831838p+0f, -0x1.b8ec80p+103f, -0x1.99f988p+0f,
+        -0x1.adefe0p+90f, 0x1.bd64a4p+0f, 0x1.4d9bf0p-72f, -0x1.98683cp+0f,
+        -0x1.df2a60p-30f, 0x1.9caca2p+0f, 0x1.be7060p+127f, 0x1.aeaf52p+0f,
+        0x1.bad3ecp+33f, -0x1.dbbc76p+0f, -0x1.dc7fd0p+3f, -0x1.af0a9ap+0f,
+        -0x1.33bd10p+122f, 0x1.887ff2p+0f, -0x1.fc56c4p+92f, 0x1.c2651ap+0f,
+        -0x1.944840p+88f, -0x1.8aac52p+0f, 0x1.5faa80p-66f, 0x1.5adc98p+0f,
+        -0x1.458870p-92f, -0x1.a21e78p+0f, 0x1.b8dc00p-116f, 0x1.e11d7cp-1f,
+        0x1.fb5508p-104f, -0x1.d76fa6p+0f, -0x1.ef4318p+115f, 0x1.bc4074p+0f,
+        -0x1.dbf4c0p-72f, -0x1.c4eed2p+0f, 0x1.240bf0p+54f, -0x1.dc9afap+0f,
+        0x1.ea6b04p-3f, 0x1.c406f0p+0f, -0x1.b01800p-131f, 0x1.d46becp+0f,
+        0x1.503000p-135f, 0x1.aac8c0p+0f, -0x1.f0c7b0p-83f, 0x1.a208c0p+0f,
+        0x1.07aaa4p-11f, 0x1.c1dbfap+0f, 0x1.b30200p-27f, 0x1.8e9c6ap+0f,
+        -0x1.a93e20p-106f, 0x1.80b8ecp+0f, -0x1.8801c8p+44f, 0x1.bb7b48p+0f,
+        -0x1.f27208p-5f, 0x1.a8ee56p+0f, -0x1.c3cff4p-68f, 0x1.cbaccap+0f,
+    };
+    float b_rand[m * n], b_exact[m * n];
+    const owl_proj_type sides[] = {OWL_PROJ_RIGHT, OWL_PROJ_LEFT};
+    for (int side = 0; side < 2; side++) {
+        owl_galore *ex = make_proj(ctx, m, n, r, 10, 1.0, sides[side],
+                                   OWL_SVD_EXACT);
+        owl_tensor tg = tensor((float *)g, OWL_DTYPE_F32, m, n);
+        assert_owl_ok(ctx, owl_galore_refresh(ex, &tg));
+        owl_tensor te = tensor(b_exact, OWL_DTYPE_F32, side ? m : r, side ? r : n);
+        assert_owl_ok(ctx, owl_galore_get_basis(ex, &te));
+        for (uint64_t q = 0; q <= 4; q++) {
+            owl_galore_options o;
+            owl_galore_options_init(&o, sizeof o);
+            o.rows = m;
+            o.cols = n;
+            o.rank = r;
+            o.proj_type = sides[side];
+            o.svd_method = OWL_SVD_RANDOMIZED;
+            o.power_iters = q;
+            o.seed = 8092774257459679055u; /* the fuzzer's sketch */
+            owl_galore *p = NULL;
+            assert_owl_ok(ctx, owl_galore_create(ctx, &o, &p));
+            assert_owl_ok(ctx, owl_galore_refresh(p, &tg));
+            owl_tensor tb = tensor(b_rand, OWL_DTYPE_F32, side ? m : r, side ? r : n);
+            assert_owl_ok(ctx, owl_galore_get_basis(p, &tb));
+            /* Vector v_a is row a (right: Q, r x n) or column a (left:
+             * P, m x r); d is its length. */
+            const int d = side ? m : n;
+            double lead = 0;
+            for (int a = 0; a < r; a++) {
+                for (int c = 0; c < r; c++) {
+                    double dot = 0;
+                    for (int i = 0; i < d; i++) {
+                        const float va = side ? b_rand[i * r + a] : b_rand[a * n + i];
+                        const float vc = side ? b_rand[i * r + c] : b_rand[c * n + i];
+                        dot += (double)va * vc;
+                    }
+                    if (fabs(dot - (a == c)) > 1e-5)
+                        fail_msg("side %d, q %llu: <v%d, v%d> = %g", side,
+                                 (unsigned long long)q, a, c, dot);
+                }
+            }
+            for (int i = 0; i < d; i++)
+                lead += side ? (double)b_rand[i * r] * b_exact[i * r]
+                             : (double)b_rand[i] * b_exact[i];
+            if (fabs(lead) < 0.999)
+                fail_msg("side %d, q %llu: leading vectors agree to %g", side,
+                         (unsigned long long)q, fabs(lead));
+            owl_galore_free(p);
+        }
+        owl_galore_free(ex);
+    }
+    owl_context_free(ctx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2230,6 +2312,7 @@ int main(void)
         cmocka_unit_test(test_full_rank_elementwise),
         cmocka_unit_test(test_lowrank_nonfinite_anywhere),
         cmocka_unit_test(test_refresh_at_the_ends_of_f32),
+        cmocka_unit_test(test_refresh_over_the_whole_f32_range),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
