@@ -606,7 +606,10 @@ owl_status owl__state_read_file(owl_context *ctx, const char *path,
                                 owl_state_kind kind, uint64_t max_bytes,
                                 void **data, uint64_t *size)
 {
-    int fd = open(path, O_RDONLY);
+    /* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a
+     * writer, forever; it is refused below as not a regular file. For a
+     * regular file the flag changes nothing. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0)
         return io_fail(ctx, "opening", path, errno);
     struct stat sb;

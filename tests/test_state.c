@@ -931,6 +931,30 @@ static void test_failed_save_keeps_old_file(void **state)
     owl_context_free(ctx);
 }
 
+/* A FIFO (or any special file) named as a state file is refused at once:
+ * a blocking open would wait forever for a writer. The alarm turns a hang
+ * into a failure rather than a test timeout. */
+static void test_fifo_is_refused_without_blocking(void **state)
+{
+    (void)state;
+    owl_context *ctx = test_cpu_context(1);
+    small_handles h = make_small(ctx);
+    char *dir = make_temp_dir();
+    char path[600];
+    snprintf(path, sizeof path, "%s/state.owl", dir);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    alarm(20);
+    assert_owl_status(ctx, owl_sampler_load_file(h.s1, path), OWL_ERR_IO);
+    assert_non_null(strstr(owl_context_last_error(ctx), "not a regular file"));
+    assert_owl_status(ctx, owl_adamw_load_file(h.a1, path), OWL_ERR_IO);
+    alarm(0);
+    unlink(path);
+    assert_int_equal(rmdir(dir), 0);
+    free(dir);
+    free_small(&h);
+    owl_context_free(ctx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -946,6 +970,7 @@ int main(void)
         cmocka_unit_test(test_null_arguments),
         cmocka_unit_test(test_file_round_trip),
         cmocka_unit_test(test_failed_save_keeps_old_file),
+        cmocka_unit_test(test_fifo_is_refused_without_blocking),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
