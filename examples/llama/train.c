@@ -15,6 +15,7 @@
  */
 #include "checkpoint.h"
 #include "data.h"
+#include "gguf.h"
 #include "llama.h"
 #include "plot.h"
 /* The GPU path's interface (its code is built only with LLAMA_HAVE_CUDA),
@@ -155,8 +156,8 @@ static void usage(FILE *f)
 "       llama [flags]         train one method (or --compare all five)\n"
 "\n"
 "model and data\n"
-"  --model PATH         Hugging Face directory or llama2.c .bin (default: a\n"
-"                       fresh tiny byte-level model)\n"
+"  --model PATH         Hugging Face directory, GGUF file or llama2.c .bin\n"
+"                       (default: a fresh tiny byte-level model)\n"
 "  --data PATH          text file, trained on as bytes (ids 0..255)\n"
 "  --ids PATH           pre-tokenized ids, --id-bits 16|32 (default %d)\n"
 "  --synthetic V        neither: the synthetic language, base|shifted (base)\n"
@@ -382,6 +383,15 @@ static int is_dir(const char *path)
 static void load_model(const char *path, int B, int T, llama_model *m)
 {
     char err[512];
+    if (gguf_is_gguf_path(path)) { /* sized for B x T as it loads */
+        if (ckpt_load_gguf(path, m, B, T, err, sizeof err) != 0)
+            die("loading %s: %s", path, err);
+        if (m->cfg.seq_len < T)
+            die("--seq %d is longer than the model's context of %d tokens",
+                T, m->cfg.seq_len);
+        check_layers(m);
+        return;
+    }
     llama_model file;
     int rc = is_dir(path) ? ckpt_load_hf(path, &file, 1, err, sizeof err)
                           : ckpt_load_llama2c(path, &file, 1, err, sizeof err);
