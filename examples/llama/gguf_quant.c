@@ -25,10 +25,14 @@
  * j + 4; for j >= 4, their low four bits are the low and high nibbles of
  * byte j + 4, their high two bits the top two bits of bytes j - 4 and j.
  *
- * The arithmetic is f32, each product and sum rounded as written (the
- * file is C11, so GCC does not contract them into fused multiply-adds,
- * and the pragma tells other compilers the same): results equal ggml's
- * reference dequantisation and the gguf Python package's bit for bit.
+ * The arithmetic is f32, as in ggml's reference dequantisation and the
+ * gguf Python package, and the results equal theirs bit for bit: f16
+ * scales have 11 significant bits, so Q8_0's, Q4_0's and Q4_1's products
+ * with their quants are exact in f32, as are the K-quants' d * sc and
+ * dmin * mn (6-bit) and their products with a 4- or 5-bit quant. Each
+ * element is thus rounded at most once (by the sum with the min, or by
+ * Q6_K's last product: a 19-bit scale times a 6-bit quant), whatever
+ * order of operations or fused multiply-adds a compiler picks.
  */
 #include "gguf.h"
 #include "gguf_internal.h"
@@ -37,10 +41,6 @@
 
 #include <stdarg.h>
 #include <stdio.h>
-
-#if defined(__clang__)
-#pragma STDC FP_CONTRACT OFF
-#endif
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
 {
