@@ -66,8 +66,8 @@ static int need(cursor *c, uint64_t n, const char *what)
 {
     if (n > left(c)) {
         set_err(c->err, c->errlen, "%s: truncated: %s needs %llu bytes at "
-                "offset %llu, but the file ends after %llu", c->f->name, what,
-                (ull)n, (ull)c->pos, (ull)left(c));
+                "offset %llu, but the file has %llu bytes", c->f->name, what,
+                (ull)n, (ull)c->pos, (ull)c->f->size);
         return -1;
     }
     return 0;
@@ -98,8 +98,8 @@ static int read_str(cursor *c, gguf_str *s, const char *what)
         return -1;
     if (n > left(c)) {
         set_err(c->err, c->errlen, "%s: %s claims %llu bytes at offset %llu, "
-                "but the file ends after %llu", c->f->name, what, (ull)n,
-                (ull)c->pos, (ull)left(c));
+                "more than the %llu left in the file", c->f->name, what,
+                (ull)n, (ull)c->pos, (ull)left(c));
         return -1;
     }
     s->ptr = (const char *)c->f->bytes + c->pos;
@@ -168,9 +168,10 @@ static int parse_array(cursor *c, int depth, const where *w, gguf_value *v)
     uint64_t min = min_elem_bytes(v->elem_type);
     if (n > left(c) / min) {
         set_err(c->err, c->errlen, "%s: key '%s': an array of %llu %s "
-                "elements needs at least %llu bytes each, but the file ends "
-                "%llu bytes after offset %llu", c->f->name, w->key, (ull)n,
-                gguf_type_name(et), (ull)min, (ull)left(c), (ull)c->pos);
+                "elements (at least %llu bytes each) at offset %llu, but "
+                "only %llu bytes are left in the file", c->f->name, w->key,
+                (ull)n, gguf_type_name(et), (ull)min, (ull)c->pos,
+                (ull)left(c));
         return -1;
     }
     if (scalar_bytes[et]) {
@@ -365,12 +366,9 @@ static int parse_alignment(cursor *c)
 {
     gguf_file *f = c->f;
     uint32_t a;
-    char msg[256];
-    int rc = gguf_get_u32(f, "general.alignment", &a, msg, sizeof msg);
-    if (rc < 0) {
-        set_err(c->err, c->errlen, "%s: %s", f->name, msg);
+    int rc = gguf_get_u32(f, "general.alignment", &a, c->err, c->errlen);
+    if (rc < 0)
         return -1;
-    }
     if (rc == 1) {
         f->alignment = GGUF_DEFAULT_ALIGNMENT;
         return 0;

@@ -67,7 +67,8 @@ typedef enum gguf_dtype {
 } gguf_dtype;
 
 #define GGUF_MAX_DIMS 4            /* ggml's limit */
-#define GGUF_MAX_NESTING 16        /* arrays of arrays, deeper is refused */
+#define GGUF_MAX_NESTING 16        /* levels of arrays in arrays; more are
+                                    * refused */
 #define GGUF_DEFAULT_ALIGNMENT 32
 
 /* Bytes in the mapped file, not NUL-terminated (print with "%.*s"). */

@@ -272,17 +272,19 @@ static int check_weights(const gguf_file *f, gguf_weight *w, size_t n,
         }
         if (t->n_dims != w[i].n_dims || t->ne[0] != w[i].cols ||
             t->ne[1] != w[i].rows) {
-            char want[64];
+            char got[128], want[64];
+            size_t at = 0;
+            for (uint32_t d = 0; d < t->n_dims; d++)
+                at += (size_t)snprintf(got + at, sizeof got - at, "%s%llu",
+                                       d ? ", " : "", (ull)t->ne[d]);
             if (w[i].n_dims == 2)
-                snprintf(want, sizeof want, "[%llu, %llu]", (ull)w[i].cols,
+                snprintf(want, sizeof want, "%llu, %llu", (ull)w[i].cols,
                          (ull)w[i].rows);
             else
-                snprintf(want, sizeof want, "[%llu]", (ull)w[i].cols);
-            set_err(err, errlen, "%s: tensor '%s' has %u dimensions [%llu, "
-                    "%llu, %llu, %llu]; the configuration needs %s (GGUF "
-                    "lists dimensions innermost first)", f->name, w[i].name,
-                    t->n_dims, (ull)t->ne[0], (ull)t->ne[1], (ull)t->ne[2],
-                    (ull)t->ne[3], want);
+                snprintf(want, sizeof want, "%llu", (ull)w[i].cols);
+            set_err(err, errlen, "%s: tensor '%s' has dimensions [%s]; the "
+                    "configuration needs [%s] (GGUF lists dimensions "
+                    "innermost first)", f->name, w[i].name, got, want);
             goto done;
         }
         if (!gguf_dtype_supported(t->type)) {
