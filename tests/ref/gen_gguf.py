@@ -398,14 +398,15 @@ def write_corpus(outdir):
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    # A LLaMa small enough for a seed: dim 32, one layer, vocab 8.
+    # LLaMas small enough for seeds: one layer, vocab 8; dim 8 in F32,
+    # dim 32 (one block per row) when quantised.
     global TINY
     saved = TINY
-    TINY = dict(dim=32, hidden=32, layers=1, heads=2, kv_heads=1, vocab=8,
-                ctx=16, theta=10000.0, eps=1e-5)
     gen = torch.Generator().manual_seed(7)
-    for name, tied, quant in (("llama_f32_untied", False, False),
-                              ("llama_quant_tied", True, True)):
+    for name, tied, quant, dim in (("llama_f32_untied", False, False, 8),
+                                   ("llama_quant_tied", True, True, 32)):
+        TINY = dict(dim=dim, hidden=dim, layers=1, heads=2, kv_heads=1,
+                    vocab=8, ctx=16, theta=10000.0, eps=1e-5)
         write_tiny_gguf(os.path.join(outdir, name + ".gguf"),
                         tiny_weights(gen, tied), tied, quant)
     TINY = saved
