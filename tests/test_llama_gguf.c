@@ -10,8 +10,8 @@
  *     rows in interleaved-RoPE order; tied, untied, quantised): the
  *     Hugging Face weights it stands for exactly, and the logits and loss
  *     of transformers' LlamaForCausalLM in float64;
- *   - the same file cut short anywhere before its last tensor's end is
- *     refused with a message.
+ *   - the same files cut short anywhere in their header or at either end
+ *     of a tensor's data are refused with a message.
  * Usage: test_llama_gguf DIR (the generator's output directory). */
 #include "common/refdata.h"
 #include "common/testutil.h"
@@ -553,8 +553,23 @@ static unsigned char *read_whole(const char *name, size_t *len)
     return b;
 }
 
-/* Every prefix that ends before the last tensor's data does is refused
- * with a message; the exact-size copy lets ASan see any read past it. */
+static void refuse_prefix(const unsigned char *whole, size_t n,
+                          const char *name)
+{
+    unsigned char *part = malloc(n ? n : 1);
+    assert_non_null(part);
+    memcpy(part, whole, n);
+    gguf_file f;
+    char err[512] = "";
+    if (gguf_open_memory(&f, part, n, name, err, sizeof err) == 0)
+        fail_msg("%s cut to %zu bytes was accepted", name, n);
+    assert_true(strlen(err) > 10);
+    free(part);
+}
+
+/* Cut anywhere in the header, metadata and tensor infos, and at both ends
+ * of every tensor's data: refused with a message. Each prefix is an
+ * exact-size copy, so ASan sees any read past it. */
 static void check_prefixes(const char *name)
 {
     size_t len;
@@ -562,23 +577,17 @@ static void check_prefixes(const char *name)
     gguf_file f;
     char err[512];
     assert_int_equal(gguf_open_memory(&f, whole, len, name, err, 512), 0);
-    uint64_t end = 0;
+    for (size_t n = 0; n <= f.data_offset; n++)
+        refuse_prefix(whole, n, name);
     for (size_t i = 0; i < f.n_tensors; i++) {
-        uint64_t e = (uint64_t)(f.tensors[i].data - f.bytes) +
-                     f.tensors[i].nbytes;
-        end = e > end ? e : end;
+        if (f.tensors[i].nbytes < 2)
+            continue;
+        size_t begin = (size_t)(f.tensors[i].data - f.bytes);
+        size_t end = begin + (size_t)f.tensors[i].nbytes;
+        refuse_prefix(whole, begin + 1, name);
+        refuse_prefix(whole, end - 1, name);
     }
     gguf_close(&f);
-    for (size_t n = 0; n < end; n++) {
-        unsigned char *part = malloc(n ? n : 1);
-        assert_non_null(part);
-        memcpy(part, whole, n);
-        err[0] = '\0';
-        if (gguf_open_memory(&f, part, n, name, err, sizeof err) == 0)
-            fail_msg("%s cut to %zu of %zu bytes was accepted", name, n, len);
-        assert_true(strlen(err) > 10);
-        free(part);
-    }
     free(whole);
 }
 
