@@ -6,8 +6,8 @@
  * directories, and LLaMa files with wrong keys, shapes, extra or missing
  * tensors, unsupported types and NaN or infinite weights. Each is refused
  * with a message naming the problem; nothing crashes (the suite also runs
- * under ASan and UBSan); every accepted file's index is a small multiple
- * of its size. */
+ * under ASan and UBSan); every accepted file's index is under 5 times
+ * its size. */
 #include "common/testutil.h"
 
 #include "gguf.h"
@@ -246,8 +246,8 @@ static void accepted(const gg *g, gguf_file *f)
     char err[512];
     if (gguf_open_memory(f, g->b.p, g->b.n, "ok.gguf", err, sizeof err))
         fail_msg("refused: %s", err);
-    /* Allocations are bounded by the file size. */
-    assert_true(f->index_bytes <= 4 * f->size);
+    /* Allocations are bounded by the file size (gguf.h). */
+    assert_true(f->index_bytes < 5 * f->size);
 }
 
 #define CASE(patch, word)                                                    \

@@ -319,6 +319,15 @@ const gguf_tensor *gguf_find_tensor(const gguf_file *f, const char *name)
 
 /* ---- the file ---------------------------------------------------------- */
 
+/* The bound gguf.h promises: each item's index entry is under 5 times the
+ * fewest bytes the item takes in the file. */
+_Static_assert(sizeof(gguf_kv) + sizeof(gguf_kv *) < 5 * 13,
+               "a key's index entry");
+_Static_assert(sizeof(gguf_tensor) + sizeof(gguf_tensor *) < 5 * 32,
+               "a tensor's index entry");
+_Static_assert(sizeof(gguf_value) < 5 * 12 && sizeof(gguf_str) < 5 * 8,
+               "an array element's index entry");
+
 static int parse_kvs(cursor *c, uint64_t n_kv)
 {
     gguf_file *f = c->f;

@@ -13,8 +13,10 @@
  *
  * The reader maps the file and checks all of it at open: every count,
  * length, dimension and offset against the bytes the file has, with
- * overflow-safe arithmetic, before anything is allocated from it; every
- * allocation is bounded by a small multiple of the file size. Keys and
+ * overflow-safe arithmetic, before anything is allocated from it; what
+ * the reader allocates is bounded by a small multiple of the file size
+ * (index_bytes, under 5 times: a key takes at least 13 bytes of the file
+ * and 56 of the index). Keys and
  * tensor names must be unique, tensor types known, tensor data aligned,
  * inside the file and not overlapping. Values then stay in the mapped file:
  * strings are (pointer, length) views into it, valid until gguf_close.
@@ -80,10 +82,10 @@ typedef struct gguf_str {
 /* One metadata value: a view into the mapped file. */
 typedef struct gguf_value {
     gguf_type type;
+    gguf_type elem_type;       /* ARRAY: the elements' type */
     const unsigned char *data; /* scalar: its little-endian bytes; STRING:
                                 * its bytes; ARRAY: the first element */
     uint64_t len;              /* STRING: bytes; ARRAY: elements; else 1 */
-    gguf_type elem_type;       /* ARRAY: the elements' type */
     const void *index;         /* private: ARRAY of STRING or ARRAY, where
                                 * each element is */
 } gguf_value;
