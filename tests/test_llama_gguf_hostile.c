@@ -449,6 +449,8 @@ static void test_tensor_lies(void **state)
     CASE(patch_u64(&g->b, g->at_offset[1], 128), "data area has");
     CASE(patch_u64(&g->b, g->at_offset[1], UINT64_MAX - 31), "data area has");
     CASE(patch_u64(&g->b, g->at_offset[1], 1ull << 63), "data area has");
+    /* offset + nbytes wraps past 2^64 to 4: must not pass as in bounds. */
+    CASE(patch_u64(&g->b, g->at_offset[0], 0 - 64ull), "data area has");
     CASE(patch_u64(&g->b, g->at_offset[1], 64), "overlap");
     CASE(patch_u64(&g->b, g->at_offset[1], 0), "overlap");
     CASE(patch_u64(&g->b, g->at_name[1], UINT64_MAX), "claims");
