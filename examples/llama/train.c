@@ -17,6 +17,7 @@
 #include "ckpt_dir.h"
 #include "data.h"
 #include "fileio.h"
+#include "gguf.h"
 #include "llama.h"
 #include "plot.h"
 /* The GPU path's interface (its code is built only with LLAMA_HAVE_CUDA),
@@ -160,8 +161,8 @@ static void usage(FILE *f)
 "       llama [flags]         train one method (or --compare all five)\n"
 "\n"
 "model and data\n"
-"  --model PATH         Hugging Face directory or llama2.c .bin (default: a\n"
-"                       fresh tiny byte-level model)\n"
+"  --model PATH         Hugging Face directory, GGUF file or llama2.c .bin\n"
+"                       (default: a fresh tiny byte-level model)\n"
 "  --data PATH          text file, trained on as bytes (ids 0..255)\n"
 "  --ids PATH           pre-tokenized ids, --id-bits 16|32 (default %d)\n"
 "  --synthetic V        neither: the synthetic language, base|shifted (base)\n"
@@ -396,8 +397,10 @@ static int is_dir(const char *path)
 static void load_model(const char *path, int B, int T, llama_model *m)
 {
     char err[1024];
-    int rc = is_dir(path) ? ckpt_load_hf(path, m, B, T, err, sizeof err)
-                          : ckpt_load_llama2c(path, m, B, T, err, sizeof err);
+    int rc = gguf_is_gguf_path(path)
+                 ? ckpt_load_gguf(path, m, B, T, err, sizeof err)
+             : is_dir(path) ? ckpt_load_hf(path, m, B, T, err, sizeof err)
+                            : ckpt_load_llama2c(path, m, B, T, err, sizeof err);
     if (rc != 0)
         die("loading %s: %s", path, err);
     if (m->cfg.seq_len < T)
