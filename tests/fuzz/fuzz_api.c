@@ -220,6 +220,16 @@ static void op_galore_create(fuzz_input *f, op_result *r)
     r->name = "owl_galore_create";
     r->ctx = ctx;
     r->st = owl_galore_create(ctx, blk, &g);
+    if (fuzz_trace)
+        fprintf(stderr,
+                "  galore %llux%llu rank %llu T %llu scale %g proj %d svd %d "
+                "oversample %llu power_iters %llu seed %llu struct_size %llu\n",
+                (unsigned long long)o.rows, (unsigned long long)o.cols,
+                (unsigned long long)o.rank, (unsigned long long)o.update_gap,
+                o.scale, (int)o.proj_type, (int)o.svd_method,
+                (unsigned long long)o.oversample,
+                (unsigned long long)o.power_iters, (unsigned long long)o.seed,
+                (unsigned long long)ss);
     uint64_t bytes = 0;
     if (r->st == OWL_OK && (owl_galore_state_size(g, &bytes) != OWL_OK ||
                             bytes > LIVE_STATE_MAX)) {
@@ -887,6 +897,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         /* FUZZ_API_TRACE=1: each call, its status and message on stderr,
          * to read a reproducer. */
         trace = getenv("FUZZ_API_TRACE") != NULL;
+        fuzz_trace = trace;
         ready = 1;
     }
     fuzz_input in = {data, size};

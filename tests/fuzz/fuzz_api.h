@@ -25,6 +25,9 @@
  * the fuzzer down. */
 #define LIVE_STATE_MAX ((uint64_t)1 << 20)
 
+/* FUZZ_API_TRACE set: each call and its arguments' ranges on stderr. */
+extern int fuzz_trace;
+
 /* Reports a broken property and aborts (libFuzzer records the input). */
 void die(const char *what, owl_status st);
 

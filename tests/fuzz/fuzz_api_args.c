@@ -3,8 +3,11 @@
  * exactly their struct_size, and fuzzed options of every handle. */
 #include "fuzz_api.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+int fuzz_trace;
 
 /* ---- the real buffers tensors point into --------------------------- */
 
@@ -184,6 +187,18 @@ owl_tensor *make_tensor(fuzz_input *f, owl_tensor *t, int64_t rows,
         }
         if (!addressable(t, &bytes) || bytes + offset > BUF_BYTES)
             abort(); /* the shrinking above is wrong */
+        if (fuzz_trace && t->dtype == OWL_DTYPE_F32) {
+            float lo = INFINITY, hi = 0;
+            for (int64_t i = 0; i < t->rows; i++)
+                for (int64_t j = 0; j < t->cols; j++) {
+                    const float v = fabsf(((const float *)t->data)[i * t->row_stride + j]);
+                    hi = v > hi ? v : hi;
+                    lo = v > 0 && v < lo ? v : lo;
+                }
+            fprintf(stderr, "  tensor %lldx%lld stride %lld f32: |x| in [%g, %g]\n",
+                    (long long)t->rows, (long long)t->cols,
+                    (long long)t->row_stride, lo, hi);
+        }
     } else {
         mark_invalid(cc, "a tensor descriptor outside the contract");
     }
