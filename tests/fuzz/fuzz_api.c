@@ -463,11 +463,15 @@ static void op_optimizer_call(fuzz_input *f, op_result *r, int which)
                                           : fz_size(f);
         const int64_t rows = 1 + fz_u8(f) % 20, cols = 1 + fz_u8(f) % 20;
         const owl_tensor *wt = make_tensor(f, &w, rows, cols, &r->cc);
+        /* A NULL grad is allowed (bound later): only a descriptor it
+         * points to can be invalid. */
+        call_check gc = {false, NULL};
         const owl_tensor *gt = fz_u8(f) < 30 ? NULL
-                                             : make_tensor(f, &g, rows, cols, &r->cc);
+                                             : make_tensor(f, &g, rows, cols, &gc);
+        if (gt != NULL && gc.invalid_input)
+            mark_invalid(&r->cc, gc.why);
         const int32_t lowrank = fz_u8(f) < 220 ? fz_bool(f) : (int32_t)fz_raw64(f);
         uint64_t *index = fz_bool(f) ? (uint64_t *)(void *)r->host : NULL;
-        /* A NULL grad is allowed (bound later), so not an invalid input. */
         r->st = owl_optimizer_add_param(h, layer, wt, gt, lowrank, index);
         break;
     }
