@@ -277,26 +277,35 @@ static void gaussian_range(void *arg, int64_t begin, int64_t end)
  * flops of a Householder QR with its explicit Q, and the same span; only
  * the last basis must be orthonormal (orthonormalise). */
 static owl_status lu_normalise(owl_context *ctx, const owl_svd_work *w,
-                               const svd_arrays *a, float *x, int64_t len)
+                               const svd_arrays *a, float *x, int64_t len,
+                               bool *broke)
 {
     const int64_t k = w->k;
     lapack_int *ipiv = a->iwork; /* 8 k of them */
     /* A subnormal pivot has no f32 reciprocal (1 / 2e-43 is Inf), and
-     * OpenBLAS's getrf scales by the reciprocal: flush subnormals to 0,
-     * a pivot getrf steps over. Relative to the vectors' largest entries
-     * they are below f32's precision anyway; normal inputs are unchanged. */
+     * OpenBLAS's getrf scales by the reciprocal: flush subnormals to 0.
+     * Relative to the vectors' largest entries they are below f32's
+     * precision anyway; normal inputs are unchanged. */
     for (int64_t i = 0; i < k * len; i++)
         if (fabsf(x[i]) < FLT_MIN)
             x[i] = 0.0f;
     lapack_int info = LAPACKE_sgetrf_work(LAPACK_COL_MAJOR, (lapack_int)len,
                                           (lapack_int)k, x, (lapack_int)len,
                                           ipiv);
-    /* info > 0: an exactly zero pivot; L is still a valid unit-triangular
-     * factor with the same leading span, so keep going. */
     if (info < 0)
         return owl__fail(ctx, OWL_ERR_INTERNAL,
                          "LU of the %lldx%lld sketch failed (info %d)",
                          (long long)len, (long long)k, (int)info);
+    /* Rank-deficient vectors break the LU down: reference LAPACK leaves
+     * an exactly zero pivot's column of L at 0, but OpenBLAS scales it by
+     * 1 / 0 (or by the huge reciprocal of a tiny pivot), and the NaN
+     * spreads. Then the caller forms the product again and orthonormalises
+     * it: QR takes a zero column in its stride. */
+    *broke = false;
+    for (int64_t i = 0; i < k * len && !*broke; i++)
+        *broke = !isfinite(x[i]);
+    if (*broke)
+        return OWL_OK;
     for (int64_t j = 0; j < k; j++) { /* unit diagonal, nothing above */
         float *col = x + j * len;
         memset(col, 0, (size_t)j * sizeof(float));
@@ -378,6 +387,39 @@ static void to_sketch(const owl_svd_work *w, const float *g, int64_t ldg,
                     range, n, g, (int)ldg, 0.0f, out, m);
 }
 
+/* range = sketch * A^T, then LU-normalised (lu) or orthonormalised; an
+ * LU that breaks down on rank-deficient vectors is replaced by a QR of the
+ * product formed again (the sketch is left as it was). */
+static owl_status next_range(owl_context *ctx, const owl_svd_work *w,
+                             const svd_arrays *x, const float *g, int64_t ldg,
+                             bool lu)
+{
+    const int64_t d = w->left ? w->m : w->n;
+    to_range(w, g, ldg, x->sketch, x->range);
+    bool broke = false;
+    if (lu) {
+        owl_status s = lu_normalise(ctx, w, x, x->range, d, &broke);
+        if (s != OWL_OK || !broke)
+            return s;
+        to_range(w, g, ldg, x->sketch, x->range);
+    }
+    return orthonormalise(ctx, w, x, x->range, d);
+}
+
+/* sketch = range * A, LU-normalised, with the same fallback. */
+static owl_status next_sketch(owl_context *ctx, const owl_svd_work *w,
+                              const svd_arrays *x, const float *g, int64_t ldg)
+{
+    const int64_t e = w->left ? w->n : w->m;
+    to_sketch(w, g, ldg, x->range, x->sketch);
+    bool broke = false;
+    owl_status s = lu_normalise(ctx, w, x, x->sketch, e, &broke);
+    if (s != OWL_OK || !broke)
+        return s;
+    to_sketch(w, g, ldg, x->range, x->sketch);
+    return orthonormalise(ctx, w, x, x->sketch, e);
+}
+
 owl_status owl__svd_randomized(owl_context *ctx, const owl_svd_work *w,
                                const float *g, int64_t ldg, uint64_t draw,
                                float *basis, void *scratch)
@@ -390,24 +432,17 @@ owl_status owl__svd_randomized(owl_context *ctx, const owl_svd_work *w,
 
     gaussian_job job = {x.sketch, k * e, w->seed, draw};
     owl__parallel_for(ctx, (k * e + 1) / 2, 8192, gaussian_range, &job);
-    to_range(w, g, ldg, x.sketch, x.range);
     /* Power iterations sharpen a slowly decaying spectrum; each product is
      * renormalised (LU) so small directions are not lost to rounding, and
      * the last range is orthonormalised. */
-    s = w->power_iters > 0 ? lu_normalise(ctx, w, &x, x.range, d)
-                           : orthonormalise(ctx, w, &x, x.range, d);
+    s = next_range(ctx, w, &x, g, ldg, w->power_iters > 0);
+    for (uint64_t it = 0; it < w->power_iters && s == OWL_OK; it++) {
+        s = next_sketch(ctx, w, &x, g, ldg);
+        if (s == OWL_OK)
+            s = next_range(ctx, w, &x, g, ldg, it + 1 < w->power_iters);
+    }
     if (s != OWL_OK)
         return s;
-    for (uint64_t it = 0; it < w->power_iters; it++) {
-        to_sketch(w, g, ldg, x.range, x.sketch);
-        if ((s = lu_normalise(ctx, w, &x, x.sketch, e)) != OWL_OK)
-            return s;
-        to_range(w, g, ldg, x.sketch, x.range);
-        s = it + 1 < w->power_iters ? lu_normalise(ctx, w, &x, x.range, d)
-                                    : orthonormalise(ctx, w, &x, x.range, d);
-        if (s != OWL_OK)
-            return s;
-    }
     /* B = Q^T A (k x e). B^T = Q_b R (e x k), so B = R^T Q_b^T and the
      * left vectors of B are the right vectors of R: LAPACK's V^T output
      * for the k x k R is U_B^T, i.e. U_B stored row-major. Q_b itself is

@@ -2285,6 +2285,78 @@ static void test_refresh_over_the_whole_f32_range(void **state)
     owl_context_free(ctx);
 }
 
+/* A second matrix the API fuzzer found (21 x 6, |G| from 5e-36 to 1e37):
+ * with six power iterations the sketches become rank deficient, and
+ * OpenBLAS's LU turns the zero or tiny pivots into NaN; the range finder
+ * must orthonormalise those products instead. */
+static void test_refresh_rank_deficient_sketches(void **state)
+{
+    (void)state;
+    owl_context *ctx = test_cpu_context(1);
+    enum { m = 21, n = 6 };
+    static const float g[m * n] = {
+        -0x1.144d36p+90f, 0x1.cd2f18p+0f, 0x1.65b2b8p+102f, -0x1.b66fecp+0f,
+        0x1.033258p+123f, 0x1.c0a90ap+0f, 0x1.3d17b6p-3f, -0x1.3d17b6p-4f,
+        -0x1.7df316p-1f, 0x1.7df316p-2f, 0x1.cb8236p-1f, -0x1.cb8236p-2f,
+        -0x1.28d6cap-1f, 0x1.28d6cap-2f, 0x1.92047ep-2f, -0x1.92047ep-3f,
+        -0x1.f6ea26p-1f, 0x1.f6ea26p-2f, -0x1.bec3dep-2f, 0x1.bec3dep-3f,
+        -0x1.c1da32p-1f, 0x1.c1da32p-2f, 0x1.6267eap-1f, -0x1.6267eap-2f,
+        0x1.48da3ap-4f, -0x1.48da3ap-5f, -0x1.d84d32p-1f, 0x1.d84d32p-2f,
+        0x1.aab684p-1f, -0x1.aab684p-2f, -0x1.bdb316p-4f, 0x1.bdb316p-5f,
+        -0x1.6fee6cp-1f, 0x1.6fee6cp-2f, 0x1.f11224p-1f, -0x1.f11224p-2f,
+        -0x1.619a9ep-1f, 0x1.619a9ep-2f, -0x1.218390p-2f, 0x1.218390p-3f,
+        -0x1.5ac116p-2f, 0x1.5ac116p-3f, 0x1.7b56aap-3f, -0x1.7b56aap-4f,
+        0x1.45a766p-6f, -0x1.45a766p-7f, 0x1.77071ep-1f, -0x1.77071ep-2f,
+        0x1.c5da34p-1f, -0x1.c5da34p-2f, 0x1.a4f3cap-1f, -0x1.a4f3cap-2f,
+        0x1.9c77d2p-1f, -0x1.9c77d2p-2f, -0x1.c70106p-4f, 0x1.c70106p-5f,
+        0x1.7c0cfcp-1f, -0x1.7c0cfcp-2f, -0x1.de320ep-1f, 0x1.de320ep-2f,
+        0x1.e1adc0p-1f, -0x1.e1adc0p-2f, 0x1.120224p-1f, -0x1.120224p-2f,
+        -0x1.86f48ap-2f, 0x1.86f48ap-3f, -0x1.e4535ep-1f, 0x1.e4535ep-2f,
+        0x1.7789aep-3f, -0x1.7789aep-4f, 0x1.75fccap-1f, -0x1.75fccap-2f,
+        0x1.4e2e50p-1f, -0x1.4e2e50p-2f, -0x1.fd6e46p-4f, 0x1.fd6e46p-5f,
+        -0x1.b5f6aap-1f, 0x1.b5f6aap-2f, -0x1.bd5256p-4f, 0x1.bd5256p-5f,
+        -0x1.42441ep-1f, 0x1.42441ep-2f, 0x1.d404cep-2f, -0x1.d404cep-3f,
+        0x1.624fdap-1f, -0x1.624fdap-2f, -0x1.4e0d1cp-2f, 0x1.4e0d1cp-3f,
+        0x1.d03c0ep-3f, -0x1.d03c0ep-4f, -0x1.90fefep-4f, 0x1.90fefep-5f,
+        -0x1.21d7cap-3f, 0x1.21d7cap-4f, 0x1.43eeeap-1f, -0x1.43eeeap-2f,
+        0x1.6ba76ep-2f, -0x1.6ba76ep-3f, 0x1.b39f50p-1f, -0x1.b39f50p-2f,
+        -0x1.9b2d3ap-1f, 0x1.9b2d3ap-2f, 0x1.635ef0p-1f, -0x1.635ef0p-2f,
+        -0x1.f2e972p-1f, 0x1.f2e972p-2f, -0x1.05aab0p-2f, 0x1.05aab0p-3f,
+        -0x1.7e6548p-3f, 0x1.7e6548p-4f, -0x1.75ea2cp-2f, 0x1.75ea2cp-3f,
+        0x1.323f9cp-1f, -0x1.323f9cp-2f, 0x1.482764p-2f, -0x1.482764p-3f,
+        0x1.96138ep-3f, -0x1.96138ep-4f, -0x1.22545ap-5f, 0x1.22545ap-6f,
+        0x1.38ec48p-2f, -0x1.38ec48p-3f, -0x1.9a7078p-1f, 0x1.9a7078p-2f,
+        -0x1.25f0f8p-3f, 0x1.25f0f8p-4f,
+    };
+    for (uint64_t q = 0; q <= 6; q++) {
+        owl_galore_options o;
+        owl_galore_options_init(&o, sizeof o);
+        o.rows = m;
+        o.cols = n;
+        o.rank = 1;
+        o.proj_type = OWL_PROJ_REVERSE_STD; /* left for m >= n */
+        o.svd_method = OWL_SVD_RANDOMIZED;
+        o.oversample = 6;
+        o.power_iters = q;
+        o.seed = 10416985246563296227u; /* the fuzzer's sketch */
+        owl_galore *p = NULL;
+        assert_owl_ok(ctx, owl_galore_create(ctx, &o, &p));
+        owl_tensor tg = tensor((float *)g, OWL_DTYPE_F32, m, n);
+        assert_owl_ok(ctx, owl_galore_refresh(p, &tg));
+        float basis[m];
+        owl_tensor tb = tensor(basis, OWL_DTYPE_F32, m, 1);
+        assert_owl_ok(ctx, owl_galore_get_basis(p, &tb));
+        double norm = 0;
+        for (int i = 0; i < m; i++)
+            norm += (double)basis[i] * basis[i];
+        if (fabs(norm - 1.0) > 1e-5)
+            fail_msg("q %llu: the basis vector has norm^2 %g",
+                     (unsigned long long)q, norm);
+        owl_galore_free(p);
+    }
+    owl_context_free(ctx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2313,6 +2385,7 @@ int main(void)
         cmocka_unit_test(test_lowrank_nonfinite_anywhere),
         cmocka_unit_test(test_refresh_at_the_ends_of_f32),
         cmocka_unit_test(test_refresh_over_the_whole_f32_range),
+        cmocka_unit_test(test_refresh_rank_deficient_sketches),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
