@@ -195,6 +195,8 @@ def write_types(outdir, rng):
     tensors = tensor_cases(rng)
     for name, qtype, stored in tensors:
         w.add_tensor(name, stored, raw_dtype=qtype)
+    if extra:
+        extra(w)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -271,9 +273,10 @@ def kind_of(gname):
     return parts[2] if parts[0] == "blk" else parts[0]
 
 
-def write_tiny_gguf(path, weights, tied, quant):
+def write_tiny_gguf(path, weights, tied, quant, extra=None):
     """The file as llama.cpp's converter writes it. Returns the Hugging
-    Face weights it stands for (the dequantised values where quantised)."""
+    Face weights it stands for (the dequantised values where quantised).
+    extra(writer), when given, adds more metadata (a tokenizer)."""
     c = TINY
     hd = c["dim"] // c["heads"]
     w = gguf.GGUFWriter(path, arch="llama")
@@ -308,6 +311,8 @@ def write_tiny_gguf(path, weights, tied, quant):
         # quantisation, so the Hugging Face matrix the file stands for is
         # the round trip of the unreordered one.
         effective[hf] = gguf.quants.dequantize(gguf.quants.quantize(x, qtype), qtype)
+    if extra:
+        extra(w)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -394,6 +399,8 @@ def write_corpus(outdir):
         else:
             data = rng.standard_normal(shape).astype(np.float32)
             w.add_tensor(qtype.name, gguf.quants.quantize(data, qtype), raw_dtype=qtype)
+    if extra:
+        extra(w)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
