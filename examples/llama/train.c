@@ -6,11 +6,12 @@
  * LLaMa pre-trained (FULL) on a synthetic language, then fine-tuned with
  * OWLORE on a shifted variant of it, with the held-out loss on the shifted
  * task before and after. With flags it trains any method on a checkpoint
- * (Hugging Face directory or llama2.c .bin) or a fresh tiny model, on a
- * text file, an id file or the synthetic corpus; --compare runs the five
- * methods from one init. A model that comes with a tokenizer (a GGUF
- * file's metadata, a directory's tokenizer.json) reads --data through it;
- * --steps 0 only evaluates (and saves). `llama --help` lists the flags.
+ * (Hugging Face directory, GGUF file or llama2.c .bin) or a fresh tiny
+ * model, on a text file, an id file or the synthetic corpus; --compare
+ * runs the five methods from one init. A model that comes with a
+ * tokenizer (a GGUF file's metadata, a directory's tokenizer.json) reads
+ * --data through it; --steps 0 only evaluates (and saves). `llama --help`
+ * lists the flags.
  *
  * The file reads top to bottom: options, model, data, LOD, optimizer, the
  * training loop, checkpoints, --compare, the main demonstration, main().
