@@ -195,8 +195,6 @@ def write_types(outdir, rng):
     tensors = tensor_cases(rng)
     for name, qtype, stored in tensors:
         w.add_tensor(name, stored, raw_dtype=qtype)
-    if extra:
-        extra(w)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -399,8 +397,6 @@ def write_corpus(outdir):
         else:
             data = rng.standard_normal(shape).astype(np.float32)
             w.add_tensor(qtype.name, gguf.quants.quantize(data, qtype), raw_dtype=qtype)
-    if extra:
-        extra(w)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
