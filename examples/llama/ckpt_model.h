@@ -33,8 +33,10 @@ typedef struct ckpt_extras {
  * anything else: ckpt_load_llama2c) into a new model sized for max_batch
  * x max_seq tokens, and *x (zeroed first; ckpt_extras_free it). A
  * tokenizer that cannot be built is not an error here (the model can
- * still train on ids): it is in x->tok_error. On failure nothing is left
- * allocated. */
+ * still train on ids): it is in x->tok_error. What a save would need and
+ * the file gets wrong is: a GGUF bos/eos id outside the vocabulary, a
+ * token that tokenizer.json cannot hold (not UTF-8). On failure nothing
+ * is left allocated. */
 int ckpt_load_model(const char *path, llama_model *m, int max_batch,
                     int max_seq, ckpt_extras *x, char *err, size_t errlen);
 void ckpt_extras_free(ckpt_extras *x); /* accepts a zeroed one */
