@@ -1,6 +1,6 @@
 /*
  * The LLaMa example's data module (examples/llama/data.h): the byte
- * tokenizer, id files (bytes written here by hand, little-endian), the
+ * tokenizer, text through a BPE tokenizer (closed-form ids), id files (bytes written here by hand, little-endian), the
  * held-out split's sizes, batches (windows of the data, a pure function of
  * seed/step/index), and the synthetic language, whose every sentence is
  * parsed and checked against the rule it follows (sums, differences,
@@ -93,6 +93,61 @@ static void test_id_files(void **state)
     unlink(p);
     assert_int_equal(data_load_ids("/nonexistent/ids.bin", 16, &d, err,
                                    sizeof err), -1);
+}
+
+/* Text through a tokenizer: a vocabulary of the byte symbols of a and b,
+ * their merge "ab" and a control token <s> added as bos. "abab\n" is one
+ * pre-token "abab" (two merges) and "\n", whose symbol the vocabulary
+ * lacks: left out and counted. */
+static void test_tokenized_text(void **state)
+{
+    (void)state;
+    const tok_str tokens[] = {{"a", 1}, {"b", 1}, {"ab", 2}, {"<s>", 3}};
+    const int32_t types[] = {1, 1, 1, 3};
+    const tok_str merges[] = {{"a b", 3}};
+    tok_spec spec;
+    tok_spec_init(&spec);
+    spec.model = "gpt2";
+    spec.n_tokens = 4;
+    spec.tokens = tokens;
+    spec.token_types = types;
+    spec.n_merges = 1;
+    spec.merges = merges;
+    spec.bos_id = 3;
+    spec.add_bos = 1;
+    tokenizer *tok;
+    char err[256];
+    assert_int_equal(tok_create(&spec, &tok, err, sizeof err), 0);
+    data_ids d;
+    size_t bytes = 0, dropped = 0;
+    char *p = temp_file((const unsigned char *)"abab\n", 5);
+    assert_int_equal(data_load_tokenized(p, tok, &d, &bytes, &dropped, err,
+                                         sizeof err), 0);
+    assert_int_equal(bytes, 5);
+    assert_int_equal(dropped, 1);
+    assert_int_equal(d.n, 3);
+    assert_int_equal(d.ids[0], 3);
+    assert_int_equal(d.ids[1], 2);
+    assert_int_equal(d.ids[2], 2);
+    data_free(&d);
+    unlink(p);
+    /* Nothing the vocabulary can represent; nothing at all. */
+    p = temp_file((const unsigned char *)"\n\n", 2);
+    spec.add_bos = 0;
+    tok_free(tok);
+    assert_int_equal(tok_create(&spec, &tok, err, sizeof err), 0);
+    assert_int_equal(data_load_tokenized(p, tok, &d, NULL, NULL, err,
+                                         sizeof err), -1);
+    assert_non_null(strstr(err, "no token"));
+    unlink(p);
+    p = temp_file((const unsigned char *)"", 0);
+    assert_int_equal(data_load_tokenized(p, tok, &d, NULL, NULL, err,
+                                         sizeof err), -1);
+    assert_non_null(strstr(err, "empty"));
+    unlink(p);
+    assert_int_equal(data_load_tokenized("/nonexistent/text.txt", tok, &d,
+                                         NULL, NULL, err, sizeof err), -1);
+    tok_free(tok);
 }
 
 static data_ids counting(size_t n)
@@ -301,6 +356,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_byte_round_trip),
         cmocka_unit_test(test_id_files),
+        cmocka_unit_test(test_tokenized_text),
         cmocka_unit_test(test_split),
         cmocka_unit_test(test_batches),
         cmocka_unit_test(test_synthetic),

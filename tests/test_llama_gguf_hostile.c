@@ -3,14 +3,18 @@
  * dimensions and offsets that lie (up to 2^64 - 1, and products that
  * wrap), unknown types, misaligned, overlapping or out-of-bounds tensor
  * data, duplicate keys and tensor names, nesting too deep, FIFOs and
- * directories, and LLaMa files with wrong keys, shapes, extra or missing
- * tensors, unsupported types and NaN or infinite weights. Each is refused
+ * directories, LLaMa files with wrong keys, shapes, extra or missing
+ * tensors, unsupported types and NaN or infinite weights, and tokenizer
+ * metadata that is missing, mistyped, out of range or of a model not
+ * built here (with closed-form encodings of the accepted ones). Each is
+ * refused
  * with a message naming the problem; nothing crashes (the suite also runs
  * under ASan and UBSan); every accepted file's index is under 5 times
  * its size. */
 #include "common/testutil.h"
 
 #include "gguf.h"
+#include "tok_gguf.h"
 
 #include <errno.h>
 #include <math.h>
@@ -801,6 +805,317 @@ static void test_llama_not_finite(void **state)
     free(bad);
 }
 
+/* ---- tokenizer metadata ---------------------------------------------------- */
+
+/* tokenizer.ggml.* as llama.cpp's converter writes them, each field
+ * changeable by a case. A small byte-level vocabulary: a control token,
+ * the byte symbols of a, b, c, the merges "a b" (only: "abc" is a token
+ * that no merge makes, which tells ignore_merges apart) and an unknown
+ * token. */
+enum { TOK_N = 7 };
+typedef struct tokmeta {
+    const char *model, *pre;          /* NULL: the key is absent */
+    uint32_t model_type;              /* STRING, or another to mistype */
+    const char *tokens[16];
+    size_t n_tokens;                  /* 0 with no_tokens: absent */
+    int no_tokens;
+    uint32_t tokens_elem;             /* STRING, or another */
+    const char *merges[8];
+    size_t n_merges;
+    int no_merges;
+    int32_t types[16];
+    size_t n_types;                   /* 0: absent */
+    int types_as_strings;
+    int64_t bos, eos, unk, pad;       /* -1: absent; written as UINT32 */
+    int add_bos, add_eos;             /* -1: absent */
+    int add_bos_as_u32;
+} tokmeta;
+
+static void tok_base(tokmeta *t)
+{
+    memset(t, 0, sizeof *t);
+    t->model = "gpt2";
+    t->model_type = GGUF_TYPE_STRING;
+    t->pre = "smollm";
+    const char *tokens[TOK_N] = {"<|endoftext|>", "a", "b", "c", "ab", "abc",
+                                 "<unk>"};
+    memcpy(t->tokens, tokens, sizeof tokens);
+    t->n_tokens = TOK_N;
+    t->tokens_elem = GGUF_TYPE_STRING;
+    t->merges[0] = "a b";
+    t->n_merges = 1;
+    const int32_t types[TOK_N] = {3, 1, 1, 1, 1, 1, 2};
+    memcpy(t->types, types, sizeof types);
+    t->n_types = TOK_N;
+    t->bos = t->eos = 0;
+    t->unk = 6;
+    t->pad = -1;
+    t->add_bos = 0;
+    t->add_eos = -1;
+}
+
+static void tok_write(const tokmeta *t, gg *g)
+{
+    gg_begin(g);
+    if (t->model) {
+        gg_key(g, "tokenizer.ggml.model", t->model_type);
+        if (t->model_type == GGUF_TYPE_STRING)
+            put_str(&g->b, t->model);
+        else
+            put_u32(&g->b, 7);
+    }
+    if (t->pre) {
+        gg_key(g, "tokenizer.ggml.pre", GGUF_TYPE_STRING);
+        put_str(&g->b, t->pre);
+    }
+    if (!t->no_tokens) {
+        gg_key(g, "tokenizer.ggml.tokens", GGUF_TYPE_ARRAY);
+        put_u32(&g->b, t->tokens_elem);
+        put_u64(&g->b, t->n_tokens);
+        for (size_t i = 0; i < t->n_tokens; i++) {
+            if (t->tokens_elem == GGUF_TYPE_STRING)
+                put_str(&g->b, t->tokens[i]);
+            else
+                put_u32(&g->b, (uint32_t)i);
+        }
+    }
+    if (!t->no_merges) {
+        gg_key(g, "tokenizer.ggml.merges", GGUF_TYPE_ARRAY);
+        put_u32(&g->b, GGUF_TYPE_STRING);
+        put_u64(&g->b, t->n_merges);
+        for (size_t i = 0; i < t->n_merges; i++)
+            put_str(&g->b, t->merges[i]);
+    }
+    if (t->n_types) {
+        gg_key(g, "tokenizer.ggml.token_type", GGUF_TYPE_ARRAY);
+        put_u32(&g->b, t->types_as_strings ? GGUF_TYPE_STRING
+                                           : GGUF_TYPE_INT32);
+        put_u64(&g->b, t->n_types);
+        for (size_t i = 0; i < t->n_types; i++) {
+            if (t->types_as_strings)
+                put_str(&g->b, "1");
+            else
+                put_u32(&g->b, (uint32_t)t->types[i]);
+        }
+    }
+    const struct { const char *key; int64_t v; } ids[] = {
+        {"tokenizer.ggml.bos_token_id", t->bos},
+        {"tokenizer.ggml.eos_token_id", t->eos},
+        {"tokenizer.ggml.unknown_token_id", t->unk},
+        {"tokenizer.ggml.padding_token_id", t->pad},
+    };
+    for (size_t i = 0; i < 4; i++)
+        if (ids[i].v >= 0) {
+            gg_key(g, ids[i].key, GGUF_TYPE_UINT32);
+            put_u32(&g->b, (uint32_t)ids[i].v);
+        }
+    const struct { const char *key; int v; } flags[] = {
+        {"tokenizer.ggml.add_bos_token", t->add_bos},
+        {"tokenizer.ggml.add_eos_token", t->add_eos},
+    };
+    for (size_t i = 0; i < 2; i++)
+        if (flags[i].v >= 0) {
+            int as_u32 = i == 0 && t->add_bos_as_u32;
+            gg_key(g, flags[i].key, as_u32 ? GGUF_TYPE_UINT32
+                                           : GGUF_TYPE_BOOL);
+            if (as_u32)
+                put_u32(&g->b, (uint32_t)flags[i].v);
+            else
+                put(&g->b, flags[i].v ? "\x01" : "\x00", 1);
+        }
+    gg_tensors(g, NULL, 0, 32);
+}
+
+/* tok_from_gguf on the metadata; its result, *tok, message in err. */
+static int tok_try(const tokmeta *t, tokenizer **tok, char *err,
+                   size_t errlen)
+{
+    gg g;
+    tok_write(t, &g);
+    gguf_file f;
+    char e[512];
+    if (gguf_open_memory(&f, g.b.p, g.b.n, "tok.gguf", e, sizeof e))
+        fail_msg("the file itself was refused: %s", e);
+    int rc = tok_from_gguf(&f, tok, err, errlen);
+    gguf_close(&f);
+    free(g.b.p);
+    return rc;
+}
+
+/* The ids of text under the metadata (which must be accepted). */
+static size_t tok_ids(const tokmeta *t, const char *text, int add_special,
+                      int32_t *ids, size_t cap, size_t *dropped)
+{
+    tokenizer *tok;
+    char err[512];
+    if (tok_try(t, &tok, err, sizeof err) != 0)
+        fail_msg("refused: %s", err);
+    int32_t *got;
+    size_t n;
+    if (tok_encode(tok, text, strlen(text), add_special, &got, &n, dropped,
+                   err, sizeof err) != 0)
+        fail_msg("encode: %s", err);
+    assert_true(n <= cap);
+    memcpy(ids, got, n * sizeof *ids);
+    free(got);
+    tok_free(tok);
+    return n;
+}
+
+#define TOK_CASE(change, word)                                               \
+    do {                                                                     \
+        tokmeta t_;                                                          \
+        tok_base(&t_);                                                       \
+        tokmeta *t = &t_;                                                    \
+        change;                                                              \
+        tokenizer *tok_ = (tokenizer *)&t_; /* must be reset to NULL */      \
+        char err_[512] = "";                                                 \
+        if (tok_try(t, &tok_, err_, sizeof err_) != -1)                      \
+            fail_msg("%s: not refused", #change);                            \
+        if (!strstr(err_, (word)) || !strstr(err_, "tok.gguf"))              \
+            fail_msg("%s: message '%s' lacks '%s'", #change, err_, (word));  \
+        if (getenv("GGUF_TEST_VERBOSE"))                                     \
+            printf("%s\n", err_);                                            \
+        assert_null(tok_);                                                   \
+    } while (0)
+
+#define ASSERT_IDS(got, n, ...)                                              \
+    do {                                                                     \
+        const int32_t want_[] = {__VA_ARGS__};                               \
+        size_t nw_ = sizeof want_ / sizeof want_[0];                         \
+        assert_int_equal((n), nw_);                                          \
+        for (size_t k_ = 0; k_ < nw_; k_++)                                  \
+            assert_int_equal((got)[k_], want_[k_]);                          \
+    } while (0)
+
+static void test_tok_valid(void **state)
+{
+    (void)state;
+    tokmeta t;
+    int32_t ids[16];
+    size_t n, dropped;
+    tok_base(&t);
+    /* "a b" merges; nothing makes "abc" from "ab c". */
+    n = tok_ids(&t, "abc", 1, ids, 16, &dropped);
+    ASSERT_IDS(ids, n, 4, 3);
+    assert_int_equal(dropped, 0);
+    /* The control token is found in the text first. */
+    n = tok_ids(&t, "b<|endoftext|>ab", 1, ids, 16, &dropped);
+    ASSERT_IDS(ids, n, 2, 0, 4);
+    /* 'd' has no symbol: the unknown token, whose type is UNKNOWN. */
+    n = tok_ids(&t, "abd", 1, ids, 16, &dropped);
+    ASSERT_IDS(ids, n, 4, 6);
+    assert_int_equal(dropped, 0);
+    /* An unknown_token_id that names a control token (SmolLM2's 0) is
+     * not an unknown token: the byte is left out and counted. */
+    t.unk = 0;
+    n = tok_ids(&t, "abd", 1, ids, 16, &dropped);
+    ASSERT_IDS(ids, n, 4);
+    assert_int_equal(dropped, 1);
+    t.unk = -1;
+    n = tok_ids(&t, "dabd", 1, ids, 16, &dropped);
+    ASSERT_IDS(ids, n, 4);
+    assert_int_equal(dropped, 2);
+    /* Llama 3's pre-tokenizer, under each of llama.cpp's names, takes a
+     * pre-token that is a token as it is (ignore_merges); GPT-2's does
+     * not. */
+    const char *llama3[] = {"llama-bpe", "llama3", "llama-v3"};
+    for (int i = 0; i < 3; i++) {
+        t.pre = llama3[i];
+        n = tok_ids(&t, "abc", 1, ids, 16, &dropped);
+        ASSERT_IDS(ids, n, 5);
+    }
+    const char *gpt2[] = {"gpt2", "gpt-2", "default", NULL};
+    for (int i = 0; i < 4; i++) {
+        t.pre = gpt2[i];
+        n = tok_ids(&t, "abc", 1, ids, 16, &dropped);
+        ASSERT_IDS(ids, n, 4, 3);
+    }
+    /* bos and eos added only as the metadata says, and only with
+     * add_special. */
+    tok_base(&t);
+    n = tok_ids(&t, "ab", 1, ids, 16, &dropped);
+    ASSERT_IDS(ids, n, 4);
+    t.add_bos = 1;
+    t.eos = 6;
+    t.add_eos = 1;
+    n = tok_ids(&t, "ab", 1, ids, 16, &dropped);
+    ASSERT_IDS(ids, n, 0, 4, 6);
+    n = tok_ids(&t, "ab", 0, ids, 16, &dropped);
+    ASSERT_IDS(ids, n, 4);
+    /* Without token types every token is normal: "<|endoftext|>" is then
+     * no added token, and has no byte symbols to be made of. */
+    tok_base(&t);
+    t.n_types = 0;
+    n = tok_ids(&t, "<|endoftext|>", 1, ids, 16, &dropped);
+    assert_int_equal(n, 0);
+    assert_int_equal(dropped, 13);
+    /* The accepted tokenizer reports what it is. */
+    tok_base(&t);
+    tokenizer *tok;
+    char err[512], desc[256];
+    assert_int_equal(tok_try(&t, &tok, err, sizeof err), 0);
+    assert_int_equal(tok_vocab_size(tok), TOK_N);
+    assert_int_equal(tok_bos_id(tok), 0);
+    assert_int_equal(tok_unk_id(tok), 6);
+    assert_int_equal(tok_pad_id(tok), -1);
+    tok_describe(tok, desc, sizeof desc);
+    assert_string_equal(desc, "byte-level BPE, pre-tokenizer smollm, 7 "
+                              "tokens, 1 merges, bos 0, eos 0, adds no "
+                              "special tokens");
+    tok_free(tok);
+}
+
+static void test_tok_absent(void **state)
+{
+    (void)state;
+    tokmeta t;
+    tokenizer *tok = (tokenizer *)&t;
+    char err[512];
+    tok_base(&t);
+    t.model = NULL;
+    assert_int_equal(tok_try(&t, &tok, err, sizeof err), 1);
+    assert_null(tok);
+    tok_base(&t);
+    t.model = "none";
+    tok = (tokenizer *)&t;
+    assert_int_equal(tok_try(&t, &tok, err, sizeof err), 1);
+    assert_null(tok);
+}
+
+static void test_tok_refused(void **state)
+{
+    (void)state;
+    TOK_CASE(t->model = "llama", "SentencePiece");
+    TOK_CASE(t->model = "bert", "'bert' is not implemented");
+    TOK_CASE(t->model_type = GGUF_TYPE_UINT32, "not a STRING");
+    TOK_CASE(t->pre = "qwen2", "tokenizer.ggml.pre 'qwen2' is not");
+    TOK_CASE(t->no_tokens = 1, "'tokenizer.ggml.tokens' is missing");
+    TOK_CASE(t->tokens_elem = GGUF_TYPE_UINT32, "array of UINT32, not of "
+             "STRING");
+    TOK_CASE(t->n_tokens = 0, "tokenizer.ggml.tokens is empty");
+    TOK_CASE(t->tokens[2] = "a", "tokens 1 and 2 are both 'a'");
+    TOK_CASE(t->tokens[3] = "", "token 3 is empty");
+    TOK_CASE(t->no_merges = 1, "tokenizer.ggml.merges is missing");
+    TOK_CASE(t->merges[0] = "a x", "'x' is not a token");
+    TOK_CASE(t->merges[0] = "ab", "not two tokens");
+    TOK_CASE((t->merges[1] = "b c", t->n_merges = 2),
+             "the merged token is not in the vocabulary");
+    TOK_CASE(t->n_types = 3, "token_type has 3 entries for 7 tokens");
+    TOK_CASE(t->types[4] = 9, "token 4 has type 9");
+    TOK_CASE(t->types_as_strings = 1, "an array of integers expected");
+    TOK_CASE(t->bos = 7, "tokenizer.ggml.bos_token_id = 7 is out of range "
+             "(7 tokens)");
+    TOK_CASE(t->eos = 4294967295u, "eos_token_id = 4294967295 is out of "
+             "range");
+    TOK_CASE(t->unk = 100, "unknown_token_id = 100 is out of range");
+    TOK_CASE(t->pad = 8, "padding_token_id = 8 is out of range");
+    TOK_CASE((t->bos = -1, t->add_bos = 1), "add_bos_token is true but "
+             "there is no tokenizer.ggml.bos_token_id");
+    TOK_CASE((t->eos = -1, t->add_eos = 1), "add_eos_token is true");
+    TOK_CASE((t->add_bos = 1, t->add_bos_as_u32 = 1), "not a BOOL");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -816,6 +1131,9 @@ int main(void)
         cmocka_unit_test(test_llama_keys),
         cmocka_unit_test(test_llama_tensors),
         cmocka_unit_test(test_llama_not_finite),
+        cmocka_unit_test(test_tok_valid),
+        cmocka_unit_test(test_tok_absent),
+        cmocka_unit_test(test_tok_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -81,6 +81,38 @@ int data_load_text(const char *path, data_ids *out, char *err, size_t errlen)
     return 0;
 }
 
+int data_load_tokenized(const char *path, const tokenizer *tok,
+                        data_ids *out, size_t *n_bytes, size_t *dropped,
+                        char *err, size_t errlen)
+{
+    size_t len, lost = 0, n;
+    unsigned char *text = read_all(path, &len, err, errlen);
+    if (!text)
+        return -1;
+    if (len == 0) {
+        free(text);
+        return fail(err, errlen, "%s is empty", path);
+    }
+    int32_t *ids;
+    char terr[512];
+    int rc = tok_encode(tok, text, len, 1, &ids, &n, &lost, terr,
+                        sizeof terr);
+    free(text);
+    if (rc != 0)
+        return fail(err, errlen, "%s: %s", path, terr);
+    if (n == 0) {
+        free(ids);
+        return fail(err, errlen, "%s: no token in its %zu bytes (none has a "
+                    "symbol in the vocabulary)", path, len);
+    }
+    *out = (data_ids){ids, n, 1};
+    if (n_bytes)
+        *n_bytes = len;
+    if (dropped)
+        *dropped = lost;
+    return 0;
+}
+
 int data_load_ids(const char *path, int bits, data_ids *out, char *err,
                   size_t errlen)
 {

@@ -1,9 +1,11 @@
-/* Training data for the reference trainer: a byte-level tokenizer, files
- * of pre-tokenized ids, a held-out split, reproducible batches, and a small
+/* Training data for the reference trainer: a byte-level tokenizer, text
+ * tokenized by a model's tokenizer, files of pre-tokenized ids, a held-out split, reproducible batches, and a small
  * synthetic language (with a shifted variant for fine-tuning). Functions
  * that can fail return 0 on success, or -1 with a readable message in err. */
 #ifndef LLAMA_DATA_H
 #define LLAMA_DATA_H
+
+#include "tokenizer.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -26,6 +28,13 @@ int data_decode_bytes(const int32_t *ids, size_t n, unsigned char *out,
 
 /* A text file as byte ids. */
 int data_load_text(const char *path, data_ids *out, char *err, size_t errlen);
+/* A text file tokenized with tok (tok_encode, with the special tokens
+ * the tokenizer adds). *n_bytes: the file's size; *dropped: the bytes
+ * left out because the vocabulary has no symbol for them (either may be
+ * NULL). An empty file, or one that gives no token, is an error. */
+int data_load_tokenized(const char *path, const tokenizer *tok,
+                        data_ids *out, size_t *n_bytes, size_t *dropped,
+                        char *err, size_t errlen);
 /* A file of little-endian unsigned ids of `bits` (16 or 32) each; its size
  * must be a multiple of bits/8. Ids above INT32_MAX are rejected. */
 int data_load_ids(const char *path, int bits, data_ids *out, char *err,

@@ -158,13 +158,34 @@ static const char *torch_dtype_name(owl_dtype dtype)
                                     : "float32";
 }
 
-static int from_scratch(const llama_config *c, int context_len,
-                        owl_dtype dtype, char **out, size_t *out_len,
-                        char *err, size_t errlen)
+static int valid_dtype(owl_dtype dtype, char *err, size_t errlen)
 {
-    char theta[32], eps[32], text[1024];
+    if (dtype == OWL_DTYPE_F32 || dtype == OWL_DTYPE_BF16 ||
+        dtype == OWL_DTYPE_F16)
+        return 0;
+    set_err(err, errlen, "config.json: dtype %d is not F32, BF16 or F16",
+            (int)dtype);
+    return -1;
+}
+
+int hf_config_write(const llama_config *c, int context_len, owl_dtype dtype,
+                    int32_t bos_id, int32_t eos_id, char **out,
+                    size_t *out_len, char *err, size_t errlen)
+{
+    if (valid_dtype(dtype, err, errlen) != 0)
+        return -1;
+    char theta[32], eps[32], ids[96] = "", text[1024];
     format_float(theta, sizeof theta, c->rope_theta);
     format_float(eps, sizeof eps, c->norm_eps);
+    /* Absent ids stay absent (LlamaConfig's defaults, 1 and 2, would name
+     * tokens the vocabulary may not have as those). */
+    size_t at = 0;
+    if (bos_id >= 0)
+        at += (size_t)snprintf(ids + at, sizeof ids - at,
+                               "  \"bos_token_id\": %d,\n", (int)bos_id);
+    if (eos_id >= 0)
+        snprintf(ids + at, sizeof ids - at, "  \"eos_token_id\": %d,\n",
+                 (int)eos_id);
     int n = snprintf(text, sizeof text,
         "{\n"
         "  \"architectures\": [\"LlamaForCausalLM\"],\n"
@@ -181,11 +202,12 @@ static int from_scratch(const llama_config *c, int context_len,
         "  \"rope_scaling\": null,\n"
         "  \"rms_norm_eps\": %s,\n"
         "  \"tie_word_embeddings\": %s,\n"
+        "%s"
         "  \"torch_dtype\": \"%s\"\n"
         "}\n",
         c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads,
         c->vocab_size, context_len, theta, eps, c->tied ? "true" : "false",
-        torch_dtype_name(dtype));
+        ids, torch_dtype_name(dtype));
     if (n < 0 || (size_t)n >= sizeof text) {
         set_err(err, errlen, "config.json: text too long");
         return -1;
@@ -240,14 +262,11 @@ int hf_config_text(const char *source, size_t source_len,
                    const llama_config *c, int context_len, owl_dtype dtype,
                    char **out, size_t *out_len, char *err, size_t errlen)
 {
-    if (dtype != OWL_DTYPE_F32 && dtype != OWL_DTYPE_BF16 &&
-        dtype != OWL_DTYPE_F16) {
-        set_err(err, errlen, "config.json: dtype %d is not F32, BF16 or "
-                "F16", (int)dtype);
+    if (valid_dtype(dtype, err, errlen) != 0)
         return -1;
-    }
     if (!source)
-        return from_scratch(c, context_len, dtype, out, out_len, err, errlen);
+        return hf_config_write(c, context_len, dtype, -1, -1, out, out_len,
+                               err, errlen);
     char jerr[256];
     json_value *j = json_parse(source, source_len, jerr, sizeof jerr);
     if (!j) {

@@ -9,6 +9,7 @@
 #include "llama.h"
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* The configuration of a parsed config.json (path names it in messages);
  * seq_len is its context, max_position_embeddings (2048 when absent, as
@@ -29,5 +30,14 @@ int hf_config_parse(const json_value *j, const char *path, llama_config *c,
 int hf_config_text(const char *source, size_t source_len,
                    const llama_config *c, int context_len, owl_dtype dtype,
                    char **out, size_t *out_len, char *err, size_t errlen);
+
+/* A config.json written from c alone (LlamaForCausalLM, model_type
+ * llama, every key the architecture needs, max_position_embeddings =
+ * context_len), with bos_token_id / eos_token_id when they are >= 0:
+ * the config of a model that came without one (a GGUF file, llama2.c, a
+ * fresh model). *out as above. */
+int hf_config_write(const llama_config *c, int context_len, owl_dtype dtype,
+                    int32_t bos_id, int32_t eos_id, char **out,
+                    size_t *out_len, char *err, size_t errlen);
 
 #endif /* LLAMA_HF_CONFIG_H */

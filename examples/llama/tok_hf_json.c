@@ -814,8 +814,9 @@ static void put_pre(outbuf *b, const tokenizer *t)
     }
 }
 
-int tok_save_hf_json(const tokenizer *t, const char *path, char *err,
-                     size_t errlen)
+/* The tokenizer.json document of t into *text (name: for messages). */
+static int write_json(const tokenizer *t, const char *name, char **text,
+                      size_t *text_len, char *err, size_t errlen)
 {
     char q[64];
     for (size_t i = 0; i < t->n_tokens; i++) {
@@ -824,7 +825,7 @@ int tok_save_hf_json(const tokenizer *t, const char *path, char *err,
         if (!valid_text(s, len))
             return tok_fail(err, errlen,
                             "%s: token %zu '%s' is not UTF-8 text without "
-                            "NULs, which tokenizer.json cannot hold", path, i,
+                            "NULs, which tokenizer.json cannot hold", name, i,
                             tok_quote(q, sizeof q, s, len));
     }
     outbuf b = {0};
@@ -903,9 +904,28 @@ int tok_save_hf_json(const tokenizer *t, const char *path, char *err,
     puts_(&b, written ? "\n    ]\n  }\n}\n" : "]\n  }\n}\n");
     if (b.oom) {
         free(b.s);
-        return tok_fail(err, errlen, "%s: out of memory", path);
+        return tok_fail(err, errlen, "%s: out of memory", name);
     }
-    int rc = st_write_file_atomic(path, b.s, b.len, err, errlen);
-    free(b.s);
+    b.s[b.len] = '\0'; /* put() always leaves room for it */
+    *text = b.s;
+    *text_len = b.len;
+    return 0;
+}
+
+int tok_hf_json_text(const tokenizer *t, char **text, size_t *len, char *err,
+                     size_t errlen)
+{
+    return write_json(t, "tokenizer.json", text, len, err, errlen);
+}
+
+int tok_save_hf_json(const tokenizer *t, const char *path, char *err,
+                     size_t errlen)
+{
+    char *text;
+    size_t len;
+    if (write_json(t, path, &text, &len, err, errlen) != 0)
+        return -1;
+    int rc = st_write_file_atomic(path, text, len, err, errlen);
+    free(text);
     return rc;
 }

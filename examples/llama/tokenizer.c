@@ -165,6 +165,8 @@ void tok_free(tokenizer *t)
 size_t tok_vocab_size(const tokenizer *t) { return t->n_tokens; }
 int32_t tok_bos_id(const tokenizer *t) { return t->bos_id; }
 int32_t tok_eos_id(const tokenizer *t) { return t->eos_id; }
+int32_t tok_unk_id(const tokenizer *t) { return t->unk_id; }
+int32_t tok_pad_id(const tokenizer *t) { return t->pad_id; }
 
 const char *tok_token(const tokenizer *t, int32_t id, size_t *len)
 {
@@ -176,6 +178,28 @@ const char *tok_token(const tokenizer *t, int32_t id, size_t *len)
 }
 
 /* ---- building ----------------------------------------------------- */
+
+void tok_describe(const tokenizer *t, char *out, size_t outlen)
+{
+    if (!out || outlen == 0)
+        return;
+    static const char *const pre_names[] = {"gpt2", "llama-bpe", "smollm"};
+    size_t merges = 0;
+    for (size_t r = 0; r < t->n_merges; r++)
+        merges += t->merge_live[r];
+    char bos[32] = "no bos", eos[32] = "no eos";
+    if (t->bos_id >= 0)
+        snprintf(bos, sizeof bos, "bos %d", (int)t->bos_id);
+    if (t->eos_id >= 0)
+        snprintf(eos, sizeof eos, "eos %d", (int)t->eos_id);
+    snprintf(out, outlen, "byte-level BPE, pre-tokenizer %s, %zu tokens, "
+             "%zu merges, %s, %s, adds %s", pre_names[t->pre], t->n_tokens,
+             merges, bos, eos,
+             t->add_bos && t->add_eos ? "bos and eos"
+             : t->add_bos             ? "bos"
+             : t->add_eos             ? "eos"
+                                      : "no special tokens");
+}
 
 static int known_pre(const char *name, tok_pre *pre)
 {

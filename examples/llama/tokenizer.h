@@ -97,9 +97,15 @@ void tok_free(tokenizer *t); /* accepts NULL */
 size_t tok_vocab_size(const tokenizer *t);
 int32_t tok_bos_id(const tokenizer *t); /* -1 when absent */
 int32_t tok_eos_id(const tokenizer *t);
+int32_t tok_unk_id(const tokenizer *t);
+int32_t tok_pad_id(const tokenizer *t);
 /* The string of token id (not NUL-terminated) and its length, or NULL
  * when id is out of range. */
 const char *tok_token(const tokenizer *t, int32_t id, size_t *len);
+/* One line that says what t is, for a log: "byte-level BPE, pre-tokenizer
+ * smollm, 49152 tokens, 48900 merges, bos 1, eos 2, adds no special
+ * tokens" (cut to fit out, always NUL-terminated). */
+void tok_describe(const tokenizer *t, char *out, size_t outlen);
 
 /* Encodes text[0, len) into a new array *ids (free() it) of *n_ids ids.
  * add_special: put the bos / eos ids the tokenizer adds (tok_spec's
@@ -135,6 +141,11 @@ int tok_load_hf_json_mem(const char *text, size_t len, tokenizer **out,
  * The bos / eos ids go into the post-processor only when t adds them;
  * otherwise they belong in config.json. */
 int tok_save_hf_json(const tokenizer *t, const char *path, char *err,
+                     size_t errlen);
+/* The same document in memory (to be written later, e.g. as a model
+ * directory's companion file): *text (free() it), *len bytes,
+ * NUL-terminated. */
+int tok_hf_json_text(const tokenizer *t, char **text, size_t *len, char *err,
                      size_t errlen);
 
 #endif /* LLAMA_TOKENIZER_H */

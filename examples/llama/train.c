@@ -6,18 +6,21 @@
  * LLaMa pre-trained (FULL) on a synthetic language, then fine-tuned with
  * OWLORE on a shifted variant of it, with the held-out loss on the shifted
  * task before and after. With flags it trains any method on a checkpoint
- * (Hugging Face directory or llama2.c .bin) or a fresh tiny model, on a
- * text file, an id file or the synthetic corpus; --compare runs the five
- * methods from one init. `llama --help` lists the flags.
+ * (Hugging Face directory, GGUF file or llama2.c .bin) or a fresh tiny
+ * model, on a text file, an id file or the synthetic corpus; --compare
+ * runs the five methods from one init. A model that comes with a
+ * tokenizer (a GGUF file's metadata, a directory's tokenizer.json) reads
+ * --data through it; --steps 0 only evaluates (and saves). `llama --help`
+ * lists the flags.
  *
  * The file reads top to bottom: options, model, data, LOD, optimizer, the
  * training loop, checkpoints, --compare, the main demonstration, main().
  */
 #include "checkpoint.h"
 #include "ckpt_dir.h"
+#include "ckpt_model.h"
 #include "data.h"
 #include "fileio.h"
-#include "gguf.h"
 #include "llama.h"
 #include "plot.h"
 /* The GPU path's interface (its code is built only with LLAMA_HAVE_CUDA),
@@ -74,8 +77,9 @@ static double now_s(void)
 /* ------------------------------------------------------------------ */
 
 typedef struct options {
-    const char *model;      /* HF directory, llama2.c .bin, or NULL: tiny */
-    const char *data;       /* text file (bytes) */
+    const char *model;      /* HF directory, GGUF file, llama2.c .bin, or
+                             * NULL: tiny */
+    const char *data;       /* text file: the model's tokens, or bytes */
     const char *ids;        /* pre-tokenized id file */
     int synthetic;          /* neither: DATA_SYNTH_BASE or _SHIFTED */
     int id_bits;
@@ -163,7 +167,9 @@ static void usage(FILE *f)
 "model and data\n"
 "  --model PATH         Hugging Face directory, GGUF file or llama2.c .bin\n"
 "                       (default: a fresh tiny byte-level model)\n"
-"  --data PATH          text file, trained on as bytes (ids 0..255)\n"
+"  --data PATH          text file, tokenized by the model's tokenizer (a\n"
+"                       GGUF's metadata, a directory's tokenizer.json), or\n"
+"                       read as bytes (ids 0..255) when it has none\n"
 "  --ids PATH           pre-tokenized ids, --id-bits 16|32 (default %d)\n"
 "  --synthetic V        neither: the synthetic language, base|shifted (base)\n"
 "  --heldout F          held-out fraction, the end of the data (%g)\n"
@@ -181,7 +187,8 @@ static void usage(FILE *f)
 "schedule\n"
 "  --lr LR --min-lr LR  peak rate, then linear decay to min-lr (%g, %g)\n"
 "  --warmup N           linear warm-up steps (%d)\n"
-"  --steps N            optimizer steps (%d)\n"
+"  --steps N            optimizer steps (%d); 0: evaluate the model as\n"
+"                       loaded (and save it with --save), no training\n"
 "  --clip C             global gradient-norm clip, 0 off (%g)\n"
 "  --batch B --seq T    sequences per step and their length (%d, %d)\n"
 "  --seed S             init, batches, sampler (%llu)\n"
@@ -307,7 +314,7 @@ static void parse_args(int argc, char **argv, options *o)
         else if (!strcmp(a, "--warmup"))
             o->warmup = (int)parse_int(a, v, 0, 1 << 30);
         else if (!strcmp(a, "--steps"))
-            o->steps = (int)parse_int(a, v, 1, 1 << 30);
+            o->steps = (int)parse_int(a, v, 0, 1 << 30);
         else if (!strcmp(a, "--clip")) o->clip = parse_num(a, v, 0, 1e9);
         else if (!strcmp(a, "--seed"))
             o->seed = (uint64_t)parse_int(a, v, 0, 0x7fffffffL);
@@ -349,6 +356,9 @@ static void parse_args(int argc, char **argv, options *o)
         die("--save-every and --stop-at need --save DIR");
     if (o->compare && (o->save || o->resume))
         die("--compare does not save or resume");
+    if (o->steps == 0 && (o->compare || o->resume || o->cuda))
+        die("--steps 0 evaluates a model (--model, with --save to convert "
+            "it): not with --compare, --resume or --device cuda");
 #ifndef LLAMA_HAVE_CUDA
     if (o->cuda)
         die("--device cuda: this build has no CUDA support (configure with "
@@ -385,23 +395,16 @@ static void check_layers(const llama_model *m)
             m->cfg.n_layers, MAX_LAYERS);
 }
 
-static int is_dir(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-/* A checkpoint (HF directory or llama2.c file) in a model sized for B
- * sequences of T tokens: its context length sizes no parameter, so the
- * activations are allocated for the run's T only. */
-static void load_model(const char *path, int B, int T, llama_model *m)
+/* A checkpoint (HF directory, GGUF file or llama2.c file) in a model
+ * sized for B sequences of T tokens: its context length sizes no
+ * parameter, so the activations are allocated for the run's T only. *x:
+ * its tokenizer and what a save carries (ckpt_model.h), read now, since
+ * a save may replace the very directory. */
+static void load_model(const char *path, int B, int T, llama_model *m,
+                       ckpt_extras *x)
 {
     char err[1024];
-    int rc = gguf_is_gguf_path(path)
-                 ? ckpt_load_gguf(path, m, B, T, err, sizeof err)
-             : is_dir(path) ? ckpt_load_hf(path, m, B, T, err, sizeof err)
-                            : ckpt_load_llama2c(path, m, B, T, err, sizeof err);
-    if (rc != 0)
+    if (ckpt_load_model(path, m, B, T, x, err, sizeof err) != 0)
         die("loading %s: %s", path, err);
     if (m->cfg.seq_len < T)
         die("--seq %d is longer than the context length of %s (%d tokens): "
@@ -409,11 +412,13 @@ static void load_model(const char *path, int B, int T, llama_model *m)
     check_layers(m);
 }
 
-static void make_model(const options *o, llama_model *m)
+/* The flags' model; *x zeroed for the fresh tiny one. */
+static void make_model(const options *o, llama_model *m, ckpt_extras *x)
 {
     char err[512];
+    memset(x, 0, sizeof *x);
     if (o->model) {
-        load_model(o->model, o->batch, o->seq, m);
+        load_model(o->model, o->batch, o->seq, m, x);
         return;
     }
     llama_config cfg = tiny_config(o->seq);
@@ -440,14 +445,44 @@ static void print_model(const llama_model *m)
 #define EVAL_SALT 0x6576616cull
 #define CALIB_SALT 0x63616c69ull
 
-static void load_data(const options *o, const llama_model *m, data_ids *all,
-                      data_ids *train, data_ids *held)
+/* --data through the model's tokenizer: the tokenizer, and how the text
+ * came out (the bytes the vocabulary cannot represent are left out, and
+ * counted, as Hugging Face's tokenizer leaves them out). */
+static void load_tokenized(const options *o, const ckpt_extras *x,
+                           data_ids *all)
+{
+    char err[1024], desc[256];
+    size_t bytes, dropped;
+    tok_describe(x->tok, desc, sizeof desc);
+    printf("tokenizer: %s (from %s)\n", desc, x->tok_from);
+    if (data_load_tokenized(o->data, x->tok, all, &bytes, &dropped, err,
+                            sizeof err) != 0)
+        die("%s", err);
+    printf("tokenized %s: %zu bytes -> %zu tokens (%.2f bytes a token)",
+           o->data, bytes, all->n, (double)bytes / (double)all->n);
+    if (dropped)
+        printf("; %zu byte(s) without a symbol in the vocabulary left out",
+               dropped);
+    printf("\n");
+}
+
+static void load_data(const options *o, const llama_model *m,
+                      const ckpt_extras *x, data_ids *all, data_ids *train,
+                      data_ids *held)
 {
     char err[512];
-    int rc;
-    if (o->data)
+    int rc = 0;
+    if (o->data && x->tok) {
+        load_tokenized(o, x, all);
+    } else if (o->data && x->tok_error[0]) {
+        /* Bytes would be ids of the wrong meaning for this vocabulary. */
+        die("--data %s: the model's tokenizer cannot be used: %s; tokenize "
+            "the text elsewhere and pass the ids with --ids", o->data,
+            x->tok_error);
+    } else if (o->data) {
+        printf("tokenizer: bytes (ids 0..255: the model has none)\n");
         rc = data_load_text(o->data, all, err, sizeof err);
-    else if (o->ids)
+    } else if (o->ids)
         rc = data_load_ids(o->ids, o->id_bits, all, err, sizeof err);
     else
         rc = data_synthetic(o->seed, o->synthetic, 400000, all, err,
@@ -461,7 +496,7 @@ static void load_data(const options *o, const llama_model *m, data_ids *all,
     if (data_split(all, o->heldout, (size_t)o->seq + 1, train, held, err,
                    sizeof err) != 0)
         die("%s", err);
-    printf("data: %s, %zu ids (%zu train, %zu held out)\n",
+    printf("data: %s, %zu tokens (%zu train, %zu held out)\n",
            o->data ? o->data : o->ids ? o->ids
            : o->synthetic == DATA_SYNTH_SHIFTED ? "synthetic language, shifted"
            : "synthetic language", all->n,
@@ -698,7 +733,8 @@ static void join(char *out, size_t len, const char *dir, const char *file)
 
 /* Writes the whole checkpoint directory o->save: a complete Hugging Face
  * model (model.safetensors in --save-dtype, config.json kept from the
- * source, its tokenizer files), optimizer.state and trainer.txt. All of it
+ * source, its tokenizer files), optimizer.state and trainer.txt (not
+ * when opt is NULL: a model that was not trained). All of it
  * goes into a staging directory first, which then replaces the old
  * checkpoint in one atomic exchange (ckpt_dir.h): a crash at any point
  * leaves the previous checkpoint or this one, never a mixture of the
@@ -715,6 +751,11 @@ static void save_checkpoint(owl_context *ctx, const options *o,
     if (ckpt_save_hf(stage.tmp, m, o->save_dtype, src, err, sizeof err)) {
         ckpt_stage_abort(&stage);
         die("saving %s: %s", o->save, err);
+    }
+    if (!opt) {
+        if (ckpt_stage_commit(&stage, err, sizeof err) != 0)
+            die("saving: %s", err);
+        return;
     }
     join(path, sizeof path, stage.tmp, "optimizer.state");
     owl_status st = owl_optimizer_save_file(opt, path);
@@ -950,11 +991,36 @@ static void run_gpu(const options *o, const llama_model *m,
 }
 #endif
 
+/* --steps 0: the held-out loss of the model as loaded, and with --save
+ * the model as a Hugging Face directory (a GGUF file converted, with its
+ * tokenizer); there is no optimizer or trainer state to save. */
+static void evaluate_only(owl_context *ctx, const options *o, llama_model *m,
+                          const ckpt_source *src, const data_ids *held)
+{
+    int B = o->batch, T = o->seq;
+    int32_t *in = malloc((size_t)B * T * sizeof *in);
+    int32_t *tg = malloc((size_t)B * T * sizeof *tg);
+    if (!in || !tg)
+        die("out of memory");
+    double t0 = now_s();
+    double loss = eval_loss(m, held, B, T, o->eval_batches, o->seed, in, tg);
+    printf("held-out loss %.6f (perplexity %.2f) over %d batches of %d x %d "
+           "tokens, %.1f s; no training (--steps 0)\n", loss, exp(loss),
+           o->eval_batches, B, T, now_s() - t0);
+    free(in);
+    free(tg);
+    if (o->save) {
+        save_checkpoint(ctx, o, m, src, NULL, NULL);
+        printf("saved the model to %s\n", o->save);
+    }
+}
+
 /* One method on the flags' model and data (--method), with --save and
  * --resume. */
 static void run_single(owl_context *ctx, options *o)
 {
     llama_model m;
+    ckpt_extras x;
     trainer_state ts = {0};
     char err[1024];
     /* A --save that is bound to fail is refused now, not after the run. */
@@ -967,29 +1033,32 @@ static void run_single(owl_context *ctx, options *o)
                    method_name(ts.method), (unsigned long long)ts.seed);
         o->method = ts.method;
         o->seed = ts.seed;
-        load_model(o->resume, o->batch, o->seq, &m);
+        load_model(o->resume, o->batch, o->seq, &m, &x);
     } else {
-        make_model(o, &m);
+        make_model(o, &m, &x);
     }
     print_model(&m);
-    /* What a save carries from the model's directory: its config.json and
-     * tokenizer files, read now (the save may replace that directory). */
-    ckpt_source src = {0};
-    const char *from = o->resume ? o->resume : o->model;
-    if (from && is_dir(from) &&
-        ckpt_source_read(from, &src, err, sizeof err) != 0)
-        die("%s", err);
+    /* What a save carries: the model directory's config.json and
+     * tokenizer files, or those made from a GGUF file's metadata. */
+    const ckpt_source *src = &x.source;
     if (o->save) {
         char *text;
         size_t len;
-        if (ckpt_config_text(&m, o->save_dtype, &src, &text, &len, err,
+        if (ckpt_config_text(&m, o->save_dtype, src, &text, &len, err,
                              sizeof err) != 0)
             die("--save: %s", err);
         free(text);
     }
     int L = m.cfg.n_layers;
     data_ids all, trn, held;
-    load_data(o, &m, &all, &trn, &held);
+    load_data(o, &m, &x, &all, &trn, &held);
+    if (o->steps == 0) {
+        evaluate_only(ctx, o, &m, src, &held);
+        ckpt_extras_free(&x);
+        data_free(&all);
+        llama_destroy(&m);
+        return;
+    }
 
     double *lod_w = NULL;
     if (uses_lod(o->method)) {
@@ -1008,7 +1077,7 @@ static void run_single(owl_context *ctx, options *o)
 #ifdef LLAMA_HAVE_CUDA
     if (o->cuda) {
         run_gpu(o, &m, &trn, &held, lod_w);
-        ckpt_source_free(&src);
+        ckpt_extras_free(&x);
         data_free(&all);
         llama_destroy(&m);
         return;
@@ -1042,7 +1111,7 @@ static void run_single(owl_context *ctx, options *o)
            method_name(o->method), o->steps, B, T, before, ts.step);
     run_log log;
     log_alloc(&log, o->steps);
-    train(ctx, opt, &m, o, &trn, &held, ts.step, &ts, &src, &log);
+    train(ctx, opt, &m, o, &trn, &held, ts.step, &ts, src, &log);
     printf("\nsummary: %s, held-out loss %.4f -> %.4f, %.1f s, peak optimizer "
            "state %.1f KiB\n", method_name(o->method), before, log.final_eval,
            log.wall_s, log.peak_bytes / 1024.0);
@@ -1050,7 +1119,7 @@ static void run_single(owl_context *ctx, options *o)
     free(in);
     free(tg);
     owl_optimizer_free(opt);
-    ckpt_source_free(&src);
+    ckpt_extras_free(&x);
     data_free(&all);
     llama_destroy(&m);
 }
@@ -1076,11 +1145,12 @@ static double trailing_mean(const double *y, int i, int w)
 static void run_compare(owl_context *ctx, options *o)
 {
     llama_model m;
-    make_model(o, &m);
+    ckpt_extras extras;
+    make_model(o, &m, &extras);
     print_model(&m);
     int S = o->steps;
     data_ids all, trn, held;
-    load_data(o, &m, &all, &trn, &held);
+    load_data(o, &m, &extras, &all, &trn, &held);
     float *init = malloc(m.w.count * sizeof *init);
     if (!init)
         die("out of memory");
@@ -1182,6 +1252,7 @@ static void run_compare(owl_context *ctx, options *o)
     for (int k = 0; k < NUM_METHODS; k++)
         log_free(&logs[k]);
     free(init);
+    ckpt_extras_free(&extras);
     data_free(&all);
     llama_destroy(&m);
 }
@@ -1234,7 +1305,8 @@ static void run_demo(owl_context *ctx)
     ft.log_every = 25;
 
     llama_model m;
-    make_model(&pre, &m);
+    ckpt_extras x;
+    make_model(&pre, &m, &x); /* the tiny model: nothing extra */
     print_model(&m);
     data_ids base, shifted, btrain, bheld, strain, sheld;
     if (data_synthetic(pre.seed, DATA_SYNTH_BASE, 400000, &base, err,

@@ -271,9 +271,10 @@ def kind_of(gname):
     return parts[2] if parts[0] == "blk" else parts[0]
 
 
-def write_tiny_gguf(path, weights, tied, quant):
+def write_tiny_gguf(path, weights, tied, quant, extra=None):
     """The file as llama.cpp's converter writes it. Returns the Hugging
-    Face weights it stands for (the dequantised values where quantised)."""
+    Face weights it stands for (the dequantised values where quantised).
+    extra(writer), when given, adds more metadata (a tokenizer)."""
     c = TINY
     hd = c["dim"] // c["heads"]
     w = gguf.GGUFWriter(path, arch="llama")
@@ -308,6 +309,8 @@ def write_tiny_gguf(path, weights, tied, quant):
         # quantisation, so the Hugging Face matrix the file stands for is
         # the round trip of the unreordered one.
         effective[hf] = gguf.quants.dequantize(gguf.quants.quantize(x, qtype), qtype)
+    if extra:
+        extra(w)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
