@@ -10,9 +10,14 @@
  *   - the reader's index of an accepted file is under 5 times its size,
  *     and every key and tensor name is found by lookup;
  *   - a loaded model's weights are finite; a refused load leaves the
- *     model zeroed.
+ *     model zeroed;
+ *   - the tokenizer metadata builds a tokenizer or is refused with a
+ *     message, and a built one encodes and decodes a fixed text, every id
+ *     in its vocabulary.
  * Seeds: tests/fuzz/corpus/gguf (tests/ref/gen_gguf.py --corpus). */
 #include "gguf.h"
+#include "tok_gguf.h"
+#include "tokenizer.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -152,6 +157,36 @@ static void check_llama(const gguf_file *f)
     llama_destroy(&m);
 }
 
+static void check_tokenizer(const gguf_file *f)
+{
+    tokenizer *tok = (tokenizer *)f; /* not NULL: a refusal must clear it */
+    char err[512] = "";
+    const int rc = tok_from_gguf(f, &tok, err, sizeof err);
+    if (rc != 0) {
+        if (tok != NULL || (rc < 0 && !err[0]))
+            abort();
+        return;
+    }
+    static const char text[] = "Hello, world! 1234 'tis\n\t caf\xc3\xa9 \xff";
+    int32_t *ids = NULL;
+    size_t n = 0, dropped = 0;
+    if (tok_encode(tok, text, sizeof text - 1, 1, &ids, &n, &dropped, err,
+                   sizeof err) == 0) {
+        const size_t vocab = tok_vocab_size(tok);
+        for (size_t i = 0; i < n; i++)
+            if (ids[i] < 0 || (size_t)ids[i] >= vocab)
+                abort();
+        char *bytes = NULL;
+        size_t len = 0;
+        if (tok_decode(tok, ids, n, &bytes, &len, err, sizeof err) == 0)
+            free(bytes);
+        free(ids);
+    } else if (!err[0]) {
+        abort();
+    }
+    tok_free(tok);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     /* An exact-size copy: ASan sees any read past its end. */
@@ -171,6 +206,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     check_file(&f);
     check_llama(&f);
+    check_tokenizer(&f);
     gguf_close(&f);
     free(copy);
     return 0;

@@ -7,8 +7,9 @@
 #              gen_corpus.c: a valid state of each handle
 #   api        every public entry point that takes caller data
 #              (fuzz_api.c); seeds in tests/fuzz/corpus/api
-#   gguf       the LLaMa example's GGUF reader, accessors, dequantisation
-#              and LLaMa loader (fuzz_gguf.c); seeds in corpus/gguf,
+#   gguf       the LLaMa example's GGUF reader, accessors, dequantisation,
+#              LLaMa loader and tokenizer metadata (fuzz_gguf.c); seeds in
+#              corpus/gguf,
 #              written by tests/ref/gen_gguf.py --corpus
 #   tokenizer  the example's tokenizer: tokenizer.json and arbitrary text
 #              (fuzz_tokenizer.c); seeds in corpus/tokenizer
@@ -52,7 +53,7 @@ libs=($(pkg-config --libs openblas 2>/dev/null || echo -lblas)
 # and the example's files the parsers need.
 llama_files=(gguf gguf_meta gguf_quant gguf_llama safetensors fileio json
              model attention tokenizer tok_encode tok_pretok tok_hf_json
-             unicode_tables)
+             tok_gguf unicode_tables)
 sources=()
 for f in src/*.c; do
     case $(basename "$f") in cuda_*) continue ;; esac
@@ -117,7 +118,8 @@ for t in "${targets[@]}"; do
         # the reader bounds what it allocates by the file.
         "$cc" "${cflags[@]}" -fsanitize=fuzzer tests/fuzz/fuzz_gguf.c \
             $(llama_obj gguf gguf_meta gguf_quant gguf_llama safetensors \
-                        fileio json model attention) \
+                        fileio json model attention tok_gguf tokenizer \
+                        tok_encode tok_pretok tok_hf_json unicode_tables) \
             "${lib_objects[@]}" "${libs[@]}" -o "$out/fuzz_gguf"
         ASAN_OPTIONS=${ASAN_OPTIONS:-$plain_asan} \
         "$out/fuzz_gguf" -max_total_time="$seconds" -max_len=16384 -timeout=10 \
