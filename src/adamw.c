@@ -540,8 +540,10 @@ static owl_status nonfinite_grad(owl_adamw *a, const owl_tensor *grad)
 {
     a->ctx->nonfinite_skips++;
     return owl__fail(a->ctx, OWL_ERR_NONFINITE,
-                     "grad (%lldx%lld) contains NaN or Inf; the step was "
-                     "skipped and nothing changed",
+                     "grad (%lldx%lld) contains NaN, Inf or an entry of "
+                     "magnitude 2^48 or more (its square could overflow the "
+                     "f32 moments); the step was skipped and nothing "
+                     "changed",
                      (long long)grad->rows, (long long)grad->cols);
 }
 
@@ -589,7 +591,9 @@ typedef struct {
     int bad; /* written only as 0 -> 1; read after the join */
 } finite_job;
 
-/* NaN or Inf: all exponent bits set, per storage format. */
+/* Outside the step range (owl__grad_in_range): NaN, Inf or a magnitude of
+ * OWL_STEP_LIMIT or more, per storage format (f16's largest finite value
+ * is below the limit: only its Inf and NaN are out). */
 static void finite_range(void *arg, int64_t begin, int64_t end)
 {
     finite_job *job = arg;
@@ -598,22 +602,25 @@ static void finite_range(void *arg, int64_t begin, int64_t end)
     for (int64_t u = begin; u < end; u++) {
         span sp = span_of(&job->sp, u);
         if (t->dtype == OWL_DTYPE_F32) {
-            bad |= owl__f32_has_nonfinite(
+            bad |= owl__f32_outside_step(
                 (const float *)owl__row_ptr(t, sp.row) + sp.j0, sp.count);
             continue;
         }
         const uint16_t *h = (const uint16_t *)owl__row_ptr(t, sp.row) + sp.j0;
-        const uint16_t mask = t->dtype == OWL_DTYPE_BF16 ? 0x7f80u : 0x7c00u;
         unsigned acc = 0;
-        for (int64_t k = 0; k < sp.count; k++)
-            acc |= (h[k] & mask) == mask;
+        if (t->dtype == OWL_DTYPE_BF16)
+            for (int64_t k = 0; k < sp.count; k++)
+                acc |= (h[k] & 0x7fffu) >= 0x5780u;
+        else
+            for (int64_t k = 0; k < sp.count; k++)
+                acc |= (h[k] & 0x7c00u) == 0x7c00u;
         bad |= acc != 0;
     }
     if (bad)
         __atomic_store_n(&job->bad, 1, __ATOMIC_RELAXED);
 }
 
-/* owl__all_finite, split into row spans like the full step. */
+/* owl__grad_in_range, split into row spans like the full step. */
 static bool grad_all_finite(owl_context *ctx, const owl_tensor *g)
 {
     finite_job job = {g, spans_for(g->cols), 0};

@@ -261,15 +261,16 @@ static void convert_range(void *arg, int64_t begin, int64_t end)
         owl__load_row_f32(job->t, i, d);
         /* the row is still in L1/L2: checking it here saves a pass over G */
         if (job->check)
-            bad |= owl__f32_has_nonfinite(d, job->t->cols);
+            bad |= owl__f32_outside_step(d, job->t->cols);
     }
     if (bad)
         __atomic_store_n(&job->bad, 1, __ATOMIC_RELAXED);
 }
 
 /* dst (rows x cols, stride ld) = t as f32, rows split across threads.
- * With `check`, returns false when a value is NaN or Inf (every row is
- * still converted); otherwise true. */
+ * With `check`, returns false when a value is outside the step range
+ * (NaN, Inf or |x| >= OWL_STEP_LIMIT; every row is still converted);
+ * otherwise true. */
 static bool convert_to_f32(owl_context *ctx, const owl_tensor *t, float *dst,
                            int64_t ld, bool check)
 {
@@ -356,9 +357,12 @@ static void project_into(const owl_galore *p, const float *g, int64_t ldg,
                     (int)ldg, p->basis, n, 0.0f, dst, (int)ldd);
 }
 
-/* The streaming projection of an f32 G with its NaN/Inf check in the
- * same pass: a non-finite G makes R non-finite, so only then is G scanned
- * (R may also have overflowed from finite values). R goes to the
+/* The streaming projection of an f32 G with its range check in the same
+ * pass: a NaN or Inf in G makes R non-finite, so only an R outside the step
+ * range makes G scanned (R may also be large from G in range: at most
+ * 2^15.5 times G's largest, which AdamW's moments still hold). An entry of
+ * G past OWL_STEP_LIMIT that the subspace does not see is taken, unlike on
+ * the paths that scan G: the step is safe either way. R goes to the
  * projector's scratch first, so a refused G leaves dst untouched. */
 static owl_status stream_project_checked(owl_galore *p, const owl_tensor *grad,
                                          float *dst, int64_t ldd,
@@ -366,8 +370,8 @@ static owl_status stream_project_checked(owl_galore *p, const owl_tensor *grad,
 {
     owl__galore_stream_project(p, grad->data, grad->row_stride, p->lowrank,
                                p->lr_cols);
-    if (owl__f32_has_nonfinite(p->lowrank, p->lr_rows * p->lr_cols) &&
-        !owl__all_finite(p->ctx, grad))
+    if (owl__f32_outside_step(p->lowrank, p->lr_rows * p->lr_cols) &&
+        !owl__grad_in_range(p->ctx, grad))
         return OWL_ERR_NONFINITE;
     if (dst != p->lowrank)
         for (int64_t i = 0; i < p->lr_rows; i++)
@@ -389,7 +393,7 @@ owl_status owl__galore_project_f32(owl_galore *p, uint64_t iter,
         return stream_project_checked(p, grad, dst, ldd, refreshed);
     if (blas) {
         /* read in place by BLAS: only the scan */
-        if (!owl__all_finite(p->ctx, grad))
+        if (!owl__grad_in_range(p->ctx, grad))
             return OWL_ERR_NONFINITE;
     } else {
         /* one pass converts G to f32 and checks it */
@@ -441,8 +445,9 @@ static owl_status check_grad_tensor(owl_galore *p, const owl_tensor *grad)
 static owl_status nonfinite_grad(owl_galore *p)
 {
     return owl__fail(p->ctx, OWL_ERR_NONFINITE,
-                     "grad (%lldx%lld) contains NaN or Inf; nothing was "
-                     "changed",
+                     "grad (%lldx%lld) contains NaN or Inf (or, to project for "
+                     "a step, an entry of magnitude 2^48 or more); nothing "
+                     "was changed",
                      (long long)p->m, (long long)p->n);
 }
 

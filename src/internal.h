@@ -104,6 +104,19 @@ void owl__store_row_f32(const owl_tensor *t, int64_t row, const float *src);
 /* true when every element of t is finite (uses the context's threads). */
 bool owl__all_finite(owl_context *ctx, const owl_tensor *t);
 
+/* Gradients a step takes: every entry finite and of magnitude below
+ * OWL_STEP_LIMIT = 2^48 (2.8e14). Past it the step is refused like a NaN
+ * (OWL_ERR_NONFINITE, nothing changed): a larger entry could overflow
+ * AdamW's f32 moments (v holds g^2; a projected entry is at most
+ * sqrt(min(m, n)) < 2^15.5 times G's largest, so below 2^64 and its square
+ * below f32's 2^128), and v = Inf or m = Inf turn into NaN at a later
+ * step. No trained model's gradient comes near it. */
+#define OWL_STEP_LIMIT 0x1p48
+/* true when x[0..n) holds a NaN, an Inf or |x| >= OWL_STEP_LIMIT. */
+bool owl__f32_outside_step(const float *x, int64_t n);
+/* true when every element of t is a gradient a step takes (threads). */
+bool owl__grad_in_range(owl_context *ctx, const owl_tensor *t);
+
 /* ---- options structs ------------------------------------------------- */
 
 /* True for a struct_size the library accepts: 8 to 4096 and a multiple of

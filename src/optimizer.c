@@ -1121,11 +1121,14 @@ static owl_status check_grads_bound(owl_optimizer *opt)
 /* The global L2 norm over the updated parameters' gradients, f64. A NaN or
  * Inf anywhere makes it non-finite (squares of finite f32 values cannot
  * overflow f64), which is how the step finds them; *bad names the first
- * such parameter. */
-static double global_norm(owl_optimizer *opt, uint64_t *bad)
+ * such parameter. *largest: the largest parameter's sum of squares. */
+static double global_norm(owl_optimizer *opt, uint64_t *bad, double *largest,
+                          uint64_t *largest_at)
 {
     double total = 0;
     *bad = UINT64_MAX;
+    *largest = 0;
+    *largest_at = 0;
     for (uint64_t i = 0; i < opt->num_params; i++) {
         const owl_opt_param *p = &opt->params[i];
         if (!is_updated(opt, p))
@@ -1133,9 +1136,31 @@ static double global_norm(owl_optimizer *opt, uint64_t *bad)
         double s = grad_sumsq(opt, &p->grad);
         if (!isfinite(s) && *bad == UINT64_MAX)
             *bad = i;
+        if (s > *largest) {
+            *largest = s;
+            *largest_at = i;
+        }
         total += s;
     }
     return sqrt(total);
+}
+
+/* Whether every updated gradient, once clipped, is one AdamW takes: each
+ * entry below OWL_STEP_LIMIT (internal.h), else a parameter's update would
+ * refuse it halfway through the step. A parameter's entries are at most
+ * its norm, so the step is refused before anything changes when a clipped
+ * norm reaches half the limit (the margin covers the f32 rounding of the
+ * clipping scale); gradients of trained models are many orders below. */
+static bool norms_in_range(const owl_optimizer *opt, double norm,
+                           double largest)
+{
+    double coef = 1.0;
+    if (opt->opts.max_grad_norm > 0) {
+        const double c = opt->opts.max_grad_norm / (norm + CLIP_EPS);
+        if (c < 1.0)
+            coef = c;
+    }
+    return sqrt(largest) * coef < OWL_STEP_LIMIT / 2;
 }
 
 static void clip(owl_optimizer *opt, double norm)
@@ -1276,8 +1301,22 @@ owl_status owl_optimizer_step(owl_optimizer *opt, double lr)
      * the device, inside the commit). */
     double norm = NAN;
     if (!on_cuda(opt)) {
-        uint64_t bad;
-        norm = global_norm(opt, &bad);
+        uint64_t bad, largest_at;
+        double largest;
+        norm = global_norm(opt, &bad, &largest, &largest_at);
+        if (bad == UINT64_MAX && !norms_in_range(opt, norm, largest)) {
+            const owl_opt_param *p = &opt->params[largest_at];
+            ctx->nonfinite_skips++;
+            return owl__fail(ctx, OWL_ERR_NONFINITE,
+                             "the gradient of parameter %" PRIu64
+                             " (%" PRId64 "x%" PRId64 ") has norm %g, which "
+                             "clipping leaves at 2^47 or more (its entries' "
+                             "squares could overflow the f32 moments); step %"
+                             PRIu64
+                             " was skipped and nothing changed",
+                             largest_at, p->grad.rows, p->grad.cols,
+                             sqrt(largest), opt->step);
+        }
         if (bad != UINT64_MAX) {
             const owl_opt_param *p = &opt->params[bad];
             ctx->nonfinite_skips++;

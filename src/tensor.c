@@ -191,6 +191,17 @@ bool owl__f32_has_nonfinite(const float *x, int64_t n)
     return acc != 0;
 }
 
+/* f32 bits with the sign cleared compare as magnitudes: 0x57800000 is
+ * 2^48, and NaN and Inf lie above it. */
+bool owl__f32_outside_step(const float *x, int64_t n)
+{
+    const uint32_t *u = (const uint32_t *)(const void *)x;
+    uint32_t acc = 0;
+    for (int64_t j = 0; j < n; j++)
+        acc |= (u[j] & 0x7fffffffu) >= 0x57800000u;
+    return acc != 0;
+}
+
 void owl__store_row_f32(const owl_tensor *t, int64_t row, const float *src)
 {
     void *dst = owl__row_ptr(t, row);
@@ -222,11 +233,15 @@ void owl__store_row_f32(const owl_tensor *t, int64_t row, const float *src)
 
 typedef struct {
     const owl_tensor *t;
-    int bad; /* written only as 0 -> 1; read after the join */
+    bool step; /* the gradient range (owl__grad_in_range), not just finite */
+    int bad;   /* written only as 0 -> 1; read after the join */
 } finite_job;
 
-/* Exponent-all-ones test on the raw bits: branch-free and vectorisable. */
-static bool rows_finite(const owl_tensor *t, int64_t r0, int64_t r1)
+/* Tests on the raw bits: branch-free and vectorisable. Finite: exponent
+ * not all ones. In the step range: the magnitude's bits below 2^48's
+ * (f16 cannot reach it: only its Inf and NaN are out). */
+static bool rows_finite(const owl_tensor *t, int64_t r0, int64_t r1,
+                        bool step)
 {
     int64_t n = t->cols;
     for (int64_t i = r0; i < r1; i++) {
@@ -234,12 +249,17 @@ static bool rows_finite(const owl_tensor *t, int64_t r0, int64_t r1)
         uint32_t acc = 0;
         switch (t->dtype) {
         case OWL_DTYPE_F32:
-            acc = owl__f32_has_nonfinite(row, n);
+            acc = step ? owl__f32_outside_step(row, n)
+                       : owl__f32_has_nonfinite(row, n);
             break;
         case OWL_DTYPE_BF16: {
             const uint16_t *u = row;
-            for (int64_t j = 0; j < n; j++)
-                acc |= ((u[j] & 0x7f80u) == 0x7f80u);
+            if (step)
+                for (int64_t j = 0; j < n; j++)
+                    acc |= (u[j] & 0x7fffu) >= 0x5780u;
+            else
+                for (int64_t j = 0; j < n; j++)
+                    acc |= ((u[j] & 0x7f80u) == 0x7f80u);
             break;
         }
         case OWL_DTYPE_F16: {
@@ -250,8 +270,12 @@ static bool rows_finite(const owl_tensor *t, int64_t r0, int64_t r1)
         }
         case OWL_DTYPE_F64: {
             const double *d = row;
-            for (int64_t j = 0; j < n; j++)
-                acc |= !isfinite(d[j]);
+            if (step)
+                for (int64_t j = 0; j < n; j++)
+                    acc |= !(fabs(d[j]) < OWL_STEP_LIMIT);
+            else
+                for (int64_t j = 0; j < n; j++)
+                    acc |= !isfinite(d[j]);
             break;
         }
         }
@@ -264,16 +288,26 @@ static bool rows_finite(const owl_tensor *t, int64_t r0, int64_t r1)
 static void finite_range(void *arg, int64_t begin, int64_t end)
 {
     finite_job *job = arg;
-    if (!rows_finite(job->t, begin, end))
+    if (!rows_finite(job->t, begin, end, job->step))
         __atomic_store_n(&job->bad, 1, __ATOMIC_RELAXED);
+}
+
+static bool scan(owl_context *ctx, const owl_tensor *t, bool step)
+{
+    finite_job job = {t, step, 0};
+    int64_t grain = t->cols >= 65536 ? 1 : 65536 / t->cols;
+    owl__parallel_for(ctx, t->rows, grain, finite_range, &job);
+    return __atomic_load_n(&job.bad, __ATOMIC_RELAXED) == 0;
 }
 
 bool owl__all_finite(owl_context *ctx, const owl_tensor *t)
 {
-    finite_job job = {t, 0};
-    int64_t grain = t->cols >= 65536 ? 1 : 65536 / t->cols;
-    owl__parallel_for(ctx, t->rows, grain, finite_range, &job);
-    return __atomic_load_n(&job.bad, __ATOMIC_RELAXED) == 0;
+    return scan(ctx, t, false);
+}
+
+bool owl__grad_in_range(owl_context *ctx, const owl_tensor *t)
+{
+    return scan(ctx, t, true);
 }
 
 void *owl__alloc(owl_context *ctx, size_t count, size_t elem_size,

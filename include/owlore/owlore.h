@@ -444,7 +444,9 @@ OWL_API void owl_adamw_free(owl_adamw *adam);
  * R = project(G); Adam on R; W -= eta * alpha * back(N); then decay.
  * weight, grad: m x n (f32/bf16/f16). lr >= 0 for this step.
  * A non-finite G returns OWL_ERR_NONFINITE and changes nothing (CUDA: the
- * step is skipped on the device, see owl_context_nonfinite_skips).
+ * step is skipped on the device, see owl_context_nonfinite_skips); on the
+ * CPU so does an entry of magnitude 2^48 or more, whose square could
+ * overflow the f32 moments (docs/api.md).
  * CUDA: enqueued.
  */
 OWL_API owl_status owl_adamw_lowrank(owl_adamw *adam, owl_galore *proj,
@@ -622,8 +624,9 @@ OWL_API owl_status owl_optimizer_active_layers(owl_optimizer *opt,
  * parameter from its bound gradient with learning rate lr (the host owns
  * the schedule), applying the frozen-state policy to layers that just
  * became frozen or active, then advances to the next step. A non-finite
- * gradient (CPU) returns OWL_ERR_NONFINITE with nothing updated and the
- * step not advanced.
+ * gradient (CPU), or one whose norm after clipping is 2^47 or more,
+ * returns OWL_ERR_NONFINITE with nothing updated and the step not
+ * advanced.
  * CUDA: enqueued (the norm, clipping, every update and OFFLOAD's copies),
  * except where the step must allocate or free device memory, which waits
  * for the device: a parameter's first activation (its state is created:

@@ -316,6 +316,15 @@ static void op_adamw_create(fuzz_input *f, op_result *r)
     r->name = "owl_adamw_create";
     r->ctx = ctx;
     r->st = owl_adamw_create(ctx, blk, rows, cols, &a);
+    if (fuzz_trace)
+        fprintf(stderr,
+                "  adamw %llux%llu beta1 %.17g beta2 %.17g eps %g decay %g "
+                "semantics %d moments %d on_refresh %d rounding %d "
+                "struct_size %llu\n",
+                (unsigned long long)rows, (unsigned long long)cols, o.beta1,
+                o.beta2, o.eps, o.weight_decay, (int)o.semantics,
+                (int)o.moment_dtype, (int)o.on_refresh, (int)o.rounding,
+                (unsigned long long)ss);
     uint64_t bytes = 0;
     if (r->st == OWL_OK && (owl_adamw_state_size(a, &bytes) != OWL_OK ||
                             bytes > LIVE_STATE_MAX)) {

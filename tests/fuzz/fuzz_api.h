@@ -103,6 +103,8 @@ typedef owl_status (*load_fn)(void *, const void *, uint64_t);
 
 typedef struct live_handle {
     void *h;
+    const char *kind;   /* for reports */
+    owl_context *ctx;   /* where its messages are */
     size_fn size;
     save_fn save;
     load_fn load;

@@ -35,13 +35,13 @@ int live_handles(live_handle *out)
     int n = 0;
     for (int i = 0; i < SLOTS; i++) {
         if (samplers[i].h)
-            out[n++] = (live_handle){samplers[i].h, sampler_size, sampler_save, sampler_load};
+            out[n++] = (live_handle){samplers[i].h, "sampler", samplers[i].ctx, sampler_size, sampler_save, sampler_load};
         if (galores[i].h)
-            out[n++] = (live_handle){galores[i].h, galore_size, galore_save, galore_load};
+            out[n++] = (live_handle){galores[i].h, "projector", galores[i].ctx, galore_size, galore_save, galore_load};
         if (adamws[i].h)
-            out[n++] = (live_handle){adamws[i].h, adamw_size, adamw_save, adamw_load};
+            out[n++] = (live_handle){adamws[i].h, "AdamW", adamws[i].ctx, adamw_size, adamw_save, adamw_load};
         if (opts[i].h)
-            out[n++] = (live_handle){opts[i].h, opt_size, opt_save, opt_load};
+            out[n++] = (live_handle){opts[i].h, "optimizer", opts[i].ctx, opt_size, opt_save, opt_load};
     }
     return n;
 }
@@ -106,11 +106,9 @@ void check_states_load_back(void)
         uint8_t *blob = save_all(&lh[i], &size);
         const owl_status st = lh[i].load(lh[i].h, blob, size);
         if (st != OWL_OK) {
-            fprintf(stderr, "fuzz_api: a saved state does not load back: "
-                            "%s: %s\n", owl_status_name(st),
-                    owl_context_last_error(ctxs[0]));
-            fprintf(stderr, "  (context 1: %s)\n",
-                    owl_context_last_error(ctxs[1]));
+            fprintf(stderr, "fuzz_api: a saved %s state does not load back: "
+                            "%s: %s\n", lh[i].kind, owl_status_name(st),
+                    owl_context_last_error(lh[i].ctx));
             abort();
         }
         uint8_t *again = save_all(&lh[i], &again_size);
