@@ -4,6 +4,7 @@
  * shape and finite values, the run's memory) before allocating the model
  * or writing any weight, so a refused file leaves the model as it was. */
 #include "checkpoint.h"
+#include "errmsg.h"
 
 #include "fileio.h"
 #include "hf_config.h"
@@ -14,23 +15,12 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* ---- the tensors of a model, by Hugging Face name --------------------- */
 
@@ -146,7 +136,7 @@ static int check_tensor(const st_file *st, const char *path,
     if (!t && r->tied_alias)
         return 0;
     if (!t) {
-        set_err(err, errlen, "%s: tensor '%s' is missing", path, r->name);
+        llama_set_err(err, errlen, "%s: tensor '%s' is missing", path, r->name);
         return -1;
     }
     int same = t->ndim == r->ndim;
@@ -156,7 +146,7 @@ static int check_tensor(const st_file *st, const char *path,
         char got[96], want[96];
         format_shape(got, sizeof got, t->ndim, t->shape);
         format_shape(want, sizeof want, r->ndim, r->shape);
-        set_err(err, errlen, "%s: tensor '%s' has shape %s, the model's "
+        llama_set_err(err, errlen, "%s: tensor '%s' has shape %s, the model's "
                 "configuration needs %s", path, r->name, got, want);
         return -1;
     }
@@ -177,7 +167,7 @@ static int check_finite(const st_file *st, const char *path,
         snprintf(where, sizeof where, " (row %llu, column %llu)",
                  (unsigned long long)(at / t->shape[1]),
                  (unsigned long long)(at % t->shape[1]));
-    set_err(err, errlen, "%s: tensor '%s' holds %s at index %llu%s: a "
+    llama_set_err(err, errlen, "%s: tensor '%s' holds %s at index %llu%s: a "
             "checkpoint's weights must be finite", path, t->name,
             isnan(v) ? "NaN" : v > 0 ? "+Inf" : "-Inf",
             (unsigned long long)at, where);
@@ -194,7 +184,7 @@ static int check_tied_alias(const st_file *ef, const st_tensor *e,
     for (uint64_t i = 0; i < e->numel; i++) {
         float a = st_get_f32(ef, e, i), b = st_get_f32(hf, h, i);
         if (a != b) {
-            set_err(err, errlen, "%s: the configuration ties the head to "
+            llama_set_err(err, errlen, "%s: the configuration ties the head to "
                     "the embedding (tie_word_embeddings), but "
                     "lm_head.weight differs from model.embed_tokens.weight "
                     "at index %llu (%.9g vs %.9g): set tie_word_embeddings "
@@ -218,12 +208,12 @@ static int check_no_extra(const st_file *st, const char *path, weight_ref *t,
             continue;
         weight_ref *r = find_ref(t, n, name);
         if (!r) {
-            set_err(err, errlen, "%s: unexpected tensor '%s' (not part of "
+            llama_set_err(err, errlen, "%s: unexpected tensor '%s' (not part of "
                     "this model's configuration)", path, name);
             return -1;
         }
         if (owner && owner[r - t] != which) {
-            set_err(err, errlen, "%s: tensor '%s' is in this shard, but the "
+            llama_set_err(err, errlen, "%s: tensor '%s' is in this shard, but the "
                     "index puts it in another", path, name);
             return -1;
         }
@@ -263,11 +253,11 @@ static json_value *read_json(const char *path, char *err, size_t errlen)
     json_value *v = json_parse(text, len, jerr, sizeof jerr);
     free(text);
     if (!v) {
-        set_err(err, errlen, "%s: %s", path, jerr);
+        llama_set_err(err, errlen, "%s: %s", path, jerr);
         return NULL;
     }
     if (v->type != JSON_OBJECT) {
-        set_err(err, errlen, "%s: a JSON %s, not an object", path,
+        llama_set_err(err, errlen, "%s: a JSON %s, not an object", path,
                 json_type_name(v->type));
         json_free(v);
         return NULL;
@@ -335,14 +325,14 @@ int ckpt_load_safetensors(const char *path, llama_model *m, char *err,
                           size_t errlen)
 {
     if (!path || !m || !m->w.base || !m->w.layers) {
-        set_err(err, errlen, "ckpt_load_safetensors: %s is NULL or not a "
+        llama_set_err(err, errlen, "ckpt_load_safetensors: %s is NULL or not a "
                 "created model", !path ? "path" : "model");
         return -1;
     }
     size_t n = table_size(&m->cfg);
     weight_ref *t = calloc(n, sizeof *t);
     if (!t) {
-        set_err(err, errlen, "%s: out of memory", path);
+        llama_set_err(err, errlen, "%s: out of memory", path);
         return -1;
     }
     build_table(&m->cfg, &m->w, t);
@@ -378,11 +368,11 @@ static int load_sharded(const char *dir, const char *index_path,
     int *owner = calloc(n, sizeof *owner);
     const json_value *map = json_get(idx, "weight_map");
     if (!owner) {
-        set_err(err, errlen, "%s: out of memory", index_path);
+        llama_set_err(err, errlen, "%s: out of memory", index_path);
         goto done;
     }
     if (!map || map->type != JSON_OBJECT) {
-        set_err(err, errlen, "%s: 'weight_map' must be an object",
+        llama_set_err(err, errlen, "%s: 'weight_map' must be an object",
                 index_path);
         goto done;
     }
@@ -390,7 +380,7 @@ static int load_sharded(const char *dir, const char *index_path,
     paths = calloc(map->count ? map->count : 1, sizeof *paths);
     files = calloc(map->count ? map->count : 1, sizeof *files);
     if (!shard_names || !paths || !files) {
-        set_err(err, errlen, "%s: out of memory", index_path);
+        llama_set_err(err, errlen, "%s: out of memory", index_path);
         goto done;
     }
     for (size_t i = 0; i < n; i++)
@@ -399,7 +389,7 @@ static int load_sharded(const char *dir, const char *index_path,
         const char *name = map->keys[i];
         const json_value *v = &map->items[i];
         if (v->type != JSON_STRING || !plain_file_name(v->string)) {
-            set_err(err, errlen, "%s: weight_map['%s'] must be a file name "
+            llama_set_err(err, errlen, "%s: weight_map['%s'] must be a file name "
                     "in the same directory", index_path, name);
             goto done;
         }
@@ -407,7 +397,7 @@ static int load_sharded(const char *dir, const char *index_path,
             continue;
         weight_ref *r = find_ref(t, n, name);
         if (!r) {
-            set_err(err, errlen, "%s: unexpected tensor '%s' (not part of "
+            llama_set_err(err, errlen, "%s: unexpected tensor '%s' (not part of "
                     "this model's configuration)", index_path, name);
             goto done;
         }
@@ -420,7 +410,7 @@ static int load_sharded(const char *dir, const char *index_path,
     }
     for (size_t i = 0; i < n; i++) {
         if (owner[i] < 0 && !t[i].tied_alias) {
-            set_err(err, errlen, "%s: tensor '%s' is missing from "
+            llama_set_err(err, errlen, "%s: tensor '%s' is missing from "
                     "weight_map", index_path, t[i].name);
             goto done;
         }
@@ -429,7 +419,7 @@ static int load_sharded(const char *dir, const char *index_path,
     for (; opened < nfiles; opened++) {
         char *p = paths[opened] = join_path(dir, shard_names[opened]);
         if (!p) {
-            set_err(err, errlen, "%s: out of memory", index_path);
+            llama_set_err(err, errlen, "%s: out of memory", index_path);
             break;
         }
         int bad = st_open(&files[opened], p, err, errlen) != 0;
@@ -443,7 +433,7 @@ static int load_sharded(const char *dir, const char *index_path,
             bad = check_tensor(&files[opened], p, &t[i], &x, err,
                                errlen) != 0;
             if (!bad && !x) { /* an alias the index places here */
-                set_err(err, errlen, "%s: tensor '%s' is missing (the "
+                llama_set_err(err, errlen, "%s: tensor '%s' is missing (the "
                         "index puts it in this shard)", p, t[i].name);
                 bad = 1;
             }
@@ -506,19 +496,19 @@ static int weight_file_bytes(const char *dir, const char *index_path,
     int rc = -1;
     const char **names = NULL;
     if (!map || map->type != JSON_OBJECT) {
-        set_err(err, errlen, "%s: 'weight_map' must be an object",
+        llama_set_err(err, errlen, "%s: 'weight_map' must be an object",
                 index_path);
         goto done;
     }
     names = malloc((map->count ? map->count : 1) * sizeof *names);
     if (!names) {
-        set_err(err, errlen, "%s: out of memory", index_path);
+        llama_set_err(err, errlen, "%s: out of memory", index_path);
         goto done;
     }
     for (size_t i = 0; i < map->count; i++) {
         const json_value *v = &map->items[i];
         if (v->type != JSON_STRING || !plain_file_name(v->string)) {
-            set_err(err, errlen, "%s: weight_map['%s'] must be a file name "
+            llama_set_err(err, errlen, "%s: weight_map['%s'] must be a file name "
                     "in the same directory", index_path, map->keys[i]);
             goto done;
         }
@@ -531,7 +521,7 @@ static int weight_file_bytes(const char *dir, const char *index_path,
             continue;
         char *p = join_path(dir, names[i]);
         if (!p) {
-            set_err(err, errlen, "%s: out of memory", index_path);
+            llama_set_err(err, errlen, "%s: out of memory", index_path);
             goto done;
         }
         int fd = file_open_regular(p, &size, err, errlen);
@@ -552,7 +542,7 @@ int ckpt_load_hf(const char *dir, llama_model *m, int max_batch, int max_seq,
                  char *err, size_t errlen)
 {
     if (!dir || !m || max_seq < 0) {
-        set_err(err, errlen, "ckpt_load_hf: %s",
+        llama_set_err(err, errlen, "ckpt_load_hf: %s",
                 !dir ? "dir is NULL" : !m ? "model is NULL"
                                           : "max_seq is negative");
         return -1;
@@ -566,7 +556,7 @@ int ckpt_load_hf(const char *dir, llama_model *m, int max_batch, int max_seq,
     int rc = -1;
     llama_config cfg;
     if (!config_path || !index_path || !single_path) {
-        set_err(err, errlen, "%s: out of memory", dir);
+        llama_set_err(err, errlen, "%s: out of memory", dir);
         goto done;
     }
     j = read_json(config_path, err, errlen);
@@ -574,7 +564,7 @@ int ckpt_load_hf(const char *dir, llama_model *m, int max_batch, int max_seq,
         goto done;
     int sharded = file_exists(index_path);
     if (!sharded && !file_exists(single_path)) {
-        set_err(err, errlen, "%s: neither model.safetensors nor "
+        llama_set_err(err, errlen, "%s: neither model.safetensors nor "
                 "model.safetensors.index.json is there", dir);
         goto done;
     }
@@ -582,7 +572,7 @@ int ckpt_load_hf(const char *dir, llama_model *m, int max_batch, int max_seq,
      * files (an older trainer saved model.safetensors beside the shards it
      * had loaded, and the index then hid the fine-tune): refuse both. */
     if (sharded && file_exists(single_path)) {
-        set_err(err, errlen, "%s: holds both model.safetensors and "
+        llama_set_err(err, errlen, "%s: holds both model.safetensors and "
                 "model.safetensors.index.json, two checkpoints: keep the "
                 "current one (remove the other, and the index's shards with "
                 "it)", dir);
@@ -601,7 +591,7 @@ int ckpt_load_hf(const char *dir, llama_model *m, int max_batch, int max_seq,
         char count[32] = "more than 2^64";
         if (params)
             snprintf(count, sizeof count, "%zu", params);
-        set_err(err, errlen, "%s: config.json describes %s parameters "
+        llama_set_err(err, errlen, "%s: config.json describes %s parameters "
                 "(%d layers of dim %d, MLP %d, vocab %d), at least twice "
                 "as many bytes, but the weight files hold %llu bytes", dir,
                 count, cfg.n_layers, cfg.dim, cfg.hidden_dim, cfg.vocab_size,
@@ -611,7 +601,7 @@ int ckpt_load_hf(const char *dir, llama_model *m, int max_batch, int max_seq,
     size_t n = table_size(&cfg);
     t = calloc(n, sizeof *t);
     if (!t) {
-        set_err(err, errlen, "%s: out of memory", dir);
+        llama_set_err(err, errlen, "%s: out of memory", dir);
         goto done;
     }
     /* The memory the run needs is known from the configuration alone:
@@ -620,7 +610,7 @@ int ckpt_load_hf(const char *dir, llama_model *m, int max_batch, int max_seq,
     int context = cfg.seq_len;
     cfg.seq_len = run_seq_len(context, max_seq);
     if (llama_memory_check(&cfg, max_batch, merr, sizeof merr) != 0) {
-        set_err(err, errlen, "%s: %s", dir, merr);
+        llama_set_err(err, errlen, "%s: %s", dir, merr);
         goto done;
     }
     /* Check the files against the configuration's shapes first, so a bad
@@ -632,7 +622,7 @@ int ckpt_load_hf(const char *dir, llama_model *m, int max_batch, int max_seq,
                               errlen))
         goto done;
     if (llama_create(m, &cfg, max_batch, merr, sizeof merr) != 0) {
-        set_err(err, errlen, "%s: %s", dir, merr);
+        llama_set_err(err, errlen, "%s: %s", dir, merr);
         goto done;
     }
     m->context_len = context;
@@ -657,7 +647,7 @@ int ckpt_save_safetensors(const char *path, const llama_model *m,
                           char *err, size_t errlen)
 {
     if (!path || !m || !m->w.base || !m->w.layers) {
-        set_err(err, errlen, "ckpt_save_safetensors: %s is NULL or not a "
+        llama_set_err(err, errlen, "ckpt_save_safetensors: %s is NULL or not a "
                 "created model", !path ? "path" : "model");
         return -1;
     }
@@ -667,7 +657,7 @@ int ckpt_save_safetensors(const char *path, const llama_model *m,
     case OWL_DTYPE_BF16: sd = ST_BF16; break;
     case OWL_DTYPE_F16: sd = ST_F16; break;
     default:
-        set_err(err, errlen, "%s: dtype %d is not F32, BF16 or F16", path,
+        llama_set_err(err, errlen, "%s: dtype %d is not F32, BF16 or F16", path,
                 (int)dtype);
         return -1;
     }
@@ -676,7 +666,7 @@ int ckpt_save_safetensors(const char *path, const llama_model *m,
     st_out_tensor *o = calloc(n, sizeof *o);
     int rc = -1;
     if (!t || !o) {
-        set_err(err, errlen, "%s: out of memory", path);
+        llama_set_err(err, errlen, "%s: out of memory", path);
         goto done;
     }
     build_table(&m->cfg, &m->w, t);
@@ -821,7 +811,7 @@ static int llama2c_check_finite(const char *path, const unsigned char *p,
             if (arrays[a].per_layer)
                 snprintf(layer, sizeof layer, " of layer %llu",
                          (unsigned long long)l);
-            set_err(err, errlen, "%s: tensor '%s'%s holds %s at index %llu "
+            llama_set_err(err, errlen, "%s: tensor '%s'%s holds %s at index %llu "
                     "(in the file's order): a checkpoint's weights must be "
                     "finite", path, arrays[a].name, layer,
                     isnan(v) ? "NaN" : v > 0 ? "+Inf" : "-Inf",
@@ -836,7 +826,7 @@ int ckpt_load_llama2c(const char *path, llama_model *m, int max_batch,
                       int max_seq, char *err, size_t errlen)
 {
     if (!path || !m || max_seq < 0) {
-        set_err(err, errlen, "ckpt_load_llama2c: %s",
+        llama_set_err(err, errlen, "ckpt_load_llama2c: %s",
                 !path ? "path is NULL" : !m ? "model is NULL"
                                             : "max_seq is negative");
         return -1;
@@ -870,21 +860,21 @@ int ckpt_load_llama2c(const char *path, llama_model *m, int max_batch,
     if (c.dim <= 0 || c.hidden_dim <= 0 || c.n_layers <= 0 ||
         c.n_heads <= 0 || c.n_kv_heads <= 0 || c.vocab_size <= 0 ||
         c.seq_len <= 0) {
-        set_err(err, errlen, "%s: header values must be positive (vocab_size "
+        llama_set_err(err, errlen, "%s: header values must be positive (vocab_size "
                 "may be negative): dim %d, hidden_dim %d, n_layers %d, "
                 "n_heads %d, n_kv_heads %d, vocab_size %d, seq_len %d", path,
                 h[0], h[1], h[2], h[3], h[4], h[5], h[6]);
         goto done;
     }
     if (c.n_heads % c.n_kv_heads != 0 || c.dim % c.n_heads != 0) {
-        set_err(err, errlen, "%s: n_heads %d must be a multiple of "
+        llama_set_err(err, errlen, "%s: n_heads %d must be a multiple of "
                 "n_kv_heads %d, and dim %d a multiple of n_heads", path,
                 c.n_heads, c.n_kv_heads, c.dim);
         goto done;
     }
     char merr[512];
     if (llama_config_check(&c, merr, sizeof merr) != 0) {
-        set_err(err, errlen, "%s: %s", path, merr);
+        llama_set_err(err, errlen, "%s: %s", path, merr);
         goto done;
     }
     uint64_t dim = (uint64_t)c.dim, hid = (uint64_t)c.hidden_dim;
@@ -905,7 +895,7 @@ int ckpt_load_llama2c(const char *path, llama_model *m, int max_batch,
     floats = add_u64(floats, c.tied ? 0 : emb, &ovf);
     uint64_t want = add_u64(28, mul_u64(floats, 4, &ovf), &ovf);
     if (ovf || want != size) {
-        set_err(err, errlen, "%s: %llu bytes, but its header (dim %d, "
+        llama_set_err(err, errlen, "%s: %llu bytes, but its header (dim %d, "
                 "hidden_dim %d, n_layers %d, n_heads %d, n_kv_heads %d, "
                 "vocab_size %d, seq_len %d) describes %s%llu bytes", path,
                 (unsigned long long)size, h[0], h[1], h[2], h[3], h[4], h[5],
@@ -918,13 +908,13 @@ int ckpt_load_llama2c(const char *path, llama_model *m, int max_batch,
      * file's values are read. */
     c.seq_len = run_seq_len(h[6], max_seq);
     if (llama_memory_check(&c, max_batch, merr, sizeof merr) != 0) {
-        set_err(err, errlen, "%s: %s", path, merr);
+        llama_set_err(err, errlen, "%s: %s", path, merr);
         goto done;
     }
     if (llama2c_check_finite(path, b + 28, &c, h[6], err, errlen) != 0)
         goto done;
     if (llama_create(m, &c, max_batch, merr, sizeof merr) != 0) {
-        set_err(err, errlen, "%s: %s", path, merr);
+        llama_set_err(err, errlen, "%s: %s", path, merr);
         goto done;
     }
     m->context_len = h[6];

@@ -2,12 +2,12 @@
  * scheme. */
 #define _GNU_SOURCE /* renameat2 (or its system call number), fdopendir */
 #include "ckpt_dir.h"
+#include "errmsg.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,16 +18,6 @@
 #ifndef RENAME_EXCHANGE
 #define RENAME_EXCHANGE (1 << 1) /* linux/fs.h */
 #endif
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* ---- which files a checkpoint consists of ------------------------------ */
 
@@ -121,13 +111,13 @@ static char *clean_dir(const char *dir, char *err, size_t errlen)
     if (n == 0 || (n == 1 && dir[0] == '/') ||
         (bl == 1 && base[0] == '.') ||
         (bl == 2 && base[0] == '.' && base[1] == '.')) {
-        set_err(err, errlen, "'%s': a checkpoint directory needs a name of "
+        llama_set_err(err, errlen, "'%s': a checkpoint directory needs a name of "
                 "its own (not '', '/', '.' or '..')", dir ? dir : "");
         return NULL;
     }
     char *p = strndup(dir, n);
     if (!p)
-        set_err(err, errlen, "%s: out of memory", dir);
+        llama_set_err(err, errlen, "%s: out of memory", dir);
     return p;
 }
 
@@ -164,25 +154,25 @@ int ckpt_dir_check(const char *dir, char *err, size_t errlen)
     struct stat st;
     if (stat(d, &st) != 0) {
         if (errno != ENOENT) {
-            set_err(err, errlen, "%s: cannot stat: %s", d, strerror(errno));
+            llama_set_err(err, errlen, "%s: cannot stat: %s", d, strerror(errno));
             goto done;
         }
         char *parent = parent_of(d);
         int ok = parent && stat(parent, &st) == 0 && S_ISDIR(st.st_mode);
         if (!ok)
-            set_err(err, errlen, "%s: its parent %s is not a directory", d,
+            llama_set_err(err, errlen, "%s: its parent %s is not a directory", d,
                     parent ? parent : "?");
         free(parent);
         rc = ok ? 0 : -1;
         goto done;
     }
     if (!S_ISDIR(st.st_mode)) {
-        set_err(err, errlen, "%s exists and is not a directory", d);
+        llama_set_err(err, errlen, "%s exists and is not a directory", d);
         goto done;
     }
     DIR *h = opendir(d);
     if (!h) {
-        set_err(err, errlen, "%s: cannot list: %s", d, strerror(errno));
+        llama_set_err(err, errlen, "%s: cannot list: %s", d, strerror(errno));
         goto done;
     }
     rc = 0;
@@ -195,7 +185,7 @@ int ckpt_dir_check(const char *dir, char *err, size_t errlen)
         int is_dir = fstatat(dirfd(h), name, &es, AT_SYMLINK_NOFOLLOW) == 0 &&
                      S_ISDIR(es.st_mode);
         if (is_dir || !ckpt_dir_owns(name)) {
-            set_err(err, errlen, "%s holds %s '%s', which is not part of a "
+            llama_set_err(err, errlen, "%s holds %s '%s', which is not part of a "
                     "checkpoint: a save replaces the whole directory, so "
                     "save into another one (or move it away)", d,
                     is_dir ? "the directory" : "the file", name);
@@ -269,7 +259,7 @@ static int fsync_tree(const char *dir, char *err, size_t errlen)
 {
     DIR *h = opendir(dir);
     if (!h) {
-        set_err(err, errlen, "%s: cannot list: %s", dir, strerror(errno));
+        llama_set_err(err, errlen, "%s: cannot list: %s", dir, strerror(errno));
         return -1;
     }
     int rc = 0;
@@ -281,7 +271,7 @@ static int fsync_tree(const char *dir, char *err, size_t errlen)
             continue;
         int fd = openat(dirfd(h), e->d_name, O_RDONLY | O_CLOEXEC);
         if (fd < 0 || fsync(fd) != 0) {
-            set_err(err, errlen, "%s/%s: cannot flush to disk: %s", dir,
+            llama_set_err(err, errlen, "%s/%s: cannot flush to disk: %s", dir,
                     e->d_name, strerror(errno));
             rc = -1;
         }
@@ -290,7 +280,7 @@ static int fsync_tree(const char *dir, char *err, size_t errlen)
     }
     closedir(h);
     if (rc == 0 && fsync_path(dir, O_DIRECTORY) != 0) {
-        set_err(err, errlen, "%s: cannot flush to disk: %s", dir,
+        llama_set_err(err, errlen, "%s: cannot flush to disk: %s", dir,
                 strerror(errno));
         rc = -1;
     }
@@ -315,7 +305,7 @@ int ckpt_stage_begin(ckpt_stage *s, const char *dir, char *err,
     if (lstat(d, &st) == 0 && S_ISLNK(st.st_mode)) {
         char *real = realpath(d, NULL);
         if (!real) {
-            set_err(err, errlen, "%s: cannot resolve the link: %s", d,
+            llama_set_err(err, errlen, "%s: cannot resolve the link: %s", d,
                     strerror(errno));
             free(d);
             return -1;
@@ -326,12 +316,12 @@ int ckpt_stage_begin(ckpt_stage *s, const char *dir, char *err,
     s->target = d;
     s->tmp = concat(d, ".saving-XXXXXX");
     if (!s->tmp) {
-        set_err(err, errlen, "%s: out of memory", d);
+        llama_set_err(err, errlen, "%s: out of memory", d);
         ckpt_stage_abort(s);
         return -1;
     }
     if (!mkdtemp(s->tmp)) {
-        set_err(err, errlen, "%s: cannot create a directory beside it: %s",
+        llama_set_err(err, errlen, "%s: cannot create a directory beside it: %s",
                 d, strerror(errno));
         free(s->tmp);
         s->tmp = NULL;
@@ -376,21 +366,21 @@ static int replace_in_two_steps(ckpt_stage *s, char *err, size_t errlen)
 {
     char *old = concat(s->target, ".old-XXXXXX");
     if (!old || !mkdtemp(old)) {
-        set_err(err, errlen, "%s: cannot create a directory beside it: %s",
+        llama_set_err(err, errlen, "%s: cannot create a directory beside it: %s",
                 s->target, strerror(errno));
         free(old);
         return -1;
     }
     /* Onto the empty directory just made: rename replaces it. */
     if (rename(s->target, old) != 0) {
-        set_err(err, errlen, "%s: cannot move it aside to %s: %s",
+        llama_set_err(err, errlen, "%s: cannot move it aside to %s: %s",
                 s->target, old, strerror(errno));
         rmdir(old);
         free(old);
         return -1;
     }
     if (rename(s->tmp, s->target) != 0) {
-        set_err(err, errlen, "%s: cannot move %s in place: %s (the previous "
+        llama_set_err(err, errlen, "%s: cannot move %s in place: %s (the previous "
                 "checkpoint is in %s, the new one in %s)", s->target, s->tmp,
                 strerror(errno), old, s->tmp);
         free(s->tmp);
@@ -406,13 +396,13 @@ static int replace_in_two_steps(ckpt_stage *s, char *err, size_t errlen)
 int ckpt_stage_commit(ckpt_stage *s, char *err, size_t errlen)
 {
     if (!s->tmp || !s->target) {
-        set_err(err, errlen, "ckpt_stage_commit: no save in progress");
+        llama_set_err(err, errlen, "ckpt_stage_commit: no save in progress");
         return -1;
     }
     int rc = -1;
     char *parent = parent_of(s->target);
     if (!parent) {
-        set_err(err, errlen, "%s: out of memory", s->target);
+        llama_set_err(err, errlen, "%s: out of memory", s->target);
         goto fail;
     }
     if (fsync_tree(s->tmp, err, errlen) != 0)
@@ -421,7 +411,7 @@ int ckpt_stage_commit(ckpt_stage *s, char *err, size_t errlen)
     if (lstat(s->target, &st) != 0) {
         /* A first save: the staged directory takes the name. */
         if (rename(s->tmp, s->target) != 0) {
-            set_err(err, errlen, "%s: cannot rename %s to it: %s",
+            llama_set_err(err, errlen, "%s: cannot rename %s to it: %s",
                     s->target, s->tmp, strerror(errno));
             goto fail;
         }
@@ -433,12 +423,12 @@ int ckpt_stage_commit(ckpt_stage *s, char *err, size_t errlen)
         if (replace_in_two_steps(s, err, errlen) != 0)
             goto fail;
     } else {
-        set_err(err, errlen, "%s: cannot exchange it with %s: %s", s->target,
+        llama_set_err(err, errlen, "%s: cannot exchange it with %s: %s", s->target,
                 s->tmp, strerror(errno));
         goto fail;
     }
     if (fsync_path(parent, O_DIRECTORY) != 0) {
-        set_err(err, errlen, "%s: the save is in place, but its directory "
+        llama_set_err(err, errlen, "%s: the save is in place, but its directory "
                 "entry could not be flushed to disk: %s", parent,
                 strerror(errno));
         free(s->tmp);

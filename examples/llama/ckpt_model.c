@@ -2,27 +2,16 @@
  * trainer reads; a GGUF model's Hugging Face companion files. See
  * ckpt_model.h. */
 #include "ckpt_model.h"
+#include "errmsg.h"
 
 #include "hf_config.h"
 #include "tok_gguf.h"
 
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 void ckpt_extras_free(ckpt_extras *x)
 {
@@ -166,7 +155,7 @@ static int tokenizer_config(const gguf_file *f, const tokenizer *t,
     jputs(&b, tail);
     if (b.oom) {
         free(b.s);
-        return fail(err, errlen, "tokenizer_config.json: out of memory");
+        return llama_fail(err, errlen, "tokenizer_config.json: out of memory");
     }
     *out = b.s;
     *len = b.len;
@@ -188,7 +177,7 @@ static int gguf_id(const gguf_file *f, const char *key, int vocab,
     if (rc != 0)
         return -1;
     if (v < 0 || v >= vocab)
-        return fail(err, errlen, "%s: %s = %lld is out of range (vocabulary "
+        return llama_fail(err, errlen, "%s: %s = %lld is out of range (vocabulary "
                     "of %d)", f->name, key, (long long)v, vocab);
     *out = (int32_t)v;
     return 0;
@@ -200,7 +189,7 @@ int ckpt_source_from_gguf(const gguf_file *f, const llama_model *m,
 {
     memset(src, 0, sizeof *src);
     if (!f || !m || !m->w.base)
-        return fail(err, errlen, "ckpt_source_from_gguf: no file or model");
+        return llama_fail(err, errlen, "ckpt_source_from_gguf: no file or model");
     int32_t bos, eos;
     int context = m->context_len > 0 ? m->context_len : m->cfg.seq_len;
     if (gguf_id(f, "tokenizer.ggml.bos_token_id", m->cfg.vocab_size, &bos,
@@ -302,7 +291,7 @@ int ckpt_load_model(const char *path, llama_model *m, int max_batch,
 {
     memset(x, 0, sizeof *x);
     if (!path)
-        return fail(err, errlen, "ckpt_load_model: no path");
+        return llama_fail(err, errlen, "ckpt_load_model: no path");
     struct stat st;
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
         if (ckpt_load_hf(path, m, max_batch, max_seq, err, errlen) != 0)

@@ -1,25 +1,14 @@
 #include "data.h"
+#include "errmsg.h"
 
 #include "fileio.h"
 
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 void data_free(data_ids *d)
 {
@@ -43,7 +32,7 @@ int data_decode_bytes(const int32_t *ids, size_t n, unsigned char *out,
 {
     for (size_t i = 0; i < n; i++)
         if (ids[i] < 0 || ids[i] > 255)
-            return fail(err, errlen, "id %ld at position %zu is not a byte "
+            return llama_fail(err, errlen, "id %ld at position %zu is not a byte "
                         "(0..255)", (long)ids[i], i);
     for (size_t i = 0; i < n; i++)
         out[i] = (unsigned char)ids[i];
@@ -68,12 +57,12 @@ int data_load_text(const char *path, data_ids *out, char *err, size_t errlen)
         return -1;
     if (len == 0) {
         free(text);
-        return fail(err, errlen, "%s is empty", path);
+        return llama_fail(err, errlen, "%s is empty", path);
     }
     int32_t *ids = malloc(len * sizeof *ids);
     if (!ids) {
         free(text);
-        return fail(err, errlen, "out of memory for %zu ids", len);
+        return llama_fail(err, errlen, "out of memory for %zu ids", len);
     }
     data_encode_bytes(text, len, ids);
     free(text);
@@ -91,7 +80,7 @@ int data_load_tokenized(const char *path, const tokenizer *tok,
         return -1;
     if (len == 0) {
         free(text);
-        return fail(err, errlen, "%s is empty", path);
+        return llama_fail(err, errlen, "%s is empty", path);
     }
     int32_t *ids;
     char terr[512];
@@ -99,10 +88,10 @@ int data_load_tokenized(const char *path, const tokenizer *tok,
                         sizeof terr);
     free(text);
     if (rc != 0)
-        return fail(err, errlen, "%s: %s", path, terr);
+        return llama_fail(err, errlen, "%s: %s", path, terr);
     if (n == 0) {
         free(ids);
-        return fail(err, errlen, "%s: no token in its %zu bytes (none has a "
+        return llama_fail(err, errlen, "%s: no token in its %zu bytes (none has a "
                     "symbol in the vocabulary)", path, len);
     }
     *out = (data_ids){ids, n, 1};
@@ -117,21 +106,21 @@ int data_load_ids(const char *path, int bits, data_ids *out, char *err,
                   size_t errlen)
 {
     if (bits != 16 && bits != 32)
-        return fail(err, errlen, "id bits must be 16 or 32, not %d", bits);
+        return llama_fail(err, errlen, "id bits must be 16 or 32, not %d", bits);
     size_t width = (size_t)bits / 8, len;
     unsigned char *raw = read_all(path, &len, err, errlen);
     if (!raw)
         return -1;
     if (len == 0 || len % width != 0) {
         free(raw);
-        return fail(err, errlen, "%s has %zu bytes: not a positive multiple "
+        return llama_fail(err, errlen, "%s has %zu bytes: not a positive multiple "
                     "of %zu (%d-bit ids)", path, len, width, bits);
     }
     size_t n = len / width;
     int32_t *ids = malloc(n * sizeof *ids);
     if (!ids) {
         free(raw);
-        return fail(err, errlen, "out of memory for %zu ids", n);
+        return llama_fail(err, errlen, "out of memory for %zu ids", n);
     }
     for (size_t i = 0; i < n; i++) {
         const unsigned char *p = raw + i * width;
@@ -141,7 +130,7 @@ int data_load_ids(const char *path, int bits, data_ids *out, char *err,
         if (v > INT32_MAX) {
             free(raw);
             free(ids);
-            return fail(err, errlen, "%s: id %lu at position %zu is too "
+            return llama_fail(err, errlen, "%s: id %lu at position %zu is too "
                         "large", path, (unsigned long)v, i);
         }
         ids[i] = (int32_t)v;
@@ -164,11 +153,11 @@ int data_split(const data_ids *all, double heldout, size_t min_len,
                data_ids *train, data_ids *held, char *err, size_t errlen)
 {
     if (!(heldout > 0.0 && heldout < 1.0))
-        return fail(err, errlen, "held-out fraction %g is not in (0, 1)",
+        return llama_fail(err, errlen, "held-out fraction %g is not in (0, 1)",
                     heldout);
     size_t nh = (size_t)llround((double)all->n * heldout);
     if (nh < min_len || all->n - nh < min_len)
-        return fail(err, errlen, "%zu ids split %zu/%zu: each part needs at "
+        return llama_fail(err, errlen, "%zu ids split %zu/%zu: each part needs at "
                     "least %zu", all->n, all->n - nh, nh, min_len);
     *train = (data_ids){all->ids, all->n - nh, 0};
     *held = (data_ids){all->ids + (all->n - nh), nh, 0};
@@ -194,9 +183,9 @@ int data_batch(const data_ids *d, int B, int T, uint64_t seed, uint64_t step,
                int32_t *inputs, int32_t *targets, char *err, size_t errlen)
 {
     if (B < 1 || T < 1)
-        return fail(err, errlen, "batch %d x %d: both must be >= 1", B, T);
+        return llama_fail(err, errlen, "batch %d x %d: both must be >= 1", B, T);
     if (d->n < (size_t)T + 1)
-        return fail(err, errlen, "%zu ids are fewer than one window of %d",
+        return llama_fail(err, errlen, "%zu ids are fewer than one window of %d",
                     d->n, T + 1);
     uint64_t starts = (uint64_t)(d->n - (size_t)T);
     for (int b = 0; b < B; b++) {
@@ -305,9 +294,9 @@ int data_synthetic(uint64_t seed, int variant, size_t nbytes, data_ids *out,
                    char *err, size_t errlen)
 {
     if (variant != DATA_SYNTH_BASE && variant != DATA_SYNTH_SHIFTED)
-        return fail(err, errlen, "unknown synthetic variant %d", variant);
+        return llama_fail(err, errlen, "unknown synthetic variant %d", variant);
     if (nbytes == 0)
-        return fail(err, errlen, "synthetic corpus of 0 bytes");
+        return llama_fail(err, errlen, "synthetic corpus of 0 bytes");
     gen g = {seed * 0xd1b54a32d192ed03ull + (uint64_t)variant, NULL, 0,
              nbytes};
     g.buf = malloc(nbytes);
@@ -315,7 +304,7 @@ int data_synthetic(uint64_t seed, int variant, size_t nbytes, data_ids *out,
     if (!g.buf || !ids) {
         free(g.buf);
         free(ids);
-        return fail(err, errlen, "out of memory for %zu bytes", nbytes);
+        return llama_fail(err, errlen, "out of memory for %zu bytes", nbytes);
     }
     while (g.len < nbytes)
         sentence(&g, variant);

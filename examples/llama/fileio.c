@@ -1,24 +1,14 @@
 /* Input files for the trainer and its loaders; see fileio.h. */
 #include "fileio.h"
+#include "errmsg.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 int file_open_regular(const char *path, uint64_t *size, char *err,
                       size_t errlen)
@@ -30,18 +20,18 @@ int file_open_regular(const char *path, uint64_t *size, char *err,
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) {
         int e = errno; /* kept for callers that tell ENOENT apart */
-        set_err(err, errlen, "%s: cannot open: %s", path, strerror(e));
+        llama_set_err(err, errlen, "%s: cannot open: %s", path, strerror(e));
         errno = e;
         return -1;
     }
     struct stat st;
     if (fstat(fd, &st) != 0) {
-        set_err(err, errlen, "%s: cannot stat: %s", path, strerror(errno));
+        llama_set_err(err, errlen, "%s: cannot stat: %s", path, strerror(errno));
         close(fd);
         return -1;
     }
     if (!S_ISREG(st.st_mode)) {
-        set_err(err, errlen, "%s: not a regular file (%s)", path,
+        llama_set_err(err, errlen, "%s: not a regular file (%s)", path,
                 S_ISFIFO(st.st_mode)  ? "a FIFO"
                 : S_ISDIR(st.st_mode) ? "a directory"
                 : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device"
@@ -65,14 +55,14 @@ int file_read_all(const char *path, size_t limit, char **out, size_t *len,
     if (fd < 0)
         return -1;
     if (size > limit) {
-        set_err(err, errlen, "%s: %llu bytes, larger than the %zu-byte "
+        llama_set_err(err, errlen, "%s: %llu bytes, larger than the %zu-byte "
                 "limit", path, (unsigned long long)size, limit);
         close(fd);
         return -1;
     }
     char *buf = malloc((size_t)size + 1);
     if (!buf) {
-        set_err(err, errlen, "%s: out of memory for %llu bytes", path,
+        llama_set_err(err, errlen, "%s: out of memory for %llu bytes", path,
                 (unsigned long long)size);
         close(fd);
         return -1;
@@ -85,7 +75,7 @@ int file_read_all(const char *path, size_t limit, char **out, size_t *len,
         if (got < 0 && errno == EINTR)
             continue;
         if (got < 0) {
-            set_err(err, errlen, "%s: read error: %s", path,
+            llama_set_err(err, errlen, "%s: read error: %s", path,
                     strerror(errno));
             free(buf);
             close(fd);

@@ -2,27 +2,17 @@
  * checked against the file's size before anything is allocated from
  * them; lookups by key and by tensor name. See gguf.h. */
 #include "gguf.h"
+#include "errmsg.h"
 #include "gguf_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 typedef unsigned long long ull; /* for printf */
 
@@ -65,7 +55,7 @@ static uint64_t left(const cursor *c) { return c->f->size - c->pos; }
 static int need(cursor *c, uint64_t n, const char *what)
 {
     if (n > left(c)) {
-        set_err(c->err, c->errlen, "%s: truncated: %s needs %llu bytes at "
+        llama_set_err(c->err, c->errlen, "%s: truncated: %s needs %llu bytes at "
                 "offset %llu, but the file has %llu bytes", c->f->name, what,
                 (ull)n, (ull)c->pos, (ull)c->f->size);
         return -1;
@@ -97,7 +87,7 @@ static int read_str(cursor *c, gguf_str *s, const char *what)
     if (read_u64(c, &n, what))
         return -1;
     if (n > left(c)) {
-        set_err(c->err, c->errlen, "%s: %s claims %llu bytes at offset %llu, "
+        llama_set_err(c->err, c->errlen, "%s: %s claims %llu bytes at offset %llu, "
                 "more than the %llu left in the file", c->f->name, what,
                 (ull)n, (ull)c->pos, (ull)left(c));
         return -1;
@@ -153,12 +143,12 @@ static int parse_array(cursor *c, int depth, const where *w, gguf_value *v)
     if (read_u32(c, &et, what) || read_u64(c, &n, what))
         return -1;
     if (et >= GGUF_TYPE_COUNT) {
-        set_err(c->err, c->errlen, "%s: key '%s': array of unknown element "
+        llama_set_err(c->err, c->errlen, "%s: key '%s': array of unknown element "
                 "type %u", c->f->name, w->key, et);
         return -1;
     }
     if (et == GGUF_TYPE_ARRAY && depth + 1 >= GGUF_MAX_NESTING) {
-        set_err(c->err, c->errlen, "%s: key '%s': arrays nested more than "
+        llama_set_err(c->err, c->errlen, "%s: key '%s': arrays nested more than "
                 "%d deep", c->f->name, w->key, GGUF_MAX_NESTING);
         return -1;
     }
@@ -167,7 +157,7 @@ static int parse_array(cursor *c, int depth, const where *w, gguf_value *v)
     v->data = c->f->bytes + c->pos;
     uint64_t min = min_elem_bytes(v->elem_type);
     if (n > left(c) / min) {
-        set_err(c->err, c->errlen, "%s: key '%s': an array of %llu %s "
+        llama_set_err(c->err, c->errlen, "%s: key '%s': an array of %llu %s "
                 "elements (at least %llu bytes each) at offset %llu, but "
                 "only %llu bytes are left in the file", c->f->name, w->key,
                 (ull)n, gguf_type_name(et), (ull)min, (ull)c->pos,
@@ -178,7 +168,7 @@ static int parse_array(cursor *c, int depth, const where *w, gguf_value *v)
         if (et == GGUF_TYPE_BOOL)
             for (uint64_t i = 0; i < n; i++)
                 if (v->data[i] > 1) {
-                    set_err(c->err, c->errlen, "%s: key '%s': element %llu "
+                    llama_set_err(c->err, c->errlen, "%s: key '%s': element %llu "
                             "of a BOOL array is %u (0 or 1 expected)",
                             c->f->name, w->key, (ull)i, v->data[i]);
                     return -1;
@@ -192,7 +182,7 @@ static int parse_array(cursor *c, int depth, const where *w, gguf_value *v)
                                          : sizeof(gguf_value);
     void *index = calloc(n ? (size_t)n : 1, each);
     if (!index) {
-        set_err(c->err, c->errlen, "%s: out of memory for the %llu elements "
+        llama_set_err(c->err, c->errlen, "%s: out of memory for the %llu elements "
                 "of key '%s'", c->f->name, (ull)n, w->key);
         return -1;
     }
@@ -233,7 +223,7 @@ static int parse_value(cursor *c, gguf_type type, int depth,
         return -1;
     v->data = c->f->bytes + c->pos;
     if (type == GGUF_TYPE_BOOL && v->data[0] > 1) {
-        set_err(c->err, c->errlen, "%s: key '%s': BOOL value %u (0 or 1 "
+        llama_set_err(c->err, c->errlen, "%s: key '%s': BOOL value %u (0 or 1 "
                 "expected)", c->f->name, w->key, v->data[0]);
         return -1;
     }
@@ -334,7 +324,7 @@ static int parse_kvs(cursor *c, uint64_t n_kv)
     f->kvs = calloc(n_kv ? (size_t)n_kv : 1, sizeof *f->kvs);
     f->kv_sorted = calloc(n_kv ? (size_t)n_kv : 1, sizeof *f->kv_sorted);
     if (!f->kvs || !f->kv_sorted) {
-        set_err(c->err, c->errlen, "%s: out of memory for %llu metadata "
+        llama_set_err(c->err, c->errlen, "%s: out of memory for %llu metadata "
                 "keys", f->name, (ull)n_kv);
         return -1;
     }
@@ -352,7 +342,7 @@ static int parse_kvs(cursor *c, uint64_t n_kv)
         if (read_u32(c, &type, what))
             return -1;
         if (type >= GGUF_TYPE_COUNT) {
-            set_err(c->err, c->errlen, "%s: key '%s' has unknown value type "
+            llama_set_err(c->err, c->errlen, "%s: key '%s' has unknown value type "
                     "%u", f->name, w.key, type);
             return -1;
         }
@@ -364,7 +354,7 @@ static int parse_kvs(cursor *c, uint64_t n_kv)
     for (size_t i = 1; i < f->n_kv; i++)
         if (cmp_str(f->kv_sorted[i - 1]->key, f->kv_sorted[i]->key) == 0) {
             char key[GGUF_PRINTABLE_LEN];
-            set_err(c->err, c->errlen, "%s: key '%s' appears more than once",
+            llama_set_err(c->err, c->errlen, "%s: key '%s' appears more than once",
                     f->name, gguf_printable(f->kv_sorted[i]->key, key));
             return -1;
         }
@@ -383,7 +373,7 @@ static int parse_alignment(cursor *c)
         return 0;
     }
     if (a == 0 || (a & (a - 1)) != 0) {
-        set_err(c->err, c->errlen, "%s: general.alignment is %u, not a power "
+        llama_set_err(c->err, c->errlen, "%s: general.alignment is %u, not a power "
                 "of two", f->name, a);
         return -1;
     }
@@ -404,7 +394,7 @@ static int parse_tensor_info(cursor *c, size_t i, gguf_tensor *t)
     if (read_u32(c, &t->n_dims, what))
         return -1;
     if (t->n_dims < 1 || t->n_dims > GGUF_MAX_DIMS) {
-        set_err(c->err, c->errlen, "%s: tensor '%s' has %u dimensions (1 to "
+        llama_set_err(c->err, c->errlen, "%s: tensor '%s' has %u dimensions (1 to "
                 "%d supported)", f->name, name, t->n_dims, GGUF_MAX_DIMS);
         return -1;
     }
@@ -418,7 +408,7 @@ static int parse_tensor_info(cursor *c, size_t i, gguf_tensor *t)
         if (t->ne[d] == 0)
             zero = 1;
         else if (!zero && t->numel > (uint64_t)INT64_MAX / t->ne[d]) {
-            set_err(c->err, c->errlen, "%s: tensor '%s': dimensions "
+            llama_set_err(c->err, c->errlen, "%s: tensor '%s': dimensions "
                     "[%llu, %llu, %llu, %llu] have more than 2^63 elements",
                     f->name, name, (ull)t->ne[0], (ull)t->ne[1],
                     (ull)(d >= 2 ? t->ne[2] : 1),
@@ -435,19 +425,19 @@ static int parse_tensor_info(cursor *c, size_t i, gguf_tensor *t)
     uint64_t be = gguf_dtype_block_elems(t->type);
     uint64_t bb = gguf_dtype_block_bytes(t->type);
     if (!tn || !be) {
-        set_err(c->err, c->errlen, "%s: tensor '%s' has type %u, which ggml "
+        llama_set_err(c->err, c->errlen, "%s: tensor '%s' has type %u, which ggml "
                 "does not define", f->name, name, t->type);
         return -1;
     }
     if (t->ne[0] % be != 0) {
-        set_err(c->err, c->errlen, "%s: tensor '%s': its rows of %llu "
+        llama_set_err(c->err, c->errlen, "%s: tensor '%s': its rows of %llu "
                 "elements are not whole %s blocks of %llu", f->name, name,
                 (ull)t->ne[0], tn, (ull)be);
         return -1;
     }
     uint64_t blocks = t->numel / be; /* exact: ne[0] is a multiple */
     if (blocks > UINT64_MAX / bb) {
-        set_err(c->err, c->errlen, "%s: tensor '%s' needs more than 2^64 "
+        llama_set_err(c->err, c->errlen, "%s: tensor '%s' needs more than 2^64 "
                 "bytes", f->name, name);
         return -1;
     }
@@ -463,7 +453,7 @@ static int place_tensors(cursor *c)
     char name[GGUF_PRINTABLE_LEN], other[GGUF_PRINTABLE_LEN];
     uint64_t a = f->alignment;
     if (c->pos > UINT64_MAX - (a - 1)) {
-        set_err(c->err, c->errlen, "%s: the data area's offset overflows",
+        llama_set_err(c->err, c->errlen, "%s: the data area's offset overflows",
                 f->name);
         return -1;
     }
@@ -471,7 +461,7 @@ static int place_tensors(cursor *c)
     if (f->n_tensors == 0)
         return 0;
     if (f->data_offset > f->size) {
-        set_err(c->err, c->errlen, "%s: the data area would start at byte "
+        llama_set_err(c->err, c->errlen, "%s: the data area would start at byte "
                 "%llu (tensor infos end at %llu, aligned to %llu), past the "
                 "end of the file (%llu bytes)", f->name, (ull)f->data_offset,
                 (ull)c->pos, (ull)a, (ull)f->size);
@@ -482,13 +472,13 @@ static int place_tensors(cursor *c)
         gguf_tensor *t = &f->tensors[i];
         gguf_printable(t->name, name);
         if (t->offset % a != 0) {
-            set_err(c->err, c->errlen, "%s: tensor '%s': offset %llu is not "
+            llama_set_err(c->err, c->errlen, "%s: tensor '%s': offset %llu is not "
                     "a multiple of the alignment %llu", f->name, name,
                     (ull)t->offset, (ull)a);
             return -1;
         }
         if (t->offset > room || t->nbytes > room - t->offset) {
-            set_err(c->err, c->errlen, "%s: tensor '%s': %llu bytes at data "
+            llama_set_err(c->err, c->errlen, "%s: tensor '%s': %llu bytes at data "
                     "offset %llu, but the data area has %llu bytes", f->name,
                     name, (ull)t->nbytes, (ull)t->offset, (ull)room);
             return -1;
@@ -497,7 +487,7 @@ static int place_tensors(cursor *c)
     }
     const gguf_tensor **order = malloc(f->n_tensors * sizeof *order);
     if (!order) {
-        set_err(c->err, c->errlen, "%s: out of memory", f->name);
+        llama_set_err(c->err, c->errlen, "%s: out of memory", f->name);
         return -1;
     }
     for (size_t i = 0; i < f->n_tensors; i++)
@@ -508,7 +498,7 @@ static int place_tensors(cursor *c)
         const gguf_tensor *p = order[i - 1], *t = order[i];
         /* Empty tensors occupy no byte, so they overlap nothing. */
         if (p->nbytes && t->nbytes && t->offset < p->offset + p->nbytes) {
-            set_err(c->err, c->errlen, "%s: tensors '%s' [%llu, %llu) and "
+            llama_set_err(c->err, c->errlen, "%s: tensors '%s' [%llu, %llu) and "
                     "'%s' [%llu, %llu) overlap", f->name,
                     gguf_printable(p->name, other), (ull)p->offset,
                     (ull)(p->offset + p->nbytes),
@@ -529,7 +519,7 @@ static int parse_tensors(cursor *c, uint64_t n)
     /* A tensor info takes at least 32 bytes (a one-dimensional tensor
      * with an empty name). */
     if (n > left(c) / 32) {
-        set_err(c->err, c->errlen, "%s: the header claims %llu tensors, but "
+        llama_set_err(c->err, c->errlen, "%s: the header claims %llu tensors, but "
                 "the %llu bytes after the metadata hold at most %llu tensor "
                 "infos", f->name, (ull)n, (ull)left(c), (ull)(left(c) / 32));
         return -1;
@@ -537,7 +527,7 @@ static int parse_tensors(cursor *c, uint64_t n)
     f->tensors = calloc(n ? (size_t)n : 1, sizeof *f->tensors);
     f->tensor_sorted = calloc(n ? (size_t)n : 1, sizeof *f->tensor_sorted);
     if (!f->tensors || !f->tensor_sorted) {
-        set_err(c->err, c->errlen, "%s: out of memory for %llu tensor infos",
+        llama_set_err(c->err, c->errlen, "%s: out of memory for %llu tensor infos",
                 f->name, (ull)n);
         return -1;
     }
@@ -555,7 +545,7 @@ static int parse_tensors(cursor *c, uint64_t n)
         if (cmp_str(f->tensor_sorted[i - 1]->name,
                     f->tensor_sorted[i]->name) == 0) {
             char name[GGUF_PRINTABLE_LEN];
-            set_err(c->err, c->errlen, "%s: tensor name '%s' appears more "
+            llama_set_err(c->err, c->errlen, "%s: tensor name '%s' appears more "
                     "than once", f->name,
                     gguf_printable(f->tensor_sorted[i]->name, name));
             return -1;
@@ -572,7 +562,7 @@ static int parse_file(gguf_file *f, char *err, size_t errlen)
 {
     cursor c = {f, 0, err, errlen};
     if (f->size < 4 || memcmp(f->bytes, "GGUF", 4) != 0) {
-        set_err(err, errlen, "%s: not a GGUF file (it does not start with "
+        llama_set_err(err, errlen, "%s: not a GGUF file (it does not start with "
                 "the magic \"GGUF\")", f->name);
         return -1;
     }
@@ -583,13 +573,13 @@ static int parse_file(gguf_file *f, char *err, size_t errlen)
     if (f->version != 2 && f->version != 3) {
         uint32_t swapped = bswap32(f->version);
         if (swapped >= 1 && swapped <= 3)
-            set_err(err, errlen, "%s: a big-endian GGUF file; only "
+            llama_set_err(err, errlen, "%s: a big-endian GGUF file; only "
                     "little-endian files are supported", f->name);
         else if (f->version == 1)
-            set_err(err, errlen, "%s: GGUF version 1 is not supported (2 and "
+            llama_set_err(err, errlen, "%s: GGUF version 1 is not supported (2 and "
                     "3 are)", f->name);
         else
-            set_err(err, errlen, "%s: unknown GGUF version %u (2 and 3 are "
+            llama_set_err(err, errlen, "%s: unknown GGUF version %u (2 and 3 are "
                     "supported)", f->name, f->version);
         return -1;
     }
@@ -600,7 +590,7 @@ static int parse_file(gguf_file *f, char *err, size_t errlen)
      * a tensor info 32: both counts are bounded before any allocation. */
     if (n_kv > left(&c) / 13 || n_tensors > left(&c) / 32 ||
         n_kv * 13 + n_tensors * 32 > left(&c)) {
-        set_err(err, errlen, "%s: the header claims %llu metadata keys and "
+        llama_set_err(err, errlen, "%s: the header claims %llu metadata keys and "
                 "%llu tensors, more than the %llu bytes after it can hold",
                 f->name, (ull)n_kv, (ull)n_tensors, (ull)left(&c));
         return -1;
@@ -640,17 +630,17 @@ int gguf_open_memory(gguf_file *f, const void *bytes, size_t size,
                      const char *name, char *err, size_t errlen)
 {
     if (!f) {
-        set_err(err, errlen, "gguf_open_memory: f is NULL");
+        llama_set_err(err, errlen, "gguf_open_memory: f is NULL");
         return -1;
     }
     memset(f, 0, sizeof *f);
     if (!bytes && size) {
-        set_err(err, errlen, "gguf_open_memory: bytes is NULL");
+        llama_set_err(err, errlen, "gguf_open_memory: bytes is NULL");
         return -1;
     }
     f->name = strdup(name ? name : "(memory)");
     if (!f->name) {
-        set_err(err, errlen, "out of memory");
+        llama_set_err(err, errlen, "out of memory");
         return -1;
     }
     f->bytes = bytes;
@@ -665,11 +655,11 @@ static int open_regular(const char *path, struct stat *st, char *err,
 {
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) {
-        set_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        llama_set_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         return -1;
     }
     if (fstat(fd, st) != 0 || !S_ISREG(st->st_mode)) {
-        set_err(err, errlen, "%s: not a regular file", path);
+        llama_set_err(err, errlen, "%s: not a regular file", path);
         close(fd);
         return -1;
     }
@@ -679,7 +669,7 @@ static int open_regular(const char *path, struct stat *st, char *err,
 int gguf_open(gguf_file *f, const char *path, char *err, size_t errlen)
 {
     if (!f || !path) {
-        set_err(err, errlen, "gguf_open: %s is NULL", !f ? "f" : "path");
+        llama_set_err(err, errlen, "gguf_open: %s is NULL", !f ? "f" : "path");
         return -1;
     }
     memset(f, 0, sizeof *f);
@@ -688,13 +678,13 @@ int gguf_open(gguf_file *f, const char *path, char *err, size_t errlen)
     if (fd < 0)
         return -1;
     if (st.st_size < 4) {
-        set_err(err, errlen, "%s: not a GGUF file (%lld bytes)", path,
+        llama_set_err(err, errlen, "%s: not a GGUF file (%lld bytes)", path,
                 (long long)st.st_size);
         close(fd);
         return -1;
     }
     if ((uint64_t)st.st_size > SIZE_MAX) {
-        set_err(err, errlen, "%s: too large to map", path);
+        llama_set_err(err, errlen, "%s: too large to map", path);
         close(fd);
         return -1;
     }
@@ -702,7 +692,7 @@ int gguf_open(gguf_file *f, const char *path, char *err, size_t errlen)
     int map_errno = errno;
     close(fd);
     if (map == MAP_FAILED) {
-        set_err(err, errlen, "%s: cannot map: %s", path, strerror(map_errno));
+        llama_set_err(err, errlen, "%s: cannot map: %s", path, strerror(map_errno));
         return -1;
     }
     f->map = map;
@@ -710,7 +700,7 @@ int gguf_open(gguf_file *f, const char *path, char *err, size_t errlen)
     f->size = (uint64_t)st.st_size;
     f->name = strdup(path);
     if (!f->name) {
-        set_err(err, errlen, "%s: out of memory", path);
+        llama_set_err(err, errlen, "%s: out of memory", path);
         gguf_close(f);
         return -1;
     }

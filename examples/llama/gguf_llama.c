@@ -3,24 +3,14 @@
  * k rows put back in Hugging Face order. Everything is checked before the
  * model is allocated. See gguf.h. */
 #include "gguf.h"
+#include "errmsg.h"
 #include "gguf_internal.h"
 
 #include <limits.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 typedef unsigned long long ull;
 
@@ -41,7 +31,7 @@ static int key_int(const gguf_file *f, const char *key, int required,
         return 0;
     }
     if (v < 1 || v > INT_MAX) {
-        set_err(err, errlen, "%s: %s = %llu (1 to %d expected)", f->name, key,
+        llama_set_err(err, errlen, "%s: %s = %llu (1 to %d expected)", f->name, key,
                 (ull)v, INT_MAX);
         return -1;
     }
@@ -60,7 +50,7 @@ static int key_float(const gguf_file *f, const char *key, int required,
     if (rc != 0)
         return -1;
     if (!(*out > 0.0f) || !isfinite(*out)) {
-        set_err(err, errlen, "%s: %s = %g (a positive finite number "
+        llama_set_err(err, errlen, "%s: %s = %g (a positive finite number "
                 "expected)", f->name, key, (double)*out);
         return -1;
     }
@@ -77,7 +67,7 @@ static int key_equals(const gguf_file *f, const char *key, int want,
     if (rc != 0)
         return -1;
     if (v != want) {
-        set_err(err, errlen, "%s: %s = %d, but %s is %d", f->name, key, v,
+        llama_set_err(err, errlen, "%s: %s = %d, but %s is %d", f->name, key, v,
                 why, want);
         return -1;
     }
@@ -95,7 +85,7 @@ static int check_supported(const gguf_file *f, char *err, size_t errlen)
         return -1;
     if (arch.len != 5 || memcmp(arch.ptr, "llama", 5) != 0) {
         char a[GGUF_PRINTABLE_LEN];
-        set_err(err, errlen, "%s: general.architecture is '%s'; only "
+        llama_set_err(err, errlen, "%s: general.architecture is '%s'; only "
                 "'llama' is supported", f->name, gguf_printable(arch, a));
         return -1;
     }
@@ -104,7 +94,7 @@ static int check_supported(const gguf_file *f, char *err, size_t errlen)
         return -1;
     if (rc == 0 && !(s.len == 4 && memcmp(s.ptr, "none", 4) == 0)) {
         char a[GGUF_PRINTABLE_LEN];
-        set_err(err, errlen, "%s: llama.rope.scaling.type '%s' is not "
+        llama_set_err(err, errlen, "%s: llama.rope.scaling.type '%s' is not "
                 "supported (only none)", f->name, gguf_printable(s, a));
         return -1;
     }
@@ -112,7 +102,7 @@ static int check_supported(const gguf_file *f, char *err, size_t errlen)
     if (gguf_get_u64(f, "llama.expert_count", &experts, err, errlen) < 0)
         return -1;
     if (experts > 0) {
-        set_err(err, errlen, "%s: llama.expert_count = %llu: mixtures of "
+        llama_set_err(err, errlen, "%s: llama.expert_count = %llu: mixtures of "
                 "experts are not supported", f->name, (ull)experts);
         return -1;
     }
@@ -147,14 +137,14 @@ static int read_config(const gguf_file *f, int max_seq, llama_config *c,
     *context = ctx;
     const gguf_tensor *emb = gguf_find_tensor(f, "token_embd.weight");
     if (!emb) {
-        set_err(err, errlen, "%s: tensor 'token_embd.weight' is missing",
+        llama_set_err(err, errlen, "%s: tensor 'token_embd.weight' is missing",
                 f->name);
         return -1;
     }
     /* The vocabulary is the embedding's row count (ne[1]); its shape is
      * checked with the other tensors'. */
     if (emb->n_dims != 2 || emb->ne[1] < 1 || emb->ne[1] > INT_MAX) {
-        set_err(err, errlen, "%s: tensor 'token_embd.weight' has %u "
+        llama_set_err(err, errlen, "%s: tensor 'token_embd.weight' has %u "
                 "dimensions [%llu, %llu, ...] (2, at most %d rows, "
                 "expected)", f->name, emb->n_dims, (ull)emb->ne[0],
                 (ull)emb->ne[1], INT_MAX);
@@ -164,7 +154,7 @@ static int read_config(const gguf_file *f, int max_seq, llama_config *c,
     c->tied = gguf_find_tensor(f, "output.weight") == NULL;
     char merr[256];
     if (llama_config_check(c, merr, sizeof merr) != 0) {
-        set_err(err, errlen, "%s: %s", f->name, merr);
+        llama_set_err(err, errlen, "%s: %s", f->name, merr);
         return -1;
     }
     int hd = c->dim / c->n_heads;
@@ -262,14 +252,14 @@ static int check_weights(const gguf_file *f, gguf_weight *w, size_t n,
 {
     unsigned char *used = calloc(f->n_tensors ? f->n_tensors : 1, 1);
     if (!used) {
-        set_err(err, errlen, "%s: out of memory", f->name);
+        llama_set_err(err, errlen, "%s: out of memory", f->name);
         return -1;
     }
     int rc = -1;
     for (size_t i = 0; i < n; i++) {
         const gguf_tensor *t = gguf_find_tensor(f, w[i].name);
         if (!t) {
-            set_err(err, errlen, "%s: tensor '%s' is missing", f->name,
+            llama_set_err(err, errlen, "%s: tensor '%s' is missing", f->name,
                     w[i].name);
             goto done;
         }
@@ -285,7 +275,7 @@ static int check_weights(const gguf_file *f, gguf_weight *w, size_t n,
                          (ull)w[i].rows);
             else
                 snprintf(want, sizeof want, "%llu", (ull)w[i].cols);
-            set_err(err, errlen, "%s: tensor '%s' has dimensions [%s]; the "
+            llama_set_err(err, errlen, "%s: tensor '%s' has dimensions [%s]; the "
                     "configuration needs [%s] (GGUF lists dimensions "
                     "innermost first)", f->name, w[i].name, got, want);
             goto done;
@@ -293,7 +283,7 @@ static int check_weights(const gguf_file *f, gguf_weight *w, size_t n,
         if (!gguf_dtype_supported(t->type)) {
             char msg[400];
             gguf_tensor_to_f32(f, t, NULL, msg, sizeof msg);
-            set_err(err, errlen, "%s", msg);
+            llama_set_err(err, errlen, "%s", msg);
             goto done;
         }
         w[i].t = t;
@@ -302,7 +292,7 @@ static int check_weights(const gguf_file *f, gguf_weight *w, size_t n,
     for (size_t i = 0; i < f->n_tensors; i++)
         if (!used[i]) {
             char name[GGUF_PRINTABLE_LEN];
-            set_err(err, errlen, "%s: unexpected tensor '%s' (not part of "
+            llama_set_err(err, errlen, "%s: unexpected tensor '%s' (not part of "
                     "this model's configuration)", f->name,
                     gguf_printable(f->tensors[i].name, name));
             goto done;
@@ -364,7 +354,7 @@ static int read_weight(const gguf_file *f, const gguf_weight *w, char *err,
         }
     }
     if (found) {
-        set_err(err, errlen, "%s: tensor '%s' (%s) is not finite at element "
+        llama_set_err(err, errlen, "%s: tensor '%s' (%s) is not finite at element "
                 "%llu (row %llu, column %llu, in the file's order)", f->name,
                 w->name, gguf_dtype_name(t->type), (ull)bad,
                 (ull)(bad / cols), (ull)(bad % cols));
@@ -377,7 +367,7 @@ int gguf_load_llama(const gguf_file *f, llama_model *m, int max_batch,
                     int max_seq, char *err, size_t errlen)
 {
     if (!f || !m) {
-        set_err(err, errlen, "gguf_load_llama: %s is NULL",
+        llama_set_err(err, errlen, "gguf_load_llama: %s is NULL",
                 !f ? "the file" : "the model");
         return -1;
     }
@@ -390,7 +380,7 @@ int gguf_load_llama(const gguf_file *f, llama_model *m, int max_batch,
     size_t fixed = c.tied ? 2 : 3;
     if (f->n_tensors < fixed ||
         (uint64_t)c.n_layers > (f->n_tensors - fixed) / 9) {
-        set_err(err, errlen, "%s: llama.block_count = %d needs %llu tensors, "
+        llama_set_err(err, errlen, "%s: llama.block_count = %d needs %llu tensors, "
                 "the file has %zu", f->name, c.n_layers,
                 (ull)(9 * (uint64_t)c.n_layers + (c.tied ? 2 : 3)),
                 f->n_tensors);
@@ -399,7 +389,7 @@ int gguf_load_llama(const gguf_file *f, llama_model *m, int max_batch,
     size_t n = weight_count(&c);
     gguf_weight *w = calloc(n, sizeof *w);
     if (!w) {
-        set_err(err, errlen, "%s: out of memory", f->name);
+        llama_set_err(err, errlen, "%s: out of memory", f->name);
         return -1;
     }
     int rc = -1;
@@ -408,7 +398,7 @@ int gguf_load_llama(const gguf_file *f, llama_model *m, int max_batch,
         goto done;
     char merr[256];
     if (llama_create(m, &c, max_batch, merr, sizeof merr) != 0) {
-        set_err(err, errlen, "%s: %s", f->name, merr);
+        llama_set_err(err, errlen, "%s: %s", f->name, merr);
         goto done;
     }
     m->context_len = context; /* what a save writes back */
@@ -429,7 +419,7 @@ int ckpt_load_gguf(const char *path, llama_model *m, int max_batch,
                    int max_seq, char *err, size_t errlen)
 {
     if (!path || !m) {
-        set_err(err, errlen, "ckpt_load_gguf: %s is NULL",
+        llama_set_err(err, errlen, "ckpt_load_gguf: %s is NULL",
                 !path ? "path" : "model");
         return -1;
     }

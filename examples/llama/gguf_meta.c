@@ -1,22 +1,12 @@
 /* Typed reads of GGUF metadata: scalars, strings and arrays, with their
  * types and ranges checked. See gguf.h. */
 #include "gguf.h"
+#include "errmsg.h"
 #include "gguf_internal.h"
 
 #include <float.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* ---- values ----------------------------------------------------------- */
 
@@ -172,7 +162,7 @@ int gguf_array_f32(const gguf_value *arr, float *out, const char *what,
     if (!arr || arr->type != GGUF_TYPE_ARRAY ||
         (arr->elem_type != GGUF_TYPE_FLOAT32 &&
          arr->elem_type != GGUF_TYPE_FLOAT64)) {
-        set_err(err, errlen, "%s: an array of FLOAT32 expected, found %s%s",
+        llama_set_err(err, errlen, "%s: an array of FLOAT32 expected, found %s%s",
                 what, arr && arr->type == GGUF_TYPE_ARRAY ? "an array of "
                                                           : "",
                 !arr ? "nothing"
@@ -187,7 +177,7 @@ int gguf_array_f32(const gguf_value *arr, float *out, const char *what,
         gguf_array_get(arr, i, &e);
         gguf_value_f64(&e, &x);
         if (isfinite(x) && fabs(x) > FLT_MAX) {
-            set_err(err, errlen, "%s: element %llu = %g is beyond float's "
+            llama_set_err(err, errlen, "%s: element %llu = %g is beyond float's "
                     "range", what, (unsigned long long)i, x);
             return -1;
         }
@@ -201,7 +191,7 @@ int gguf_array_i32(const gguf_value *arr, int32_t *out, const char *what,
 {
     if (!arr || arr->type != GGUF_TYPE_ARRAY ||
         (!is_signed(arr->elem_type) && !is_unsigned(arr->elem_type))) {
-        set_err(err, errlen, "%s: an array of integers expected, found %s%s",
+        llama_set_err(err, errlen, "%s: an array of integers expected, found %s%s",
                 what, arr && arr->type == GGUF_TYPE_ARRAY ? "an array of "
                                                           : "",
                 !arr ? "nothing"
@@ -215,7 +205,7 @@ int gguf_array_i32(const gguf_value *arr, int32_t *out, const char *what,
         int64_t x;
         gguf_array_get(arr, i, &e);
         if (gguf_value_i64(&e, &x) != 0 || x < INT32_MIN || x > INT32_MAX) {
-            set_err(err, errlen, "%s: element %llu does not fit in INT32",
+            llama_set_err(err, errlen, "%s: element %llu does not fit in INT32",
                     what, (unsigned long long)i);
             return -1;
         }
@@ -232,7 +222,7 @@ static const gguf_value *find(const gguf_file *f, const char *key,
 {
     const gguf_value *v = gguf_get(f, key);
     if (!v)
-        set_err(err, errlen, "%s: key '%s' is missing",
+        llama_set_err(err, errlen, "%s: key '%s' is missing",
                 f && f->name ? f->name : "gguf", key ? key : "(null)");
     return v;
 }
@@ -251,7 +241,7 @@ static int get_int(const gguf_file *f, const char *key, int64_t lo,
     if (!v)
         return 1;
     if (!is_signed(v->type) && !is_unsigned(v->type)) {
-        set_err(err, errlen, "%s: key '%s' is a %s, not an integer (%s)",
+        llama_set_err(err, errlen, "%s: key '%s' is a %s, not an integer (%s)",
                 fname(f), key, gguf_type_name(v->type), want);
         return -1;
     }
@@ -260,7 +250,7 @@ static int get_int(const gguf_file *f, const char *key, int64_t lo,
         int64_t x = raw_signed(v->type, v->data);
         ok = want_signed ? x >= lo && x <= hi : x >= 0 && (uint64_t)x <= uhi;
         if (!ok)
-            set_err(err, errlen, "%s: key '%s' = %lld does not fit in %s",
+            llama_set_err(err, errlen, "%s: key '%s' = %lld does not fit in %s",
                     fname(f), key, (long long)x, want);
         if (want_signed)
             *s = x;
@@ -270,7 +260,7 @@ static int get_int(const gguf_file *f, const char *key, int64_t lo,
         uint64_t x = raw_unsigned(v->type, v->data);
         ok = want_signed ? x <= (uint64_t)hi : x <= uhi;
         if (!ok)
-            set_err(err, errlen, "%s: key '%s' = %llu does not fit in %s",
+            llama_set_err(err, errlen, "%s: key '%s' = %llu does not fit in %s",
                     fname(f), key, (unsigned long long)x, want);
         if (want_signed)
             *s = (int64_t)x;
@@ -331,7 +321,7 @@ int gguf_get_f64(const gguf_file *f, const char *key, double *out,
     if (!v)
         return 1;
     if (gguf_value_f64(v, out) != 0) {
-        set_err(err, errlen, "%s: key '%s' is a %s, not a FLOAT32 or FLOAT64",
+        llama_set_err(err, errlen, "%s: key '%s' is a %s, not a FLOAT32 or FLOAT64",
                 fname(f), key, gguf_type_name(v->type));
         return -1;
     }
@@ -346,7 +336,7 @@ int gguf_get_f32(const gguf_file *f, const char *key, float *out,
     if (rc != 0)
         return rc;
     if (isfinite(x) && fabs(x) > FLT_MAX) {
-        set_err(err, errlen, "%s: key '%s' = %g is beyond float's range",
+        llama_set_err(err, errlen, "%s: key '%s' = %g is beyond float's range",
                 fname(f), key, x);
         return -1;
     }
@@ -361,7 +351,7 @@ int gguf_get_bool(const gguf_file *f, const char *key, int *out, char *err,
     if (!v)
         return 1;
     if (gguf_value_bool(v, out) != 0) {
-        set_err(err, errlen, "%s: key '%s' is a %s, not a BOOL", fname(f),
+        llama_set_err(err, errlen, "%s: key '%s' is a %s, not a BOOL", fname(f),
                 key, gguf_type_name(v->type));
         return -1;
     }
@@ -375,7 +365,7 @@ int gguf_get_str(const gguf_file *f, const char *key, gguf_str *out,
     if (!v)
         return 1;
     if (gguf_value_str(v, out) != 0) {
-        set_err(err, errlen, "%s: key '%s' is a %s, not a STRING", fname(f),
+        llama_set_err(err, errlen, "%s: key '%s' is a %s, not a STRING", fname(f),
                 key, gguf_type_name(v->type));
         return -1;
     }
@@ -390,7 +380,7 @@ int gguf_get_array(const gguf_file *f, const char *key,
     if (!v)
         return 1;
     if (v->type != GGUF_TYPE_ARRAY) {
-        set_err(err, errlen, "%s: key '%s' is a %s, not an ARRAY", fname(f),
+        llama_set_err(err, errlen, "%s: key '%s' is a %s, not an ARRAY", fname(f),
                 key, gguf_type_name(v->type));
         return -1;
     }

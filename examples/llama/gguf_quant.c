@@ -35,22 +35,12 @@
  * order of operations or fused multiply-adds a compiler picks.
  */
 #include "gguf.h"
+#include "errmsg.h"
 #include "gguf_internal.h"
 
 #include "safetensors.h" /* st_f16_to_f32, st_bf16_to_f32 */
 
-#include <stdarg.h>
 #include <stdio.h>
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* ---- the types ggml defines --------------------------------------------- */
 
@@ -243,7 +233,7 @@ int gguf_tensor_to_f32(const gguf_file *f, const gguf_tensor *t, float *out,
     char name[GGUF_PRINTABLE_LEN];
     if (!gguf_dtype_supported(t->type)) {
         const char *tn = gguf_dtype_name(t->type);
-        set_err(err, errlen, "%s: tensor '%s' has type %s (%u), which this "
+        llama_set_err(err, errlen, "%s: tensor '%s' has type %s (%u), which this "
                 "reader does not convert (F32, F16, BF16, Q8_0, Q4_0, Q4_1, "
                 "Q4_K, Q5_K and Q6_K are supported)", f->name,
                 gguf_printable(t->name, name), tn ? tn : "unknown", t->type);

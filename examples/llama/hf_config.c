@@ -1,23 +1,13 @@
 /* config.json: reading and writing; see hf_config.h. */
 #include "hf_config.h"
+#include "errmsg.h"
 
 #include <limits.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* ---- reading ------------------------------------------------------------ */
 
@@ -28,7 +18,7 @@ static int config_int(const json_value *cfg, const char *path,
     const json_value *v = json_get(cfg, key);
     if (!v || (!required && v->type == JSON_NULL)) {
         if (required) {
-            set_err(err, errlen, "%s: '%s' is missing", path, key);
+            llama_set_err(err, errlen, "%s: '%s' is missing", path, key);
             return -1;
         }
         *out = fallback;
@@ -36,7 +26,7 @@ static int config_int(const json_value *cfg, const char *path,
     }
     if (v->type != JSON_NUMBER || !v->is_uint || v->uint < 1 ||
         v->uint > INT_MAX) {
-        set_err(err, errlen, "%s: '%s' must be an integer in [1, %d]", path,
+        llama_set_err(err, errlen, "%s: '%s' must be an integer in [1, %d]", path,
                 key, INT_MAX);
         return -1;
     }
@@ -55,7 +45,7 @@ static int config_float(const json_value *cfg, const char *path,
     }
     float f = v->type == JSON_NUMBER ? (float)v->number : 0.0f;
     if (v->type != JSON_NUMBER || !(f > 0.0f) || !isfinite(f)) {
-        set_err(err, errlen, "%s: '%s' must be a positive number that "
+        llama_set_err(err, errlen, "%s: '%s' must be a positive number that "
                 "fits in a float", path, key);
         return -1;
     }
@@ -95,20 +85,20 @@ int hf_config_parse(const json_value *j, const char *path, llama_config *c,
         return -1;
     const json_value *v = json_get(j, "tie_word_embeddings");
     if (v && v->type != JSON_BOOL && v->type != JSON_NULL) {
-        set_err(err, errlen, "%s: 'tie_word_embeddings' must be true or "
+        llama_set_err(err, errlen, "%s: 'tie_word_embeddings' must be true or "
                 "false", path);
         return -1;
     }
     c->tied = v && v->type == JSON_BOOL && v->boolean;
     v = json_get(j, "rope_scaling");
     if (v && v->type != JSON_NULL) {
-        set_err(err, errlen, "%s: rope_scaling is not supported (only null "
+        llama_set_err(err, errlen, "%s: rope_scaling is not supported (only null "
                 "or absent)", path);
         return -1;
     }
     v = json_get(j, "hidden_act");
     if (v && (v->type != JSON_STRING || strcmp(v->string, "silu") != 0)) {
-        set_err(err, errlen, "%s: hidden_act must be \"silu\"", path);
+        llama_set_err(err, errlen, "%s: hidden_act must be \"silu\"", path);
         return -1;
     }
     static const char *const no_bias[] = {"attention_bias", "mlp_bias"};
@@ -116,7 +106,7 @@ int hf_config_parse(const json_value *j, const char *path, llama_config *c,
         v = json_get(j, no_bias[i]);
         if (v && !(v->type == JSON_NULL ||
                    (v->type == JSON_BOOL && !v->boolean))) {
-            set_err(err, errlen, "%s: '%s' must be false (the model has no "
+            llama_set_err(err, errlen, "%s: '%s' must be false (the model has no "
                     "biases)", path, no_bias[i]);
             return -1;
         }
@@ -127,13 +117,13 @@ int hf_config_parse(const json_value *j, const char *path, llama_config *c,
     if (v && v->type != JSON_NULL &&
         (v->type != JSON_NUMBER || !v->is_uint || c->dim % c->n_heads != 0 ||
          v->uint != (uint64_t)(c->dim / c->n_heads))) {
-        set_err(err, errlen, "%s: head_dim must be hidden_size / "
+        llama_set_err(err, errlen, "%s: head_dim must be hidden_size / "
                 "num_attention_heads = %d / %d", path, c->dim, c->n_heads);
         return -1;
     }
     char merr[256];
     if (llama_config_check(c, merr, sizeof merr) != 0) {
-        set_err(err, errlen, "%s: %s", path, merr);
+        llama_set_err(err, errlen, "%s: %s", path, merr);
         return -1;
     }
     return 0;
@@ -163,7 +153,7 @@ static int valid_dtype(owl_dtype dtype, char *err, size_t errlen)
     if (dtype == OWL_DTYPE_F32 || dtype == OWL_DTYPE_BF16 ||
         dtype == OWL_DTYPE_F16)
         return 0;
-    set_err(err, errlen, "config.json: dtype %d is not F32, BF16 or F16",
+    llama_set_err(err, errlen, "config.json: dtype %d is not F32, BF16 or F16",
             (int)dtype);
     return -1;
 }
@@ -209,12 +199,12 @@ int hf_config_write(const llama_config *c, int context_len, owl_dtype dtype,
         c->vocab_size, context_len, theta, eps, c->tied ? "true" : "false",
         ids, torch_dtype_name(dtype));
     if (n < 0 || (size_t)n >= sizeof text) {
-        set_err(err, errlen, "config.json: text too long");
+        llama_set_err(err, errlen, "config.json: text too long");
         return -1;
     }
     *out = malloc((size_t)n + 1);
     if (!*out) {
-        set_err(err, errlen, "config.json: out of memory");
+        llama_set_err(err, errlen, "config.json: out of memory");
         return -1;
     }
     memcpy(*out, text, (size_t)n + 1);
@@ -247,7 +237,7 @@ static int same_model(const llama_config *s, int s_context,
         s->rope_theta == c->rope_theta && s->norm_eps == c->norm_eps &&
         s->tied == c->tied && s_context == context_len)
         return 0;
-    set_err(err, errlen, "the source config.json describes another model "
+    llama_set_err(err, errlen, "the source config.json describes another model "
             "(dim %d, MLP %d, %d layers, %d/%d heads, vocab %d, context %d, "
             "%s) than the one saved (dim %d, MLP %d, %d layers, %d/%d heads, "
             "vocab %d, context %d, %s)", s->dim, s->hidden_dim, s->n_layers,
@@ -270,14 +260,14 @@ int hf_config_text(const char *source, size_t source_len,
     char jerr[256];
     json_value *j = json_parse(source, source_len, jerr, sizeof jerr);
     if (!j) {
-        set_err(err, errlen, "the source config.json: %s", jerr);
+        llama_set_err(err, errlen, "the source config.json: %s", jerr);
         return -1;
     }
     int rc = -1;
     char *text = NULL;
     llama_config s;
     if (j->type != JSON_OBJECT) {
-        set_err(err, errlen, "the source config.json is a JSON %s, not an "
+        llama_set_err(err, errlen, "the source config.json is a JSON %s, not an "
                 "object", json_type_name(j->type));
         goto done;
     }
@@ -320,7 +310,7 @@ int hf_config_text(const char *source, size_t source_len,
         cap += strlen(edits[i].text);
     text = malloc(cap);
     if (!text) {
-        set_err(err, errlen, "config.json: out of memory");
+        llama_set_err(err, errlen, "config.json: out of memory");
         goto done;
     }
     size_t n = 0, at = 0;

@@ -2,6 +2,7 @@
  * config.json that keeps the source's, and the source's tokenizer files
  * (see checkpoint.h). */
 #include "checkpoint.h"
+#include "errmsg.h"
 
 #include "ckpt_dir.h"
 #include "fileio.h"
@@ -9,7 +10,6 @@
 #include "safetensors.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,16 +19,6 @@
  * any real one (Llama-3's tokenizer.json is 9 MB), far below memory. */
 #define CONFIG_LIMIT ((size_t)16 << 20)
 #define COMPANION_LIMIT ((size_t)256 << 20)
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static char *join_path(const char *dir, const char *name)
 {
@@ -70,11 +60,11 @@ int ckpt_source_add_file(ckpt_source *src, const char *name,
                          size_t errlen)
 {
     if (!src || !name || (!bytes && len)) {
-        set_err(err, errlen, "ckpt_source_add_file: a NULL argument");
+        llama_set_err(err, errlen, "ckpt_source_add_file: a NULL argument");
         return -1;
     }
     if (!is_companion(name)) {
-        set_err(err, errlen, "'%s' is not a file a model directory carries "
+        llama_set_err(err, errlen, "'%s' is not a file a model directory carries "
                 "along (tokenizer.json, tokenizer.model, ...)", name);
         return -1;
     }
@@ -83,7 +73,7 @@ int ckpt_source_add_file(ckpt_source *src, const char *name,
     if (!copy || !nm) {
         free(copy);
         free(nm);
-        set_err(err, errlen, "%s: out of memory", name);
+        llama_set_err(err, errlen, "%s: out of memory", name);
         return -1;
     }
     memcpy(copy, bytes, len);
@@ -99,7 +89,7 @@ int ckpt_source_add_file(ckpt_source *src, const char *name,
     if (!f) {
         free(copy);
         free(nm);
-        set_err(err, errlen, "%s: out of memory", name);
+        llama_set_err(err, errlen, "%s: out of memory", name);
         return -1;
     }
     src->files = f;
@@ -112,12 +102,12 @@ int ckpt_source_read(const char *dir, ckpt_source *src, char *err,
 {
     memset(src, 0, sizeof *src);
     if (!dir) {
-        set_err(err, errlen, "ckpt_source_read: dir is NULL");
+        llama_set_err(err, errlen, "ckpt_source_read: dir is NULL");
         return -1;
     }
     char *p = join_path(dir, "config.json");
     if (!p) {
-        set_err(err, errlen, "%s: out of memory", dir);
+        llama_set_err(err, errlen, "%s: out of memory", dir);
         return -1;
     }
     int rc = file_read_all(p, CONFIG_LIMIT, &src->config, &src->config_len,
@@ -126,7 +116,7 @@ int ckpt_source_read(const char *dir, ckpt_source *src, char *err,
     for (size_t i = 0; rc == 0 && i < ckpt_companion_count; i++) {
         p = join_path(dir, ckpt_companion_files[i]);
         if (!p) {
-            set_err(err, errlen, "%s: out of memory", dir);
+            llama_set_err(err, errlen, "%s: out of memory", dir);
             rc = -1;
             break;
         }
@@ -157,7 +147,7 @@ int ckpt_config_text(const llama_model *m, owl_dtype dtype,
                      char *err, size_t errlen)
 {
     if (!m || !m->w.base || !text || !len) {
-        set_err(err, errlen, "ckpt_config_text: a NULL argument or a model "
+        llama_set_err(err, errlen, "ckpt_config_text: a NULL argument or a model "
                 "not created");
         return -1;
     }
@@ -173,7 +163,7 @@ int ckpt_save_hf(const char *dir, const llama_model *m, owl_dtype dtype,
                  const ckpt_source *src, char *err, size_t errlen)
 {
     if (!dir) {
-        set_err(err, errlen, "ckpt_save_hf: dir is NULL");
+        llama_set_err(err, errlen, "ckpt_save_hf: dir is NULL");
         return -1;
     }
     char *config;
@@ -185,7 +175,7 @@ int ckpt_save_hf(const char *dir, const llama_model *m, owl_dtype dtype,
     int rc = -1;
     char *p = join_path(dir, "model.safetensors");
     if (!p) {
-        set_err(err, errlen, "%s: out of memory", dir);
+        llama_set_err(err, errlen, "%s: out of memory", dir);
         goto done;
     }
     if (ckpt_save_safetensors(p, m, dtype, NULL, err, errlen) != 0)
@@ -194,14 +184,14 @@ int ckpt_save_hf(const char *dir, const llama_model *m, owl_dtype dtype,
     p = join_path(dir, "config.json");
     if (!p || st_write_file_atomic(p, config, config_len, err, errlen)) {
         if (!p)
-            set_err(err, errlen, "%s: out of memory", dir);
+            llama_set_err(err, errlen, "%s: out of memory", dir);
         goto done;
     }
     for (size_t i = 0; src && i < src->nfiles; i++) {
         free(p);
         p = join_path(dir, src->files[i].name);
         if (!p) {
-            set_err(err, errlen, "%s: out of memory", dir);
+            llama_set_err(err, errlen, "%s: out of memory", dir);
             goto done;
         }
         if (st_write_file_atomic(p, src->files[i].bytes, src->files[i].len,

@@ -1,5 +1,6 @@
 /* Reading (mmap) and writing safetensors files; see safetensors.h. */
 #include "safetensors.h"
+#include "errmsg.h"
 
 #include "fileio.h"
 
@@ -13,16 +14,6 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* ---- conversions ------------------------------------------------------ */
 
@@ -145,7 +136,7 @@ static int parse_tensor(const char *path, const char *name,
     memset(t, 0, sizeof *t);
     t->name = name;
     if (v->type != JSON_OBJECT) {
-        set_err(err, errlen, "%s: tensor '%s' is a JSON %s, not an object",
+        llama_set_err(err, errlen, "%s: tensor '%s' is a JSON %s, not an object",
                 path, name, json_type_name(v->type));
         return -1;
     }
@@ -153,7 +144,7 @@ static int parse_tensor(const char *path, const char *name,
         const char *k = v->keys[i];
         if (strcmp(k, "dtype") && strcmp(k, "shape") &&
             strcmp(k, "data_offsets")) {
-            set_err(err, errlen, "%s: tensor '%s' has an unexpected field "
+            llama_set_err(err, errlen, "%s: tensor '%s' has an unexpected field "
                     "'%s'", path, name, k);
             return -1;
         }
@@ -161,25 +152,25 @@ static int parse_tensor(const char *path, const char *name,
     const json_value *dt = json_get(v, "dtype");
     int r = parse_dtype(dt, &t->dtype);
     if (r < 0) {
-        set_err(err, errlen, "%s: tensor '%s' has %s dtype (a string "
+        llama_set_err(err, errlen, "%s: tensor '%s' has %s dtype (a string "
                 "expected)", path, name,
                 dt ? json_type_name(dt->type) : "no");
         return -1;
     }
     if (r == 0) {
-        set_err(err, errlen, "%s: tensor '%s' has unknown or unsupported "
+        llama_set_err(err, errlen, "%s: tensor '%s' has unknown or unsupported "
                 "dtype '%.32s' (F32, BF16 or F16 expected)", path, name,
                 dt->string);
         return -1;
     }
     const json_value *sh = json_get(v, "shape");
     if (!sh || sh->type != JSON_ARRAY) {
-        set_err(err, errlen, "%s: tensor '%s' has %s shape (an array "
+        llama_set_err(err, errlen, "%s: tensor '%s' has %s shape (an array "
                 "expected)", path, name, sh ? json_type_name(sh->type) : "no");
         return -1;
     }
     if (sh->count > ST_MAX_DIMS) {
-        set_err(err, errlen, "%s: tensor '%s' has %zu dimensions (at most "
+        llama_set_err(err, errlen, "%s: tensor '%s' has %zu dimensions (at most "
                 "%d)", path, name, sh->count, ST_MAX_DIMS);
         return -1;
     }
@@ -188,7 +179,7 @@ static int parse_tensor(const char *path, const char *name,
     for (size_t d = 0; d < sh->count; d++) {
         const json_value *x = &sh->items[d];
         if (x->type != JSON_NUMBER || !x->is_uint) {
-            set_err(err, errlen, "%s: tensor '%s': shape entry %zu is not a "
+            llama_set_err(err, errlen, "%s: tensor '%s': shape entry %zu is not a "
                     "non-negative integer", path, name, d);
             return -1;
         }
@@ -197,7 +188,7 @@ static int parse_tensor(const char *path, const char *name,
          * zero; bound the product so it cannot wrap. */
         if (x->uint != 0 && t->numel > data_size / x->uint &&
             t->numel != 0) {
-            set_err(err, errlen, "%s: tensor '%s' has more elements than "
+            llama_set_err(err, errlen, "%s: tensor '%s' has more elements than "
                     "the file's %llu data bytes can hold", path, name,
                     (unsigned long long)data_size);
             return -1;
@@ -208,14 +199,14 @@ static int parse_tensor(const char *path, const char *name,
     if (!off || off->type != JSON_ARRAY || off->count != 2 ||
         off->items[0].type != JSON_NUMBER || !off->items[0].is_uint ||
         off->items[1].type != JSON_NUMBER || !off->items[1].is_uint) {
-        set_err(err, errlen, "%s: tensor '%s': data_offsets must be an "
+        llama_set_err(err, errlen, "%s: tensor '%s': data_offsets must be an "
                 "array of two non-negative integers", path, name);
         return -1;
     }
     t->begin = off->items[0].uint;
     t->end = off->items[1].uint;
     if (t->begin > t->end || t->end > data_size) {
-        set_err(err, errlen, "%s: tensor '%s': data_offsets [%llu, %llu] "
+        llama_set_err(err, errlen, "%s: tensor '%s': data_offsets [%llu, %llu] "
                 "out of range (the data area has %llu bytes)", path, name,
                 (unsigned long long)t->begin, (unsigned long long)t->end,
                 (unsigned long long)data_size);
@@ -223,7 +214,7 @@ static int parse_tensor(const char *path, const char *name,
     }
     uint64_t want = t->numel * st_dtype_size(t->dtype); /* <= 4*data_size */
     if (t->end - t->begin != want) {
-        set_err(err, errlen, "%s: tensor '%s': data_offsets [%llu, %llu] "
+        llama_set_err(err, errlen, "%s: tensor '%s': data_offsets [%llu, %llu] "
                 "span %llu bytes, but %s with %llu elements needs %llu",
                 path, name, (unsigned long long)t->begin,
                 (unsigned long long)t->end,
@@ -253,7 +244,7 @@ static int check_tiling(const char *path, const st_file *f, char *err,
 {
     if (f->count == 0) {
         if (f->data_size != 0) {
-            set_err(err, errlen, "%s: %llu data bytes but no tensors", path,
+            llama_set_err(err, errlen, "%s: %llu data bytes but no tensors", path,
                     (unsigned long long)f->data_size);
             return -1;
         }
@@ -261,7 +252,7 @@ static int check_tiling(const char *path, const st_file *f, char *err,
     }
     const st_tensor **order = malloc(f->count * sizeof *order);
     if (!order) {
-        set_err(err, errlen, "%s: out of memory", path);
+        llama_set_err(err, errlen, "%s: out of memory", path);
         return -1;
     }
     for (size_t i = 0; i < f->count; i++)
@@ -273,7 +264,7 @@ static int check_tiling(const char *path, const st_file *f, char *err,
     for (size_t i = 0; i < f->count && rc == 0; i++) {
         const st_tensor *t = order[i];
         if (t->begin < covered) {
-            set_err(err, errlen, "%s: tensors '%s' [%llu, %llu) and '%s' "
+            llama_set_err(err, errlen, "%s: tensors '%s' [%llu, %llu) and '%s' "
                     "[%llu, %llu) overlap", path, last->name,
                     (unsigned long long)last->begin,
                     (unsigned long long)last->end, t->name,
@@ -281,7 +272,7 @@ static int check_tiling(const char *path, const st_file *f, char *err,
                     (unsigned long long)t->end);
             rc = -1;
         } else if (t->begin > covered) {
-            set_err(err, errlen, "%s: data bytes [%llu, %llu) belong to no "
+            llama_set_err(err, errlen, "%s: data bytes [%llu, %llu) belong to no "
                     "tensor", path, (unsigned long long)covered,
                     (unsigned long long)t->begin);
             rc = -1;
@@ -292,7 +283,7 @@ static int check_tiling(const char *path, const st_file *f, char *err,
         }
     }
     if (rc == 0 && covered != f->data_size) {
-        set_err(err, errlen, "%s: data bytes [%llu, %llu) belong to no "
+        llama_set_err(err, errlen, "%s: data bytes [%llu, %llu) belong to no "
                 "tensor", path, (unsigned long long)covered,
                 (unsigned long long)f->data_size);
         rc = -1;
@@ -307,19 +298,19 @@ static int parse_header(const char *path, st_file *f, const char *text,
     char jerr[200];
     f->header = json_parse(text, len, jerr, sizeof jerr);
     if (!f->header) {
-        set_err(err, errlen, "%s: the header is not valid JSON (%s)", path,
+        llama_set_err(err, errlen, "%s: the header is not valid JSON (%s)", path,
                 jerr);
         return -1;
     }
     const json_value *h = f->header;
     if (h->type != JSON_OBJECT) {
-        set_err(err, errlen, "%s: the header is a JSON %s, not an object",
+        llama_set_err(err, errlen, "%s: the header is a JSON %s, not an object",
                 path, json_type_name(h->type));
         return -1;
     }
     f->tensors = calloc(h->count ? h->count : 1, sizeof *f->tensors);
     if (!f->tensors) {
-        set_err(err, errlen, "%s: out of memory", path);
+        llama_set_err(err, errlen, "%s: out of memory", path);
         return -1;
     }
     for (size_t i = 0; i < h->count; i++) {
@@ -329,7 +320,7 @@ static int parse_header(const char *path, st_file *f, const char *text,
             for (size_t j = 0; ok && j < v->count; j++)
                 ok = v->items[j].type == JSON_STRING;
             if (!ok) {
-                set_err(err, errlen, "%s: __metadata__ must be an object of "
+                llama_set_err(err, errlen, "%s: __metadata__ must be an object of "
                         "strings", path);
                 return -1;
             }
@@ -362,20 +353,20 @@ int map_file(const char *path, uint64_t min_size, const char *min_what,
     if (fd < 0)
         return -1;
     if (size < min_size) {
-        set_err(err, errlen, "%s: %llu bytes, too short for %s", path,
+        llama_set_err(err, errlen, "%s: %llu bytes, too short for %s", path,
                 (unsigned long long)size, min_what);
         close(fd);
         return -1;
     }
     if (size > (uint64_t)SIZE_MAX) {
-        set_err(err, errlen, "%s: too large to map", path);
+        llama_set_err(err, errlen, "%s: too large to map", path);
         close(fd);
         return -1;
     }
     void *map = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
     if (map == MAP_FAILED) {
-        set_err(err, errlen, "%s: cannot map: %s", path, strerror(errno));
+        llama_set_err(err, errlen, "%s: cannot map: %s", path, strerror(errno));
         return -1;
     }
     *map_out = map;
@@ -396,13 +387,13 @@ int st_open(st_file *f, const char *path, char *err, size_t errlen)
     const unsigned char *bytes = map;
     uint64_t n = load_le64(bytes);
     if (n > ST_MAX_HEADER) {
-        set_err(err, errlen, "%s: header length %llu is larger than the "
+        llama_set_err(err, errlen, "%s: header length %llu is larger than the "
                 "%llu-byte limit", path, (unsigned long long)n,
                 (unsigned long long)ST_MAX_HEADER);
         goto fail;
     }
     if (n > size - 8) {
-        set_err(err, errlen, "%s: header length %llu runs past the end of "
+        llama_set_err(err, errlen, "%s: header length %llu runs past the end of "
                 "the file (%llu bytes after the length)", path,
                 (unsigned long long)n, (unsigned long long)(size - 8));
         goto fail;
@@ -522,13 +513,13 @@ static int atomic_begin(atomic_out *o, const char *path, char *err,
     size_t n = strlen(path);
     o->tmp = malloc(n + 16);
     if (!o->tmp) {
-        set_err(err, errlen, "%s: out of memory", path);
+        llama_set_err(err, errlen, "%s: out of memory", path);
         return -1;
     }
     snprintf(o->tmp, n + 16, "%s.tmp-XXXXXX", path);
     o->fd = mkstemp(o->tmp);
     if (o->fd < 0) {
-        set_err(err, errlen, "%s: cannot create a temporary file: %s", path,
+        llama_set_err(err, errlen, "%s: cannot create a temporary file: %s", path,
                 strerror(errno));
         free(o->tmp);
         o->tmp = NULL;
@@ -556,19 +547,19 @@ static int atomic_commit(atomic_out *o, const char *path, char *err,
                          size_t errlen)
 {
     if (fsync(o->fd) != 0) {
-        set_err(err, errlen, "%s: fsync failed: %s", path, strerror(errno));
+        llama_set_err(err, errlen, "%s: fsync failed: %s", path, strerror(errno));
         atomic_abort(o);
         return -1;
     }
     int rc = close(o->fd);
     o->fd = -1;
     if (rc != 0) {
-        set_err(err, errlen, "%s: close failed: %s", path, strerror(errno));
+        llama_set_err(err, errlen, "%s: close failed: %s", path, strerror(errno));
         atomic_abort(o);
         return -1;
     }
     if (rename(o->tmp, path) != 0) {
-        set_err(err, errlen, "%s: rename from %s failed: %s", path, o->tmp,
+        llama_set_err(err, errlen, "%s: rename from %s failed: %s", path, o->tmp,
                 strerror(errno));
         atomic_abort(o);
         return -1;
@@ -597,7 +588,7 @@ int st_write_file_atomic(const char *path, const void *bytes, size_t len,
     if (atomic_begin(&o, path, err, errlen))
         return -1;
     if (write_all(o.fd, bytes, len) != 0) {
-        set_err(err, errlen, "%s: write failed: %s", path, strerror(errno));
+        llama_set_err(err, errlen, "%s: write failed: %s", path, strerror(errno));
         atomic_abort(&o);
         return -1;
     }
@@ -687,7 +678,7 @@ int st_write(const char *path, const st_out_tensor *t, size_t count,
         tb_add(&hb, " ");
     if (hb.oom) {
         free(hb.s);
-        set_err(err, errlen, "%s: out of memory", path);
+        llama_set_err(err, errlen, "%s: out of memory", path);
         return -1;
     }
     unsigned char len8[8];
@@ -699,7 +690,7 @@ int st_write(const char *path, const st_out_tensor *t, size_t count,
     atomic_out o = {-1, NULL};
     if (!buf) {
         free(hb.s);
-        set_err(err, errlen, "%s: out of memory", path);
+        llama_set_err(err, errlen, "%s: out of memory", path);
         return -1;
     }
     if (atomic_begin(&o, path, err, errlen)) {
@@ -734,7 +725,7 @@ int st_write(const char *path, const st_out_tensor *t, size_t count,
     free(hb.s);
     free(buf);
     if (bad) {
-        set_err(err, errlen, "%s: write failed: %s", path, strerror(errno));
+        llama_set_err(err, errlen, "%s: write failed: %s", path, strerror(errno));
         atomic_abort(&o);
         return -1;
     }

@@ -4,23 +4,12 @@
  * there, their types, and that every id and per-token array fits the
  * tokens. See tok_gguf.h. */
 #include "tok_gguf.h"
+#include "errmsg.h"
 
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 static int str_is(gguf_str s, const char *c)
 {
@@ -61,14 +50,14 @@ static int str_array(const gguf_file *f, const char *key, int required,
     if (rc != 0)
         return -1; /* err says it is missing or not an array */
     if (et != GGUF_TYPE_STRING)
-        return fail(err, errlen, "%s: %s is an array of %s, not of STRING",
+        return llama_fail(err, errlen, "%s: %s is an array of %s, not of STRING",
                     f->name, key, gguf_type_name(et));
     if (count > max)
-        return fail(err, errlen, "%s: %s has %llu entries (at most %zu)",
+        return llama_fail(err, errlen, "%s: %s has %llu entries (at most %zu)",
                     f->name, key, (unsigned long long)count, max);
     tok_str *s = malloc((count ? count : 1) * sizeof *s);
     if (!s)
-        return fail(err, errlen, "%s: out of memory for %s", f->name, key);
+        return llama_fail(err, errlen, "%s: out of memory for %s", f->name, key);
     for (uint64_t i = 0; i < count; i++) {
         gguf_str g;
         gguf_array_str(arr, i, &g); /* in range, of strings: cannot fail */
@@ -94,11 +83,11 @@ static int per_token(const gguf_file *f, const char *key, size_t n_tokens,
     if (rc != 0)
         return -1;
     if (count != n_tokens)
-        return fail(err, errlen, "%s: %s has %llu entries for %zu tokens",
+        return llama_fail(err, errlen, "%s: %s has %llu entries for %zu tokens",
                     f->name, key, (unsigned long long)count, n_tokens);
     void *p = malloc((n_tokens ? n_tokens : 1) * 4);
     if (!p)
-        return fail(err, errlen, "%s: out of memory for %s", f->name, key);
+        return llama_fail(err, errlen, "%s: out of memory for %s", f->name, key);
     char what[128];
     snprintf(what, sizeof what, "%s: %s", f->name, key);
     rc = is_float ? gguf_array_f32(arr, p, what, err, errlen)
@@ -123,7 +112,7 @@ static int id_key(const gguf_file *f, const char *key, size_t n_tokens,
     if (rc != 0)
         return -1;
     if (v < 0 || (uint64_t)v >= n_tokens)
-        return fail(err, errlen, "%s: %s = %lld is out of range (%zu tokens)",
+        return llama_fail(err, errlen, "%s: %s = %lld is out of range (%zu tokens)",
                     f->name, key, (long long)v, n_tokens);
     *out = (int32_t)v;
     return 0;
@@ -141,25 +130,25 @@ int tok_from_gguf(const gguf_file *f, tokenizer **out, char *err,
                   size_t errlen)
 {
     if (!out)
-        return fail(err, errlen, "tok_from_gguf: out is NULL");
+        return llama_fail(err, errlen, "tok_from_gguf: out is NULL");
     *out = NULL;
     if (!f)
-        return fail(err, errlen, "tok_from_gguf: no file");
+        return llama_fail(err, errlen, "tok_from_gguf: no file");
     gguf_str model, pre = {"default", 7};
     int rc = gguf_get_str(f, "tokenizer.ggml.model", &model, err, errlen);
     if (rc == 1 || (rc == 0 && str_is(model, "none"))) {
-        fail(err, errlen, "%s: no tokenizer (tokenizer.ggml.model)", f->name);
+        llama_fail(err, errlen, "%s: no tokenizer (tokenizer.ggml.model)", f->name);
         return 1;
     }
     if (rc != 0)
         return -1;
     if (str_is(model, "llama"))
-        return fail(err, errlen, "%s: tokenizer.ggml.model 'llama' (a "
+        return llama_fail(err, errlen, "%s: tokenizer.ggml.model 'llama' (a "
                     "SentencePiece tokenizer, as Llama 2's) is not "
                     "implemented; only 'gpt2' (byte-level BPE) is",
                     f->name);
     if (!str_is(model, "gpt2"))
-        return fail(err, errlen, "%s: tokenizer.ggml.model '%.*s' is not "
+        return llama_fail(err, errlen, "%s: tokenizer.ggml.model '%.*s' is not "
                     "implemented; only 'gpt2' (byte-level BPE) is", f->name,
                     (int)(model.len > 64 ? 64 : model.len), model.ptr);
     if (gguf_get_str(f, "tokenizer.ggml.pre", &pre, err, errlen) < 0)
@@ -169,7 +158,7 @@ int tok_from_gguf(const gguf_file *f, tokenizer **out, char *err,
     spec.model = "gpt2";
     spec.pre = pre_name(pre, &spec.ignore_merges);
     if (!spec.pre)
-        return fail(err, errlen, "%s: tokenizer.ggml.pre '%.*s' is not "
+        return llama_fail(err, errlen, "%s: tokenizer.ggml.pre '%.*s' is not "
                     "implemented (known: gpt2, smollm, llama-bpe, default)",
                     f->name, (int)(pre.len > 64 ? 64 : pre.len), pre.ptr);
 
@@ -182,11 +171,11 @@ int tok_from_gguf(const gguf_file *f, tokenizer **out, char *err,
                   TOK_MAX_TOKENS, err, errlen))
         goto done;
     if (spec.n_tokens == 0) {
-        fail(err, errlen, "%s: tokenizer.ggml.tokens is empty", f->name);
+        llama_fail(err, errlen, "%s: tokenizer.ggml.tokens is empty", f->name);
         goto done;
     }
     if (gguf_get(f, "tokenizer.ggml.merges") == NULL) {
-        fail(err, errlen, "%s: tokenizer.ggml.merges is missing: a "
+        llama_fail(err, errlen, "%s: tokenizer.ggml.merges is missing: a "
              "byte-level BPE is its merges", f->name);
         goto done;
     }
@@ -210,12 +199,12 @@ int tok_from_gguf(const gguf_file *f, tokenizer **out, char *err,
                  errlen))
         goto done;
     if (spec.add_bos && spec.bos_id < 0) {
-        fail(err, errlen, "%s: tokenizer.ggml.add_bos_token is true but "
+        llama_fail(err, errlen, "%s: tokenizer.ggml.add_bos_token is true but "
              "there is no tokenizer.ggml.bos_token_id", f->name);
         goto done;
     }
     if (spec.add_eos && spec.eos_id < 0) {
-        fail(err, errlen, "%s: tokenizer.ggml.add_eos_token is true but "
+        llama_fail(err, errlen, "%s: tokenizer.ggml.add_eos_token is true but "
              "there is no tokenizer.ggml.eos_token_id", f->name);
         goto done;
     }
@@ -230,7 +219,7 @@ int tok_from_gguf(const gguf_file *f, tokenizer **out, char *err,
     spec.scores = scores;
     char terr[512];
     if (tok_create(&spec, out, terr, sizeof terr) != 0) {
-        fail(err, errlen, "%s: %s", f->name, terr);
+        llama_fail(err, errlen, "%s: %s", f->name, terr);
         goto done;
     }
     rc = 0;

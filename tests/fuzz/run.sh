@@ -51,9 +51,9 @@ libs=($(pkg-config --libs openblas 2>/dev/null || echo -lblas)
 
 # Every CPU source of the library (CUDA host files need nvcc's runtime),
 # and the example's files the parsers need.
-llama_files=(gguf gguf_meta gguf_quant gguf_llama safetensors fileio json
-             model attention tokenizer tok_encode tok_pretok tok_hf_json
-             tok_gguf unicode_tables)
+llama_files=(errmsg gguf gguf_meta gguf_quant gguf_llama safetensors fileio
+             json model attention tokenizer tok_encode tok_pretok
+             tok_hf_json tok_gguf unicode_tables)
 sources=()
 for f in src/*.c; do
     case $(basename "$f") in cuda_*) continue ;; esac
@@ -117,8 +117,8 @@ for t in "${targets[@]}"; do
         # the 16-bit conversions. An allocation over 256 MiB is a finding:
         # the reader bounds what it allocates by the file.
         "$cc" "${cflags[@]}" -fsanitize=fuzzer tests/fuzz/fuzz_gguf.c \
-            $(llama_obj gguf gguf_meta gguf_quant gguf_llama safetensors \
-                        fileio json model attention tok_gguf tokenizer \
+            $(llama_obj errmsg gguf gguf_meta gguf_quant gguf_llama \
+                        safetensors fileio json model attention tok_gguf tokenizer \
                         tok_encode tok_pretok tok_hf_json unicode_tables) \
             "${lib_objects[@]}" "${libs[@]}" -o "$out/fuzz_gguf"
         ASAN_OPTIONS=${ASAN_OPTIONS:-$plain_asan} \
@@ -129,7 +129,7 @@ for t in "${targets[@]}"; do
     tokenizer)
         "$cc" "${cflags[@]}" -fsanitize=fuzzer tests/fuzz/fuzz_tokenizer.c \
             $(llama_obj tokenizer tok_encode tok_pretok tok_hf_json \
-                        unicode_tables json safetensors fileio) \
+                        unicode_tables json safetensors fileio errmsg) \
             -lm -o "$out/fuzz_tokenizer"
         ASAN_OPTIONS=${ASAN_OPTIONS:-$plain_asan} \
         "$out/fuzz_tokenizer" -max_total_time="$seconds" -max_len=8192 \
