@@ -41,22 +41,34 @@ typedef struct call_check {
     const char *why;    /* which, for the report */
 } call_check;
 
+/* Fills a buffer with plausible values: mode 0 f32, 1 bf16, 2 f16, 3 f64. */
 void fill_buffer(uint8_t *b, int mode, uint64_t seed);
 size_t dtype_bytes(owl_dtype d);
+/* True when the contract lets the library address t (*bytes: its extent). */
 bool addressable(const owl_tensor *t, unsigned __int128 *bytes);
+/* Records that an argument is one the call must refuse. */
 void mark_invalid(call_check *cc, const char *why);
 owl_dtype pick_dtype(fuzz_input *f);
+/* A tensor argument, mostly rows x cols over the arena; NULL for a NULL
+ * argument. Never lies about its buffer; records invalid descriptors. */
 owl_tensor *make_tensor(fuzz_input *f, owl_tensor *t, int64_t rows,
                                int64_t cols, call_check *cc);
+/* A struct_size: mostly the real one, else the edge cases. */
 uint64_t pick_struct_size(fuzz_input *f, size_t real);
 bool size_in_range(uint64_t struct_size);
+/* The struct sizes the contract accepts (8..4096, multiples of 8). */
 bool size_valid(uint64_t struct_size);
+/* An input options struct of exactly struct_size bytes (free() it). */
 void *exact_struct(fuzz_input *f, const void *src, size_t real,
                           uint64_t struct_size, call_check *cc);
+/* An output struct of exactly struct_size bytes (free() it). */
 void *exact_out_struct(fuzz_input *f, const void *src, size_t real,
                               uint64_t struct_size, call_check *cc);
+/* The options the library reads: the given struct_size bytes over the
+ * defaults. */
 void effective(void *dst, const void *defaults, const void *given,
                       size_t real, uint64_t struct_size);
+/* Fuzzed options of each handle (weights: exactly num_layers doubles). */
 void fuzz_sampler_options(fuzz_input *f, owl_sampler_options *o,
                                  double **weights_out, bool own_layers);
 void fuzz_galore_options(fuzz_input *f, owl_galore_options *o);
@@ -117,12 +129,17 @@ typedef struct snapshot {
     uint64_t size[4 * SLOTS];
 } snapshot;
 
+/* The live handles of the input, with their state operations. */
 int live_handles(live_handle *out);
 uint8_t *save_all(const live_handle *lh, uint64_t *size);
+/* Every buffer and live handle state, before a call ... */
 void snapshot_take(snapshot *s);
+/* ... and unchanged after a failed one (else abort). */
 void snapshot_check_unchanged(const snapshot *s, const char *call);
 void snapshot_free(snapshot *s);
+/* Every live state loads back and saves the same (else abort). */
 void check_states_load_back(void);
+/* Frees the input's handles, optimizers first. */
 void free_handles(void);
 
 #endif /* OWL_FUZZ_API_H */

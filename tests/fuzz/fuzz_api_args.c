@@ -243,8 +243,13 @@ bool size_valid(uint64_t struct_size)
     return size_in_range(struct_size) && struct_size % 8 == 0;
 }
 
-void *exact_struct(fuzz_input *f, const void *src, size_t real,
-                          uint64_t struct_size, call_check *cc)
+/* A block of exactly struct_size bytes (or the real size, for sizes the
+ * library must refuse unread) holding the first struct_size bytes of src
+ * (sizeof = real) and, past the fields this version knows, zeros or a
+ * fuzzed non-zero byte (an input struct: refused) or fuzzed bytes (an
+ * output struct: the caller's to leave as they are, never an error). */
+static void *make_struct(fuzz_input *f, const void *src, size_t real,
+                         uint64_t struct_size, call_check *cc, bool output)
 {
     const bool in_range = size_in_range(struct_size);
     const size_t n = in_range ? (size_t)struct_size : real;
@@ -253,7 +258,9 @@ void *exact_struct(fuzz_input *f, const void *src, size_t real,
         abort();
     memcpy(blk, src, n < real ? n : real);
     memcpy(blk, &struct_size, sizeof struct_size);
-    if (n > real && fz_u8(f) > 230) {
+    if (n > real && output) {
+        memset(blk + real, fz_u8(f), n - real);
+    } else if (n > real && fz_u8(f) > 230) {
         blk[real + fz_u8(f) % (n - real)] = (uint8_t)(1 + fz_u8(f) % 255);
         mark_invalid(cc, "a non-zero byte past the known fields");
     }
@@ -262,24 +269,16 @@ void *exact_struct(fuzz_input *f, const void *src, size_t real,
     return blk;
 }
 
-/* An output struct (ESD result, memory usage, memory plan): like
- * exact_struct, but the bytes past the fields this version knows are the
- * caller's to leave as they are, never an error. */
-void *exact_out_struct(fuzz_input *f, const void *src, size_t real,
-                              uint64_t struct_size, call_check *cc)
+void *exact_struct(fuzz_input *f, const void *src, size_t real,
+                   uint64_t struct_size, call_check *cc)
 {
-    const bool in_range = size_in_range(struct_size);
-    const size_t n = in_range ? (size_t)struct_size : real;
-    uint8_t *blk = calloc(1, n);
-    if (blk == NULL)
-        abort();
-    memcpy(blk, src, n < real ? n : real);
-    memcpy(blk, &struct_size, sizeof struct_size);
-    if (n > real)
-        memset(blk + real, fz_u8(f), n - real);
-    if (!size_valid(struct_size))
-        mark_invalid(cc, "a struct_size outside the contract");
-    return blk;
+    return make_struct(f, src, real, struct_size, cc, false);
+}
+
+void *exact_out_struct(fuzz_input *f, const void *src, size_t real,
+                       uint64_t struct_size, call_check *cc)
+{
+    return make_struct(f, src, real, struct_size, cc, true);
 }
 
 /* The options the library will use: the caller's first struct_size
