@@ -3,6 +3,7 @@
  * ckpt_model.h. */
 #include "ckpt_model.h"
 #include "errmsg.h"
+#include "textbuf.h"
 
 #include "hf_config.h"
 #include "tok_gguf.h"
@@ -23,35 +24,6 @@ void ckpt_extras_free(ckpt_extras *x)
 }
 
 /* ---- JSON text ------------------------------------------------------------ */
-
-typedef struct jbuf {
-    char *s;
-    size_t len, cap;
-    int oom;
-} jbuf;
-
-static void jput(jbuf *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 1024;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc(b->s, cap);
-        if (!p) {
-            b->oom = 1;
-            return;
-        }
-        b->s = p;
-        b->cap = cap;
-    }
-    memcpy(b->s + b->len, s, n);
-    b->len += n;
-    b->s[b->len] = '\0';
-}
-
-static void jputs(jbuf *b, const char *s) { jput(b, s, strlen(s)); }
 
 /* Whether s[0, n) is UTF-8 (shortest forms of scalar values), which a
  * JSON document must be. */
@@ -92,39 +64,18 @@ static int utf8_valid(const unsigned char *s, size_t n)
     return 1;
 }
 
-/* A JSON string of s (UTF-8: the caller checks). */
-static void jstring(jbuf *b, const char *s, size_t n)
-{
-    jput(b, "\"", 1);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        char esc[8];
-        if (c == '"' || c == '\\') {
-            esc[0] = '\\';
-            esc[1] = (char)c;
-            jput(b, esc, 2);
-        } else if (c < 0x20) {
-            snprintf(esc, sizeof esc, "\\u%04x", c);
-            jput(b, esc, 6);
-        } else {
-            jput(b, s + i, 1);
-        }
-    }
-    jput(b, "\"", 1);
-}
-
 /* "key": "the text of token id", */
-static void jtoken(jbuf *b, const char *key, const tokenizer *t, int32_t id)
+static void jtoken(textbuf *b, const char *key, const tokenizer *t, int32_t id)
 {
     size_t len;
     const char *s = id >= 0 ? tok_token(t, id, &len) : NULL;
     if (!s)
         return;
-    jputs(b, "  \"");
-    jputs(b, key);
-    jputs(b, "\": ");
-    jstring(b, s, len);
-    jputs(b, ",\n");
+    tb_puts(b, "  \"");
+    tb_puts(b, key);
+    tb_puts(b, "\": ");
+    tb_json_string(b, s, len);
+    tb_puts(b, ",\n");
 }
 
 /* The tokenizer_config.json that makes transformers' AutoTokenizer a
@@ -136,8 +87,8 @@ static int tokenizer_config(const gguf_file *f, const tokenizer *t,
                             int context, char **out, size_t *len, char *err,
                             size_t errlen)
 {
-    jbuf b = {0};
-    jputs(&b, "{\n  \"tokenizer_class\": \"PreTrainedTokenizerFast\",\n");
+    textbuf b = {0};
+    tb_puts(&b, "{\n  \"tokenizer_class\": \"PreTrainedTokenizerFast\",\n");
     jtoken(&b, "bos_token", t, tok_bos_id(t));
     jtoken(&b, "eos_token", t, tok_eos_id(t));
     jtoken(&b, "unk_token", t, tok_unk_id(t));
@@ -145,14 +96,14 @@ static int tokenizer_config(const gguf_file *f, const tokenizer *t,
     gguf_str tmpl;
     if (gguf_get_str(f, "tokenizer.chat_template", &tmpl, NULL, 0) == 0 &&
         utf8_valid((const unsigned char *)tmpl.ptr, (size_t)tmpl.len)) {
-        jputs(&b, "  \"chat_template\": ");
-        jstring(&b, tmpl.ptr, (size_t)tmpl.len);
-        jputs(&b, ",\n");
+        tb_puts(&b, "  \"chat_template\": ");
+        tb_json_string(&b, tmpl.ptr, (size_t)tmpl.len);
+        tb_puts(&b, ",\n");
     }
     char tail[128];
     snprintf(tail, sizeof tail, "  \"model_max_length\": %d,\n"
              "  \"clean_up_tokenization_spaces\": false\n}\n", context);
-    jputs(&b, tail);
+    tb_puts(&b, tail);
     if (b.oom) {
         free(b.s);
         return llama_fail(err, errlen, "tokenizer_config.json: out of memory");
@@ -164,25 +115,6 @@ static int tokenizer_config(const gguf_file *f, const tokenizer *t,
 
 /* ---- a GGUF model's source -------------------------------------------------- */
 
-/* An id key of f for config.json: -1 when absent; present, below the
- * vocabulary. */
-static int gguf_id(const gguf_file *f, const char *key, int vocab,
-                   int32_t *out, char *err, size_t errlen)
-{
-    int64_t v;
-    *out = -1;
-    int rc = gguf_get_i64(f, key, &v, err, errlen);
-    if (rc == 1)
-        return 0;
-    if (rc != 0)
-        return -1;
-    if (v < 0 || v >= vocab)
-        return llama_fail(err, errlen, "%s: %s = %lld is out of range (vocabulary "
-                    "of %d)", f->name, key, (long long)v, vocab);
-    *out = (int32_t)v;
-    return 0;
-}
-
 int ckpt_source_from_gguf(const gguf_file *f, const llama_model *m,
                           const tokenizer *tok, ckpt_source *src, char *err,
                           size_t errlen)
@@ -192,10 +124,11 @@ int ckpt_source_from_gguf(const gguf_file *f, const llama_model *m,
         return llama_fail(err, errlen, "ckpt_source_from_gguf: no file or model");
     int32_t bos, eos;
     int context = m->context_len > 0 ? m->context_len : m->cfg.seq_len;
-    if (gguf_id(f, "tokenizer.ggml.bos_token_id", m->cfg.vocab_size, &bos,
-                err, errlen) ||
-        gguf_id(f, "tokenizer.ggml.eos_token_id", m->cfg.vocab_size, &eos,
-                err, errlen))
+    const uint64_t vocab = (uint64_t)m->cfg.vocab_size;
+    if (gguf_get_token_id(f, "tokenizer.ggml.bos_token_id", vocab, &bos, err,
+                          errlen) ||
+        gguf_get_token_id(f, "tokenizer.ggml.eos_token_id", vocab, &eos, err,
+                          errlen))
         return -1;
     /* The weights' dtype is the save's: hf_config_text rewrites it. */
     if (hf_config_write(&m->cfg, context, OWL_DTYPE_F32, bos, eos,

@@ -172,6 +172,11 @@ int gguf_get_bool(const gguf_file *f, const char *key, int *out, char *err,
                   size_t errlen);
 int gguf_get_str(const gguf_file *f, const char *key, gguf_str *out,
                  char *err, size_t errlen);
+/* A token id key: 0 with *out = -1 when absent, 0 with *out the id when
+ * it is an integer below count (the vocabulary), -1 with a message
+ * otherwise. */
+int gguf_get_token_id(const gguf_file *f, const char *key, uint64_t count,
+                      int32_t *out, char *err, size_t errlen);
 /* An ARRAY key: the array itself (for the element functions below), its
  * element type and length; same return values. */
 int gguf_get_array(const gguf_file *f, const char *key,

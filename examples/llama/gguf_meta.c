@@ -314,6 +314,24 @@ int gguf_get_i64(const gguf_file *f, const char *key, int64_t *out,
     return rc;
 }
 
+int gguf_get_token_id(const gguf_file *f, const char *key, uint64_t count,
+                      int32_t *out, char *err, size_t errlen)
+{
+    int64_t v;
+    *out = -1;
+    int rc = gguf_get_i64(f, key, &v, err, errlen);
+    if (rc == 1)
+        return 0;
+    if (rc != 0)
+        return -1;
+    if (v < 0 || (uint64_t)v >= count || v > INT32_MAX)
+        return llama_fail(err, errlen, "%s: %s = %lld is out of range (%llu "
+                          "tokens)", fname(f), key, (long long)v,
+                          (unsigned long long)count);
+    *out = (int32_t)v;
+    return 0;
+}
+
 int gguf_get_f64(const gguf_file *f, const char *key, double *out,
                  char *err, size_t errlen)
 {

@@ -3,6 +3,7 @@
 #include "errmsg.h"
 
 #include "fileio.h"
+#include "textbuf.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -595,87 +596,33 @@ int st_write_file_atomic(const char *path, const void *bytes, size_t len,
     return atomic_commit(&o, path, err, errlen);
 }
 
-/* A growing text buffer for the header. */
-typedef struct text_buf {
-    char *s;
-    size_t len, cap;
-    int oom;
-} text_buf;
-
-static void tb_add(text_buf *b, const char *fmt, ...)
-{
-    if (b->oom)
-        return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(b->s ? b->s + b->len : NULL,
-                          b->s ? b->cap - b->len : 0, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            b->oom = 1;
-            return;
-        }
-        if (b->s && b->len + (size_t)n < b->cap) {
-            b->len += (size_t)n;
-            return;
-        }
-        size_t cap = b->cap ? b->cap : 1024;
-        while (cap <= b->len + (size_t)n)
-            cap *= 2;
-        char *s = realloc(b->s, cap);
-        if (!s) {
-            b->oom = 1;
-            return;
-        }
-        b->s = s;
-        b->cap = cap;
-    }
-}
-
-/* Appends a JSON string (names are ASCII in practice; escape what must). */
-static void tb_string(text_buf *b, const char *s)
-{
-    tb_add(b, "\"");
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            tb_add(b, "\\%c", c);
-        else if (c < 0x20)
-            tb_add(b, "\\u%04x", c);
-        else
-            tb_add(b, "%c", c);
-    }
-    tb_add(b, "\"");
-}
-
 int st_write(const char *path, const st_out_tensor *t, size_t count,
              st_dtype dtype, char *err, size_t errlen)
 {
     size_t esize = st_dtype_size(dtype);
-    text_buf hb = {0};
-    tb_add(&hb, "{\"__metadata__\":{\"format\":\"pt\"}");
+    textbuf hb = {0};
+    tb_printf(&hb, "{\"__metadata__\":{\"format\":\"pt\"}");
     uint64_t offset = 0;
     for (size_t i = 0; i < count; i++) {
         uint64_t numel = 1;
-        tb_add(&hb, ",");
-        tb_string(&hb, t[i].name);
-        tb_add(&hb, ":{\"dtype\":\"%s\",\"shape\":[", st_dtype_name(dtype));
+        tb_printf(&hb, ",");
+        tb_json_string(&hb, t[i].name, strlen(t[i].name));
+        tb_printf(&hb, ":{\"dtype\":\"%s\",\"shape\":[", st_dtype_name(dtype));
         for (int d = 0; d < t[i].ndim; d++) {
-            tb_add(&hb, "%s%llu", d ? "," : "",
+            tb_printf(&hb, "%s%llu", d ? "," : "",
                    (unsigned long long)t[i].shape[d]);
             numel *= t[i].shape[d];
         }
-        tb_add(&hb, "],\"data_offsets\":[%llu,%llu]}",
+        tb_printf(&hb, "],\"data_offsets\":[%llu,%llu]}",
                (unsigned long long)offset,
                (unsigned long long)(offset + numel * esize));
         offset += numel * esize;
     }
-    tb_add(&hb, "}");
+    tb_printf(&hb, "}");
     /* Spaces (JSON whitespace) pad the header so the data area starts at a
      * multiple of 8 bytes from the start of the file. */
     while (!hb.oom && hb.len % 8 != 0)
-        tb_add(&hb, " ");
+        tb_printf(&hb, " ");
     if (hb.oom) {
         free(hb.s);
         llama_set_err(err, errlen, "%s: out of memory", path);

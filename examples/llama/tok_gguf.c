@@ -100,24 +100,6 @@ static int per_token(const gguf_file *f, const char *key, size_t n_tokens,
     return 0;
 }
 
-/* An id key: -1 when absent, else an id below n_tokens. */
-static int id_key(const gguf_file *f, const char *key, size_t n_tokens,
-                  int32_t *out, char *err, size_t errlen)
-{
-    int64_t v;
-    *out = -1;
-    int rc = gguf_get_i64(f, key, &v, err, errlen);
-    if (rc == 1)
-        return 0;
-    if (rc != 0)
-        return -1;
-    if (v < 0 || (uint64_t)v >= n_tokens)
-        return llama_fail(err, errlen, "%s: %s = %lld is out of range (%zu tokens)",
-                    f->name, key, (long long)v, n_tokens);
-    *out = (int32_t)v;
-    return 0;
-}
-
 static int flag_key(const gguf_file *f, const char *key, int *out, char *err,
                     size_t errlen)
 {
@@ -185,14 +167,14 @@ int tok_from_gguf(const gguf_file *f, tokenizer **out, char *err,
                   (void **)&types, err, errlen) ||
         per_token(f, "tokenizer.ggml.scores", spec.n_tokens, 1,
                   (void **)&scores, err, errlen) ||
-        id_key(f, "tokenizer.ggml.bos_token_id", spec.n_tokens, &spec.bos_id,
-               err, errlen) ||
-        id_key(f, "tokenizer.ggml.eos_token_id", spec.n_tokens, &spec.eos_id,
-               err, errlen) ||
-        id_key(f, "tokenizer.ggml.unknown_token_id", spec.n_tokens, &unk,
-               err, errlen) ||
-        id_key(f, "tokenizer.ggml.padding_token_id", spec.n_tokens,
-               &spec.pad_id, err, errlen) ||
+        gguf_get_token_id(f, "tokenizer.ggml.bos_token_id", spec.n_tokens,
+                          &spec.bos_id, err, errlen) ||
+        gguf_get_token_id(f, "tokenizer.ggml.eos_token_id", spec.n_tokens,
+                          &spec.eos_id, err, errlen) ||
+        gguf_get_token_id(f, "tokenizer.ggml.unknown_token_id", spec.n_tokens,
+                          &unk, err, errlen) ||
+        gguf_get_token_id(f, "tokenizer.ggml.padding_token_id", spec.n_tokens,
+                          &spec.pad_id, err, errlen) ||
         flag_key(f, "tokenizer.ggml.add_bos_token", &spec.add_bos, err,
                  errlen) ||
         flag_key(f, "tokenizer.ggml.add_eos_token", &spec.add_eos, err,

@@ -6,6 +6,7 @@
 #include "tok_internal.h"
 
 #include "json.h"
+#include "textbuf.h"
 #include "safetensors.h" /* st_write_file_atomic */
 
 #include <errno.h>
@@ -645,72 +646,6 @@ int tok_load_hf_json(const char *path, tokenizer **out, char *err,
 
 /* ---- writing ------------------------------------------------------ */
 
-typedef struct outbuf {
-    char *s;
-    size_t len, cap;
-    int oom;
-} outbuf;
-
-static void put(outbuf *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 1 << 16;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc(b->s, cap);
-        if (!p) {
-            b->oom = 1;
-            return;
-        }
-        b->s = p;
-        b->cap = cap;
-    }
-    memcpy(b->s + b->len, s, n);
-    b->len += n;
-}
-
-static void puts_(outbuf *b, const char *s) { put(b, s, strlen(s)); }
-
-static void putf(outbuf *b, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 2, 3)))
-#endif
-    ;
-static void putf(outbuf *b, const char *fmt, ...)
-{
-    char tmp[128];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        put(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
-}
-
-/* A JSON string of s (valid UTF-8 without NULs: checked by the caller). */
-static void put_string(outbuf *b, const char *s, size_t n)
-{
-    put(b, "\"", 1);
-    size_t run = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\')
-            continue;
-        put(b, s + run, i - run);
-        run = i + 1;
-        if (c == '"' || c == '\\') {
-            char e[2] = {'\\', (char)c};
-            put(b, e, 2);
-        } else {
-            putf(b, "\\u%04x", c);
-        }
-    }
-    put(b, s + run, n - run);
-    put(b, "\"", 1);
-}
-
 static int valid_text(const char *s, size_t n)
 {
     for (size_t p = 0; p < n;) {
@@ -722,66 +657,66 @@ static int valid_text(const char *s, size_t n)
     return 1;
 }
 
-static void put_token(outbuf *b, const tokenizer *t, int32_t id)
+static void put_token(textbuf *b, const tokenizer *t, int32_t id)
 {
     size_t len;
     const char *s = tok_token(t, id, &len);
-    put_string(b, s, len);
+    tb_json_string(b, s, len);
 }
 
-static void put_special_piece(outbuf *b, const tokenizer *t, int32_t id)
+static void put_special_piece(textbuf *b, const tokenizer *t, int32_t id)
 {
-    puts_(b, "{\"SpecialToken\": {\"id\": ");
+    tb_puts(b, "{\"SpecialToken\": {\"id\": ");
     put_token(b, t, id);
-    puts_(b, ", \"type_id\": 0}}");
+    tb_puts(b, ", \"type_id\": 0}}");
 }
 
-static void put_special_def(outbuf *b, const tokenizer *t, int32_t id)
+static void put_special_def(textbuf *b, const tokenizer *t, int32_t id)
 {
     put_token(b, t, id);
-    puts_(b, ": {\"id\": ");
+    tb_puts(b, ": {\"id\": ");
     put_token(b, t, id);
-    putf(b, ", \"ids\": [%d], \"tokens\": [", (int)id);
+    tb_printf(b, ", \"ids\": [%d], \"tokens\": [", (int)id);
     put_token(b, t, id);
-    puts_(b, "]}");
+    tb_puts(b, "]}");
 }
 
-static void put_template(outbuf *b, const tokenizer *t)
+static void put_template(textbuf *b, const tokenizer *t)
 {
-    puts_(b, "{\"type\": \"TemplateProcessing\", \"single\": [");
+    tb_puts(b, "{\"type\": \"TemplateProcessing\", \"single\": [");
     if (t->add_bos) {
         put_special_piece(b, t, t->bos_id);
-        puts_(b, ", ");
+        tb_puts(b, ", ");
     }
-    puts_(b, "{\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}");
+    tb_puts(b, "{\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}");
     if (t->add_eos) {
-        puts_(b, ", ");
+        tb_puts(b, ", ");
         put_special_piece(b, t, t->eos_id);
     }
-    puts_(b, "], \"pair\": [");
+    tb_puts(b, "], \"pair\": [");
     for (int seq = 0; seq < 2; seq++) {
         if (seq)
-            puts_(b, ", ");
+            tb_puts(b, ", ");
         if (t->add_bos) {
             put_special_piece(b, t, t->bos_id);
-            puts_(b, ", ");
+            tb_puts(b, ", ");
         }
-        putf(b, "{\"Sequence\": {\"id\": \"%c\", \"type_id\": %d}}",
+        tb_printf(b, "{\"Sequence\": {\"id\": \"%c\", \"type_id\": %d}}",
              seq ? 'B' : 'A', seq);
         if (t->add_eos) {
-            puts_(b, ", ");
+            tb_puts(b, ", ");
             put_special_piece(b, t, t->eos_id);
         }
     }
-    puts_(b, "], \"special_tokens\": {");
+    tb_puts(b, "], \"special_tokens\": {");
     if (t->add_bos)
         put_special_def(b, t, t->bos_id);
     if (t->add_eos && !(t->add_bos && t->eos_id == t->bos_id)) {
         if (t->add_bos)
-            puts_(b, ", ");
+            tb_puts(b, ", ");
         put_special_def(b, t, t->eos_id);
     }
-    puts_(b, "}}");
+    tb_puts(b, "}}");
 }
 
 static const char *const byte_level_json[2] = {
@@ -790,26 +725,26 @@ static const char *const byte_level_json[2] = {
     "{\"type\": \"ByteLevel\", \"add_prefix_space\": false, "
     "\"trim_offsets\": true, \"use_regex\": true}"};
 
-static void put_pre(outbuf *b, const tokenizer *t)
+static void put_pre(textbuf *b, const tokenizer *t)
 {
     switch (t->pre) {
     case TOK_PRE_LLAMA_BPE:
-        puts_(b, "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": "
+        tb_puts(b, "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": "
                  "\"Split\", \"pattern\": {\"Regex\": ");
-        put_string(b, llama3_regex, strlen(llama3_regex));
-        puts_(b, "}, \"behavior\": \"Isolated\", \"invert\": false}, ");
-        puts_(b, byte_level_json[0]);
-        puts_(b, "]}");
+        tb_json_string(b, llama3_regex, strlen(llama3_regex));
+        tb_puts(b, "}, \"behavior\": \"Isolated\", \"invert\": false}, ");
+        tb_puts(b, byte_level_json[0]);
+        tb_puts(b, "]}");
         break;
     case TOK_PRE_SMOLLM:
-        puts_(b, "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": "
+        tb_puts(b, "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": "
                  "\"Digits\", \"individual_digits\": true}, ");
-        puts_(b, byte_level_json[1]);
-        puts_(b, "]}");
+        tb_puts(b, byte_level_json[1]);
+        tb_puts(b, "]}");
         break;
     case TOK_PRE_GPT2:
     default:
-        puts_(b, byte_level_json[1]);
+        tb_puts(b, byte_level_json[1]);
         break;
     }
 }
@@ -828,50 +763,50 @@ static int write_json(const tokenizer *t, const char *name, char **text,
                             "NULs, which tokenizer.json cannot hold", name, i,
                             tok_quote(q, sizeof q, s, len));
     }
-    outbuf b = {0};
-    puts_(&b, "{\n  \"version\": \"1.0\",\n  \"truncation\": null,\n"
+    textbuf b = {0};
+    tb_puts(&b, "{\n  \"version\": \"1.0\",\n  \"truncation\": null,\n"
               "  \"padding\": null,\n  \"added_tokens\": [");
     size_t n_added = 0;
     for (size_t i = 0; i < t->n_tokens; i++) {
         if (!tok_is_added_type(t->types[i]))
             continue;
-        puts_(&b, n_added++ ? ",\n    " : "\n    ");
-        putf(&b, "{\"id\": %zu, \"content\": ", i);
+        tb_puts(&b, n_added++ ? ",\n    " : "\n    ");
+        tb_printf(&b, "{\"id\": %zu, \"content\": ", i);
         put_token(&b, t, (int32_t)i);
-        putf(&b, ", \"single_word\": false, \"lstrip\": false, "
+        tb_printf(&b, ", \"single_word\": false, \"lstrip\": false, "
                  "\"rstrip\": false, \"normalized\": %s, \"special\": %s}",
              t->normalized[i] ? "true" : "false",
              t->types[i] == TOK_TYPE_USER_DEFINED ? "false" : "true");
     }
-    puts_(&b, n_added ? "\n  ],\n" : "],\n");
-    puts_(&b, "  \"normalizer\": null,\n  \"pre_tokenizer\": ");
+    tb_puts(&b, n_added ? "\n  ],\n" : "],\n");
+    tb_puts(&b, "  \"normalizer\": null,\n  \"pre_tokenizer\": ");
     put_pre(&b, t);
-    puts_(&b, ",\n  \"post_processor\": ");
+    tb_puts(&b, ",\n  \"post_processor\": ");
     if (t->add_bos || t->add_eos)
         put_template(&b, t);
     else
-        puts_(&b, "null");
-    puts_(&b, ",\n  \"decoder\": {\"type\": \"ByteLevel\", "
+        tb_puts(&b, "null");
+    tb_puts(&b, ",\n  \"decoder\": {\"type\": \"ByteLevel\", "
               "\"add_prefix_space\": true, \"trim_offsets\": true, "
               "\"use_regex\": true},\n");
-    puts_(&b, "  \"model\": {\n    \"type\": \"BPE\",\n    \"dropout\": null,"
+    tb_puts(&b, "  \"model\": {\n    \"type\": \"BPE\",\n    \"dropout\": null,"
               "\n    \"unk_token\": ");
     if (t->unk_id >= 0)
         put_token(&b, t, t->unk_id);
     else
-        puts_(&b, "null");
-    puts_(&b, ",\n    \"continuing_subword_prefix\": null,\n"
+        tb_puts(&b, "null");
+    tb_puts(&b, ",\n    \"continuing_subword_prefix\": null,\n"
               "    \"end_of_word_suffix\": null,\n    \"fuse_unk\": false,\n"
               "    \"byte_fallback\": false,\n");
     if (t->ignore_merges)
-        puts_(&b, "    \"ignore_merges\": true,\n");
-    puts_(&b, "    \"vocab\": {");
+        tb_puts(&b, "    \"ignore_merges\": true,\n");
+    tb_puts(&b, "    \"vocab\": {");
     for (size_t i = 0; i < t->n_tokens; i++) {
-        puts_(&b, i ? ",\n      " : "\n      ");
+        tb_puts(&b, i ? ",\n      " : "\n      ");
         put_token(&b, t, (int32_t)i);
-        putf(&b, ": %zu", i);
+        tb_printf(&b, ": %zu", i);
     }
-    puts_(&b, "\n    },\n    \"merges\": [");
+    tb_puts(&b, "\n    },\n    \"merges\": [");
     size_t written = 0;
     for (size_t r = 0; r < t->n_merges; r++) {
         if (!t->merge_live[r])
@@ -879,7 +814,7 @@ static int write_json(const tokenizer *t, const char *name, char **text,
         size_t la, lb;
         const char *a = tok_token(t, t->merge_left[r], &la);
         const char *c = tok_token(t, t->merge_right[r], &lb);
-        puts_(&b, written++ ? ",\n      " : "\n      ");
+        tb_puts(&b, written++ ? ",\n      " : "\n      ");
         /* "a b" (what every version of tokenizers reads) unless a part
          * holds a space, which only the [a, b] form keeps apart. */
         if (!memchr(a, ' ', la) && !memchr(c, ' ', lb)) {
@@ -891,22 +826,22 @@ static int write_json(const tokenizer *t, const char *name, char **text,
             memcpy(s, a, la);
             s[la] = ' ';
             memcpy(s + la + 1, c, lb);
-            put_string(&b, s, la + lb + 1);
+            tb_json_string(&b, s, la + lb + 1);
             free(s);
         } else {
-            puts_(&b, "[");
-            put_string(&b, a, la);
-            puts_(&b, ", ");
-            put_string(&b, c, lb);
-            puts_(&b, "]");
+            tb_puts(&b, "[");
+            tb_json_string(&b, a, la);
+            tb_puts(&b, ", ");
+            tb_json_string(&b, c, lb);
+            tb_puts(&b, "]");
         }
     }
-    puts_(&b, written ? "\n    ]\n  }\n}\n" : "]\n  }\n}\n");
+    tb_puts(&b, written ? "\n    ]\n  }\n}\n" : "]\n  }\n}\n");
     if (b.oom) {
         free(b.s);
         return tok_fail(err, errlen, "%s: out of memory", name);
     }
-    b.s[b.len] = '\0'; /* put() always leaves room for it */
+    b.s[b.len] = '\0'; /* tb_put() always leaves room for it */
     *text = b.s;
     *text_len = b.len;
     return 0;

@@ -51,7 +51,7 @@ libs=($(pkg-config --libs openblas 2>/dev/null || echo -lblas)
 
 # Every CPU source of the library (CUDA host files need nvcc's runtime),
 # and the example's files the parsers need.
-llama_files=(errmsg gguf gguf_meta gguf_quant gguf_llama safetensors fileio
+llama_files=(errmsg textbuf gguf gguf_meta gguf_quant gguf_llama safetensors fileio
              json model attention tokenizer tok_encode tok_pretok
              tok_hf_json tok_gguf unicode_tables)
 sources=()
@@ -117,7 +117,7 @@ for t in "${targets[@]}"; do
         # the 16-bit conversions. An allocation over 256 MiB is a finding:
         # the reader bounds what it allocates by the file.
         "$cc" "${cflags[@]}" -fsanitize=fuzzer tests/fuzz/fuzz_gguf.c \
-            $(llama_obj errmsg gguf gguf_meta gguf_quant gguf_llama \
+            $(llama_obj errmsg textbuf gguf gguf_meta gguf_quant gguf_llama \
                         safetensors fileio json model attention tok_gguf tokenizer \
                         tok_encode tok_pretok tok_hf_json unicode_tables) \
             "${lib_objects[@]}" "${libs[@]}" -o "$out/fuzz_gguf"
@@ -129,7 +129,7 @@ for t in "${targets[@]}"; do
     tokenizer)
         "$cc" "${cflags[@]}" -fsanitize=fuzzer tests/fuzz/fuzz_tokenizer.c \
             $(llama_obj tokenizer tok_encode tok_pretok tok_hf_json \
-                        unicode_tables json safetensors fileio errmsg) \
+                        unicode_tables json safetensors fileio errmsg textbuf) \
             -lm -o "$out/fuzz_tokenizer"
         ASAN_OPTIONS=${ASAN_OPTIONS:-$plain_asan} \
         "$out/fuzz_tokenizer" -max_total_time="$seconds" -max_len=8192 \
