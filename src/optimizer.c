@@ -1118,6 +1118,16 @@ static owl_status check_grads_bound(owl_optimizer *opt)
     return OWL_OK;
 }
 
+/* The factor clipping scales the gradients by: max_grad_norm / (norm +
+ * 1e-6) when that is below 1 (torch's clip_grad_norm_), else 1. */
+static double clip_coef(const owl_optimizer *opt, double norm)
+{
+    if (!(opt->opts.max_grad_norm > 0))
+        return 1.0;
+    const double coef = opt->opts.max_grad_norm / (norm + CLIP_EPS);
+    return coef < 1.0 ? coef : 1.0;
+}
+
 /* The global L2 norm over the updated parameters' gradients, f64. A NaN or
  * Inf anywhere makes it non-finite (squares of finite f32 values cannot
  * overflow f64), which is how the step finds them; *bad names the first
@@ -1154,18 +1164,12 @@ static double global_norm(owl_optimizer *opt, uint64_t *bad, double *largest,
 static bool norms_in_range(const owl_optimizer *opt, double norm,
                            double largest)
 {
-    double coef = 1.0;
-    if (opt->opts.max_grad_norm > 0) {
-        const double c = opt->opts.max_grad_norm / (norm + CLIP_EPS);
-        if (c < 1.0)
-            coef = c;
-    }
-    return sqrt(largest) * coef < OWL_STEP_LIMIT / 2;
+    return sqrt(largest) * clip_coef(opt, norm) < OWL_STEP_LIMIT / 2;
 }
 
 static void clip(owl_optimizer *opt, double norm)
 {
-    const double coef = opt->opts.max_grad_norm / (norm + CLIP_EPS);
+    const double coef = clip_coef(opt, norm);
     if (!(coef < 1.0))
         return; /* torch multiplies by the clamped 1.0: no change */
     for (uint64_t i = 0; i < opt->num_params; i++) {

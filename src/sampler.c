@@ -184,16 +184,16 @@ owl_status owl__sampler_check_options(owl_context *ctx,
                          "must be > 0",
                          (unsigned long long)L, prefix,
                          (unsigned long long)o->gamma);
-    if (positive < o->gamma)
+    /* The draws use w_l / sum(w): a weight too small beside the largest
+     * to survive that division in double precision is a zero weight. */
+    const uint64_t usable = weights_positive(w, L);
+    if (usable < o->gamma && usable == positive)
         return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
                          "%sgamma is %llu but only %llu of the %llu weights "
                          "are > 0; exactly gamma distinct layers cannot be "
                          "drawn",
                          prefix, (unsigned long long)o->gamma,
                          (unsigned long long)positive, (unsigned long long)L);
-    /* The draws use w_l / sum(w): a weight too small beside the largest
-     * to survive that division in double precision is a zero weight. */
-    const uint64_t usable = weights_positive(w, L);
     if (usable < o->gamma)
         return owl__fail(ctx, OWL_ERR_INVALID_ARGUMENT,
                          "%sgamma is %llu but only %llu of the %llu weights "
